@@ -1,0 +1,152 @@
+"""Command-line flags for `launch.py`, in the spirit of A1111's `modules/cmd_args.py`.
+
+This module must import nothing beyond the standard library: `launch.py` loads it with the
+system Python *before* the virtual environment exists (a fresh machine has no torch, no
+pydantic), and `python3 launch.py --help` should answer instantly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_PORT = 7860
+DEVICES = ("auto", "cpu", "cuda", "mps")
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+RUN_TESTS_FLAG = "--run-tests"
+
+
+def _port(text: str) -> int:
+    """argparse type for a TCP port; a typo like 78600 should fail here, not deep inside uvicorn."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid port {text!r}: not a number") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"invalid port {value}: must be between 1 and 65535")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="launch.py",
+        description=(
+            "Atelier, a Stable Diffusion web UI. The first start creates .venv/ and installs the "
+            "dependencies; later starts skip pip unless requirements.txt or TORCH_COMMAND changed."
+        ),
+        epilog=(
+            "Environment: TORCH_COMMAND overrides how torch is installed "
+            "(default: 'pip install torch==2.14.1 torchvision==0.29.1')."
+        ),
+    )
+    server = parser.add_argument_group("server")
+    server.add_argument(
+        "--listen",
+        action="store_true",
+        help="bind to 0.0.0.0 so other machines on the network can reach the UI (default: 127.0.0.1 only)",
+    )
+    server.add_argument(
+        "--port",
+        type=_port,
+        default=DEFAULT_PORT,
+        help=f"port to serve the UI and API on (default: {DEFAULT_PORT})",
+    )
+    server.add_argument(
+        "--autolaunch", action="store_true", help="open the UI in the system's default browser once it is up"
+    )
+
+    paths = parser.add_argument_group("folders")
+    paths.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="folder for config.json, outputs/ and cache/ (default: the repository root)",
+    )
+    paths.add_argument(
+        "--models-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help=(
+            "another models folder (same layout as models/: Stable-diffusion/, VAE/, ...) "
+            "scanned besides the repository's models/, which holds the built-in model"
+        ),
+    )
+    paths.add_argument(
+        "--outdir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="save every image under this folder, overriding the output folders in Settings",
+    )
+
+    compute = parser.add_argument_group("compute")
+    compute.add_argument(
+        "--device",
+        choices=DEVICES,
+        default="auto",
+        help="where to run the model; auto picks cuda, then mps, then cpu (default: auto)",
+    )
+    compute.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="auto",
+        help="weights/activations dtype; auto is fp16 on cuda/mps and fp32 on cpu (default: auto)",
+    )
+    compute.add_argument(
+        "--no-half-vae",
+        action="store_true",
+        help="keep the VAE in fp32 even when the model runs in fp16/bf16 (avoids black or NaN images)",
+    )
+
+    setup = parser.add_argument_group("setup and testing")
+    setup.add_argument(
+        "--skip-install",
+        action="store_true",
+        help="never run pip; use .venv/ as it is (or the current interpreter when there is no .venv/)",
+    )
+    setup.add_argument(
+        RUN_TESTS_FLAG,
+        nargs=argparse.REMAINDER,
+        default=None,
+        metavar="PYTEST_ARGS",
+        help=(
+            "set up the test extras (requirements-test.txt, Debian chromium) and run pytest instead "
+            "of the UI; every argument after this flag goes to pytest (default: the whole tests/ suite)"
+        ),
+    )
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse and resolve flags. Folders come back absolute, so later code never depends on the cwd.
+
+    Everything after `--run-tests` is handed to pytest untouched (`-k`, `-x`, paths, even
+    `--port`). It is split off by hand because argparse's REMAINDER rejects a leading `--`.
+    """
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    pytest_args: list[str] | None = None
+    if RUN_TESTS_FLAG in args_list:
+        cut = args_list.index(RUN_TESTS_FLAG)
+        pytest_args = args_list[cut + 1 :]
+        if pytest_args[:1] == ["--"]:
+            pytest_args = pytest_args[1:]
+        args_list = args_list[:cut]
+
+    args = build_parser().parse_args(args_list)
+    args.run_tests = pytest_args
+
+    args.data_dir = (args.data_dir or REPO_ROOT).expanduser().resolve()
+    # None: only the repository's models/ (the engine always scans it; the built-in model lives there).
+    args.models_dir = args.models_dir.expanduser().resolve() if args.models_dir else None
+    # None keeps the per-tab folders from Settings (relative to data_dir); a flag overrides them all.
+    args.outdir = args.outdir.expanduser().resolve() if args.outdir else None
+    # Derived paths, so the app does not re-invent where they live.
+    args.config_file = args.data_dir / "config.json"
+    args.cache_dir = args.data_dir / "cache"
+    args.host = "0.0.0.0" if args.listen else "127.0.0.1"
+    return args

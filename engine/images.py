@@ -1,0 +1,138 @@
+"""Saving images (atomically, with their infotext) and building grids.
+
+Saved files follow A1111's layout, `outdir/YYYY-MM-DD/NNNNN-SEED.png`, where NNNNN counts on from
+the highest number already in the day folder. A file is fully written and fsynced under a temp
+name first, then hard-linked to its final name: a link never replaces an existing file, so two
+savers (threads or processes) racing for one number cannot overwrite each other; the loser
+takes the next number. Readers never see a half-written PNG.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+import os
+import re
+import tempfile
+from collections.abc import Sequence
+from datetime import date
+from pathlib import Path
+
+from PIL import Image
+from PIL.PngImagePlugin import PngInfo
+
+_NUMBER_RE = re.compile(r"^(\d+)")
+_TEMP_PREFIX = ".tmp-"
+_UNSAFE_SUFFIX_RE = re.compile(r"[\\/\x00-\x1f:*?\"<>|]")  # path separators and Windows-illegal chars
+
+
+def next_sequence_number(folder: Path) -> int:
+    """1 + the highest leading number of a file name in `folder` (0 when there is none)."""
+    highest = -1
+    try:
+        names = os.listdir(folder)
+    except FileNotFoundError:
+        return 0
+    for name in names:
+        match = _NUMBER_RE.match(name)
+        if match:
+            highest = max(highest, int(match.group(1)))
+    return highest + 1
+
+
+def _png_bytes(image: Image.Image, infotext: str) -> bytes:
+    info = PngInfo()
+    # add_text falls back to an iTXt (UTF-8) chunk by itself when the text is not Latin-1.
+    info.add_text("parameters", infotext)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", pnginfo=info)
+    return buffer.getvalue()
+
+
+def _fsync_dir(folder: Path) -> None:
+    # Makes the new directory entry durable too; not possible on every platform, so best effort.
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _publish(tmp: Path, final: Path) -> None:
+    """Give the finished temp file its final name; FileExistsError when the name is taken."""
+    try:
+        os.link(tmp, final)
+    except FileExistsError:
+        raise
+    except OSError:
+        # Filesystems without hard links (FAT, some network shares): reserve the name
+        # exclusively, then atomically swap the finished file over the empty reservation.
+        os.close(os.open(final, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        try:
+            os.replace(tmp, final)
+        except BaseException:
+            final.unlink(missing_ok=True)  # never leave an empty placeholder behind
+            raise
+
+
+def save_image(
+    image: Image.Image,
+    outdir: Path,
+    *,
+    seed: int,
+    infotext: str,
+    basename_suffix: str = "",
+) -> Path:
+    """Write `image` as `outdir/<today>/NNNNN-<seed><suffix>.png` with its 'parameters' chunk."""
+    folder = Path(outdir) / date.today().isoformat()
+    folder.mkdir(parents=True, exist_ok=True)
+    suffix = _UNSAFE_SUFFIX_RE.sub("_", basename_suffix)
+    data = _png_bytes(image, infotext)  # encode before taking a number: keeps the race window short
+
+    fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=_TEMP_PREFIX, suffix=".png")
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; saved images should be readable like any file
+        number = next_sequence_number(folder)
+        while True:
+            final = folder / f"{number:05d}-{seed}{suffix}.png"
+            try:
+                _publish(tmp, final)
+                break
+            except FileExistsError:
+                number += 1  # someone took this number first: never overwrite, take the next
+        _fsync_dir(folder)
+        return final
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def grid_rows(count: int) -> int:
+    """A1111's automatic row count: the largest divisor of `count` not above its square root."""
+    rows = max(1, math.isqrt(count))
+    while count % rows:
+        rows -= 1
+    return rows
+
+
+def image_grid(images: Sequence[Image.Image], rows: int | None = None) -> Image.Image:
+    """Paste images row by row into one near-square grid (cells sized to the largest image)."""
+    if not images:
+        raise ValueError("image_grid needs at least one image")
+    rows = grid_rows(len(images)) if rows is None or rows <= 0 else min(rows, len(images))
+    cols = math.ceil(len(images) / rows)
+    rows = math.ceil(len(images) / cols)  # drop rows a too-large request would leave empty
+    cell_w = max(im.width for im in images)
+    cell_h = max(im.height for im in images)
+    mode = images[0].mode if images[0].mode in ("RGB", "RGBA") else "RGB"
+    grid = Image.new(mode, (cols * cell_w, rows * cell_h))
+    for i, im in enumerate(images):
+        grid.paste(im, ((i % cols) * cell_w, (i // cols) * cell_h))
+    return grid

@@ -1,0 +1,144 @@
+"""Jobs: progress, ETA, live preview, interrupt and skip — carried on an object, not in globals
+(DESIGN.md, example 8). The UI (and later the API) polls a Job while a worker thread runs it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class JobInterrupted(Exception):
+    """Raised inside the sampling loop when the user interrupts: the job stops after this step."""
+
+
+class JobSkipped(Exception):
+    """Raised inside the sampling loop when the user skips: the current batch is abandoned and the
+    job moves on to the next batch (A1111's Skip)."""
+
+
+@dataclass
+class Progress:
+    job_step: int = 0  # steps done over the whole job (all batches)
+    job_steps: int = 0
+    batch: int = 0  # 0-based index of the batch being sampled
+    batches: int = 0
+    started: float = field(default_factory=time.monotonic)
+    textinfo: str = ""
+
+    @property
+    def fraction(self) -> float:
+        return self.job_step / self.job_steps if self.job_steps else 0.0
+
+    @property
+    def eta_seconds(self) -> float | None:
+        """Remaining time from the average speed so far (None before the first step)."""
+        if not self.job_step or not self.job_steps:
+            return None
+        elapsed = time.monotonic() - self.started
+        return elapsed / self.job_step * (self.job_steps - self.job_step)
+
+
+class Job:
+    """One generation request in flight. Thread-safe flags; the worker reports, others read."""
+
+    def __init__(self, kind: str = "txt2img", preview_every: int = 0):
+        self.kind = kind
+        self.preview_every = preview_every  # decode a preview every N steps (0 = never)
+        self.progress = Progress()
+        self.preview: Any = None  # PIL image of the latest preview
+        self.preview_step = -1
+        self._interrupt = threading.Event()
+        self._skip = threading.Event()
+        self._done = threading.Event()
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+    # -- control, from the UI / API thread --------------------------------------------------------
+    def interrupt(self) -> None:
+        self._interrupt.set()
+
+    def skip(self) -> None:
+        self._skip.set()
+
+    @property
+    def interrupted(self) -> bool:
+        return self._interrupt.is_set()
+
+    # -- reporting, from the worker ---------------------------------------------------------------
+    def begin(self, batches: int, steps_per_batch: int) -> None:
+        self.progress = Progress(job_steps=batches * steps_per_batch, batches=batches)
+
+    def check(self) -> None:
+        """Raise if the user asked to stop; called between steps."""
+        if self._interrupt.is_set():
+            raise JobInterrupted()
+        if self._skip.is_set():
+            self._skip.clear()
+            raise JobSkipped()
+
+    def step_done(self) -> None:
+        self.progress.job_step += 1
+
+    def wants_preview(self, step: int) -> bool:
+        return self.preview_every > 0 and (step + 1) % self.preview_every == 0
+
+    def finish(self, result: Any = None, error: BaseException | None = None) -> None:
+        self.result, self.error = result, error
+        self._done.set()
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._done.wait(timeout)
+
+
+
+class JobQueue:
+    """One FIFO worker: jobs run one at a time in submission order; a failing job is recorded on
+    its Job and never stops the next one. The UI (and later the API) share one queue."""
+
+    def __init__(self) -> None:
+        import queue
+
+        self._queue: queue.Queue = queue.Queue()
+        self._pending: list[Job] = []
+        self._lock = threading.Lock()
+        self.current: Job | None = None
+        self._worker = threading.Thread(target=self._run, name="atelier-jobs", daemon=True)
+        self._worker.start()
+
+    def submit(self, job: Job, fn, *args, **kwargs) -> Job:
+        """Queue fn(*args, job=job, **kwargs); its return value becomes job.result."""
+        with self._lock:
+            self._pending.append(job)
+        self._queue.put((job, fn, args, kwargs))
+        return job
+
+    def position(self, job: Job) -> int:
+        """0 while running, 1.. while waiting, -1 when not queued."""
+        with self._lock:
+            if job is self.current:
+                return 0
+            return self._pending.index(job) + 1 if job in self._pending else -1
+
+    def _run(self) -> None:
+        while True:
+            job, fn, args, kwargs = self._queue.get()
+            with self._lock:
+                self._pending.remove(job)
+                self.current = job
+            try:
+                if job.interrupted:  # cancelled while waiting
+                    job.finish(error=JobInterrupted())
+                else:
+                    job.finish(result=fn(*args, job=job, **kwargs))
+            except BaseException as exc:  # reported through the job, never swallowed
+                job.finish(error=exc)
+            finally:
+                with self._lock:
+                    self.current = None

@@ -1,0 +1,234 @@
+"""Checkpoint → LoadedModel. Loaders are chosen by format; family comes from the weights' keys.
+
+Single files (.safetensors / .ckpt) are read once by our own safe reader and handed to diffusers'
+per-component single-file converters as a dict, with `config=` a local diffusers config folder and
+`local_files_only=True`, so nothing ever reaches for the hub:
+  UNet2DConditionModel.from_single_file(state, config=DIR, subfolder="unet", ...)
+  AutoencoderKL.from_single_file(state, config=DIR, subfolder="vae", ...)
+  create_diffusers_clip_model_from_ldm(CLIPTextModel, state, config=DIR, subfolder="text_encoder", ...)
+(the last is what diffusers' own pipeline `from_single_file` calls for CLIP; there is no public
+per-model entry point for transformers models). Diffusers folders use `from_pretrained`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from engine.models import configs
+from engine.models.detect import (
+    EPSILON,
+    V_PREDICTION,
+    ModelTraits,
+    detect_traits,
+    looks_like_v_prediction,
+    prediction_from_yaml,
+)
+from engine.models.hashing import HashCache
+from engine.models.paths import sidecar_config_dir
+from engine.models.state_dict import load_state_dict
+from engine.models.tokenizer import load_clip_tokenizer, pad_token_for_family
+from engine.models.types import CheckpointInfo, LoadedModel
+
+log = logging.getLogger(__name__)
+
+# Training-only or unused weights some VAE files carry (LPIPS discriminator, EMA copies).
+_VAE_DROP_PREFIXES = ("loss.", "model_ema.")
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What a single file is and which config folder builds it."""
+
+    traits: ModelTraits
+    config_dir: Path
+    prediction_type: str | None  # None: decide with the UNet heuristic once it is loaded
+    is_sidecar: bool
+
+
+def _plan_single_file(path: Path, state: dict[str, torch.Tensor]) -> _Plan:
+    traits = detect_traits(state, path.name)
+    from_yaml = prediction_from_yaml(path)
+    sidecar = sidecar_config_dir(path)
+    if sidecar is not None:
+        prediction = from_yaml or configs.prediction_type_of(configs.scheduler_config(sidecar))
+        return _Plan(traits, sidecar, prediction, True)
+    if traits.family == "sd1":  # one architecture; a yaml may still declare a v-prediction finetune
+        return _Plan(traits, configs.shipped_config_dir("sd1"), from_yaml or EPSILON, False)
+    # SD2: the yaml decides; without one the UNet probe does (prediction None), after loading
+    # with the 512-base config (the 768-v config differs only in scheduler and sample size).
+    return _Plan(traits, configs.shipped_config_dir("sd2", from_yaml or EPSILON), from_yaml, False)
+
+
+def _cast(module: Any, dtype: torch.dtype) -> Any:
+    """Cast through torch's own `Module.to`: diffusers' override logs a "keep in float32" warning
+    on every dtype cast (even with no such modules), and diffusers' loaders cast whenever given
+    `torch_dtype` - so diffusers models are loaded with torch_dtype=None and cast here."""
+    if next(module.parameters()).dtype != dtype:
+        torch.nn.Module.to(module, dtype=dtype)
+    return module
+
+
+def finish_module(module: Any, device: torch.device, dtype: torch.dtype) -> Any:
+    """Cast, move, eval mode, no grads: the state every loaded component is handed out in."""
+    _cast(module, dtype)
+    torch.nn.Module.to(module, device=device)
+    module.eval()
+    module.requires_grad_(False)
+    return module
+
+
+def load_vae_file(vae_path: Path, config_dir: Path, dtype: torch.dtype = torch.float32) -> Any:
+    """A standalone VAE file (SD key layout, `first_stage_model.` prefix optional, or diffusers
+    layout) built with the checkpoint's own VAE config."""
+    from diffusers import AutoencoderKL
+
+    state = {k: v for k, v in load_state_dict(vae_path).items() if not k.startswith(_VAE_DROP_PREFIXES)}
+    try:
+        vae = AutoencoderKL.from_single_file(
+            state, config=str(config_dir), subfolder="vae", local_files_only=True
+        )
+    except (RuntimeError, KeyError, ValueError) as exc:
+        raise ValueError(f"{vae_path.name} is not a VAE matching this checkpoint: {exc}") from exc
+    return _cast(vae, dtype)
+
+
+def _load_single_file(info: CheckpointInfo, dtype: torch.dtype) -> tuple[dict[str, Any], Path]:
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from diffusers.loaders.single_file_utils import create_diffusers_clip_model_from_ldm
+    from transformers import CLIPTextModel
+
+    state = load_state_dict(info.path)
+    plan = _plan_single_file(info.path, state)
+    cfg = str(plan.config_dir)  # diffusers rejects a Path for config=
+    common: dict[str, Any] = {"config": cfg, "local_files_only": True}
+    unet_overrides: dict[str, Any] = {}
+    if not plan.is_sidecar and plan.traits.unet_in_channels != 4:
+        unet_overrides["in_channels"] = plan.traits.unet_in_channels  # inpainting on a shipped config
+    try:
+        unet = UNet2DConditionModel.from_single_file(state, subfolder="unet", **common, **unet_overrides)
+        vae = AutoencoderKL.from_single_file(state, subfolder="vae", **common)
+        text_encoder = create_diffusers_clip_model_from_ldm(
+            CLIPTextModel, state, subfolder="text_encoder", torch_dtype=dtype, **common
+        )
+    except (RuntimeError, KeyError, ValueError) as exc:  # shape mismatches, missing keys
+        arch = f"the {plan.traits.family} architecture in {plan.config_dir}"
+        raise ValueError(f"{info.path.name} does not match {arch}: {exc}") from exc
+    finally:
+        del state
+    config_dir = plan.config_dir
+    prediction = plan.prediction_type
+    if prediction is None:
+        # fp32 like A1111's probe; the later cast to `dtype` is exact (fp16/bf16 ⊂ fp32)
+        prediction = V_PREDICTION if looks_like_v_prediction(_cast(unet, torch.float32)) else EPSILON
+        log.info("%s: no yaml, UNet probe says %s", info.name, prediction)
+        if prediction == V_PREDICTION:
+            config_dir = configs.shipped_config_dir("sd2", V_PREDICTION)
+            unet.register_to_config(sample_size=configs.component_config(config_dir, "unet")["sample_size"])
+    components = {
+        "unet": unet,
+        "vae": vae,
+        "text_encoder": text_encoder,
+        "family": plan.traits.family,
+        "prediction_type": prediction,
+        "scheduler": configs.scheduler_config(config_dir),
+    }
+    return components, config_dir
+
+
+def _load_diffusers_folder(info: CheckpointInfo, dtype: torch.dtype) -> tuple[dict[str, Any], Path]:
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    folder = info.path
+    scheduler = configs.scheduler_config(folder)
+    from_yaml = prediction_from_yaml(folder.with_name(folder.name + ".yaml"))
+    prediction = from_yaml or configs.prediction_type_of(scheduler)
+    try:
+        unet = _from_pretrained(UNet2DConditionModel, folder, "unet")
+        vae = _from_pretrained(AutoencoderKL, folder, "vae")
+        text_encoder = _from_pretrained(CLIPTextModel, folder, "text_encoder")
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise ValueError(f"cannot load diffusers folder {folder.name}: {exc}") from exc
+    components = {
+        "unet": unet,
+        "vae": vae,
+        "text_encoder": text_encoder,
+        "family": _diffusers_family(folder, unet),
+        "prediction_type": prediction,
+        "scheduler": scheduler,
+    }
+    return components, folder
+
+
+def _from_pretrained(cls: Any, folder: Path, subfolder: str) -> Any:
+    """Loaded in the stored dtype and cast later (see `_cast`). Folders that only ship
+    `*.fp16.safetensors` weights (a common download) need `variant="fp16"`."""
+    try:
+        return cls.from_pretrained(folder, subfolder=subfolder, local_files_only=True)
+    except OSError:
+        if not any((folder / subfolder).glob("*.fp16.*")):
+            raise
+        return cls.from_pretrained(folder, subfolder=subfolder, local_files_only=True, variant="fp16")
+
+
+def _diffusers_family(folder: Path, unet: Any) -> str:
+    """SD2 repos pad with "!" (OpenCLIP) and use 1024-wide cross-attention; SD1 neither."""
+    special = folder / "tokenizer" / "special_tokens_map.json"
+    if special.is_file():
+        pad = configs.read_json(special).get("pad_token")
+        pad = pad.get("content") if isinstance(pad, dict) else pad
+        return "sd2" if pad == "!" else "sd1"
+    return "sd2" if unet.config.cross_attention_dim == 1024 else "sd1"
+
+
+@lru_cache(maxsize=2)
+def _shared_tokenizer(pad_token: str) -> Any:
+    """One tokenizer per pad token for all models: it is read-only in use and the same for every SD."""
+    return load_clip_tokenizer(pad_token)
+
+
+def load_checkpoint(
+    info: CheckpointInfo,
+    device: torch.device | str,
+    dtype: torch.dtype,
+    vae_dtype: torch.dtype,
+    vae_path: Path | None = None,
+    *,
+    hashes: HashCache | None = None,
+) -> LoadedModel:
+    """Load a checkpoint onto `device`. Raises ValueError with a readable message for bad files."""
+    device = torch.device(device)
+    if info.format == "diffusers":
+        parts, config_dir = _load_diffusers_folder(info, dtype)
+    elif info.format in ("safetensors", "ckpt"):
+        parts, config_dir = _load_single_file(info, dtype)
+    else:
+        raise ValueError(f"unknown checkpoint format {info.format!r}")
+    vae = parts["vae"]
+    if vae_path is not None:
+        vae = load_vae_file(vae_path, config_dir, vae_dtype)
+        del parts["vae"]
+    tokenizer = _shared_tokenizer(pad_token_for_family(parts["family"]))
+    short = (hashes or HashCache(None)).short_hash(info.path)
+    return LoadedModel(
+        info=info,
+        short_hash=short,
+        family=parts["family"],
+        prediction_type=parts["prediction_type"],
+        unet=finish_module(parts["unet"], device, dtype),
+        vae=finish_module(vae, device, vae_dtype),
+        text_encoder=finish_module(parts["text_encoder"], device, dtype),
+        tokenizer=tokenizer,
+        alphas_cumprod=configs.alphas_cumprod_from_config(parts["scheduler"]),
+        device=device,
+        dtype=dtype,
+        vae_dtype=vae_dtype,
+        vae_name=vae_path.name if vae_path is not None else None,
+        config_dir=config_dir,
+    )

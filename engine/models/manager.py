@@ -1,0 +1,280 @@
+"""Keeps exactly one checkpoint in memory and switches between them on request.
+
+SD checkpoints are 2–7 GB; two resident at once is what runs consumer machines out of memory, so
+switching frees the old model before loading the new one, then returns freed memory to the OS
+(gc, CUDA cache, glibc `malloc_trim`) so RSS does not creep up over a session of switches.
+"""
+
+from __future__ import annotations
+
+import copy
+import ctypes
+import ctypes.util
+import dataclasses
+import gc
+import logging
+import re
+import threading
+from collections.abc import Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from engine.models import configs
+from engine.models.detect import V_PREDICTION, prediction_from_yaml
+from engine.models.hashing import HashCache
+from engine.models.paths import APP_ROOT, default_cache_dir, sidecar_config_dir
+from engine.models.registry import checkpoint_dirs, scan_checkpoints, scan_vaes, vae_dirs
+from engine.models.types import CheckpointInfo, LoadedModel
+
+log = logging.getLogger(__name__)
+
+BUILTIN_NAME = "atelier-tiny"
+VAE_AUTOMATIC, VAE_NONE = "Automatic", "None"
+_TITLE_WITH_HASH = re.compile(r"^(.*) \[([0-9a-f]{8,64})\]$")
+_PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """auto → cuda, then mps, then cpu. An explicit device that is not there is a clear error."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for, but torch sees no CUDA GPU")
+    if device.type == "mps" and not (
+        getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
+    ):
+        raise ValueError("--device mps was asked for, but MPS is not available")
+    return device
+
+
+def resolve_dtypes(
+    precision: str, device: torch.device, no_half_vae: bool = False
+) -> tuple[torch.dtype, torch.dtype]:
+    """(model dtype, VAE dtype). auto: fp16 on cuda/mps, fp32 on cpu (CPU half math is slow and
+    partly unsupported). `no_half_vae` keeps the VAE in fp32, where SD's VAE overflows less."""
+    if precision == "auto":
+        dtype = torch.float16 if device.type in ("cuda", "mps") else torch.float32
+    elif precision in _PRECISIONS:
+        dtype = _PRECISIONS[precision]
+    else:
+        raise ValueError(f"unknown precision {precision!r}: use auto, fp32, fp16 or bf16")
+    return dtype, (torch.float32 if no_half_vae else dtype)
+
+
+@lru_cache(maxsize=1)
+def _malloc_trim() -> Any:
+    name = ctypes.util.find_library("c")
+    try:
+        return getattr(ctypes.CDLL(name), "malloc_trim", None) if name else None
+    except OSError:
+        return None
+
+
+def release_memory(device: torch.device | None = None) -> None:
+    """Hand freed memory back: Python cycles, the CUDA caching allocator, glibc's heap."""
+    gc.collect()
+    if device is not None and device.type == "cuda" and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)  # glibc keeps freed tensor buffers in its arenas otherwise; RSS would only grow
+
+
+class ModelManager:
+    """The one loaded checkpoint, plus the lists of checkpoints and VAEs on disk. Thread-safe."""
+
+    def __init__(
+        self,
+        *,
+        root: Path | None = None,
+        extra_dirs: Sequence[Path] = (),
+        cache_dir: Path | None = None,
+        device: str = "auto",
+        precision: str = "auto",
+        no_half_vae: bool = False,
+    ):
+        self.root = Path(root) if root else APP_ROOT
+        self.extra_dirs = [Path(d) for d in extra_dirs]
+        self.device = resolve_device(device)
+        self.dtype, self.vae_dtype = resolve_dtypes(precision, self.device, no_half_vae)
+        self.hashes = HashCache(
+            (Path(cache_dir) if cache_dir else default_cache_dir(self.root)) / "hashes.json"
+        )
+        self._lock = threading.RLock()
+        self._current: LoadedModel | None = None
+        self._checkpoints: list[CheckpointInfo] | None = None
+        self._vaes: list[Path] | None = None
+
+    # -- listing ----------------------------------------------------------------------------------
+    def refresh(self) -> None:
+        with self._lock:
+            self._checkpoints = scan_checkpoints(checkpoint_dirs(self.root, self.extra_dirs))
+            self._vaes = scan_vaes(vae_dirs(self.root, self.extra_dirs))
+
+    def list_checkpoints(self) -> list[CheckpointInfo]:
+        with self._lock:
+            if self._checkpoints is None:
+                self.refresh()
+            return list(self._checkpoints or [])
+
+    def list_vaes(self) -> list[Path]:
+        with self._lock:
+            if self._vaes is None:
+                self.refresh()
+            return list(self._vaes or [])
+
+    def builtin_title(self) -> str:
+        return BUILTIN_NAME
+
+    def find(self, title: str) -> CheckpointInfo:
+        """By title/name, A1111's "name [hash]", file name, stem, or a hash already computed."""
+        infos = self.list_checkpoints()
+        if not infos:
+            raise ValueError("no checkpoints found: put a .safetensors file in models/Stable-diffusion")
+        wanted = title.strip()
+        match = _TITLE_WITH_HASH.match(wanted)
+        if match:
+            wanted = match.group(1)
+        for test in (
+            lambda i: i.title == wanted or i.name == wanted,
+            lambda i: i.path.name == wanted or i.path.stem == wanted,
+            lambda i: i.name.rsplit("/", 1)[-1] == wanted,
+        ):
+            for info in infos:
+                if test(info):
+                    return info
+        if re.fullmatch(r"[0-9a-f]{8,64}", wanted):
+            for info in infos:
+                if info.format != "diffusers" and self.hashes.is_cached(info.path):
+                    if self.hashes.file_sha256(info.path).startswith(wanted):
+                        return info
+        names = ", ".join(i.title for i in infos[:20])
+        raise ValueError(f"checkpoint {title!r} not found. Available: {names}")
+
+    def find_vae(self, name: str) -> Path:
+        for path in self.list_vaes():
+            if name in (path.name, path.stem):
+                return path
+        raise ValueError(f"VAE {name!r} not found in models/VAE")
+
+    def _automatic_vae(self, info: CheckpointInfo) -> Path | None:
+        """A1111's "Automatic": `<stem>.vae.{pt,ckpt,safetensors}` beside the checkpoint, else none."""
+        if info.format == "diffusers":
+            return None
+        for suffix in (".vae.safetensors", ".vae.pt", ".vae.ckpt"):
+            candidate = info.path.with_name(info.path.stem + suffix)
+            if candidate.is_file():
+                return candidate
+        return None
+
+    def _resolve_vae(self, info: CheckpointInfo, vae: str | None) -> Path | None:
+        if vae in (None, "", VAE_AUTOMATIC):
+            return self._automatic_vae(info)
+        if vae == VAE_NONE:
+            return None
+        return self.find_vae(vae)
+
+    # -- loading ----------------------------------------------------------------------------------
+    @property
+    def current(self) -> LoadedModel | None:
+        return self._current
+
+    def get(self, title: str | None = None, vae: str | None = None) -> LoadedModel:
+        """The loaded model for `title` (default: the current one, else the built-in, else the first
+        listed), loading it and unloading the previous one when needed.
+
+        `vae`: "Automatic" (`<stem>.vae.*` beside the checkpoint, else its own VAE), "None" (the
+        checkpoint's own), or a file name/stem from models/VAE. None means no preference: the
+        loaded model keeps the VAE it has, a fresh load uses "Automatic". Pass the `sd_vae`
+        setting on every call where the setting should be enforced.
+        """
+        from engine.models.loaders import load_checkpoint
+
+        with self._lock:
+            info = self._pick(title)
+            current = self._current
+            same = current is not None and current.info.path == info.path and current.info.mtime == info.mtime
+            if current is not None and same and vae is None:
+                return current
+            vae_path = self._resolve_vae(info, vae)
+            if current is not None and same:
+                wanted_vae = vae_path.name if vae_path else None
+                if current.vae_name == wanted_vae:
+                    return current
+                if vae_path is not None and current.config_dir is not None:
+                    self._current = self._with_vae(current, vae_path)
+                    return self._current
+                # back to the checkpoint's own VAE: its weights are in the checkpoint, so reload
+            del current  # a live local reference would keep the old weights alive through unload()
+            self.unload()
+            log.info("loading checkpoint %s (%s, %s)", info.title, self.device, self.dtype)
+            self._current = load_checkpoint(
+                info, self.device, self.dtype, self.vae_dtype, vae_path, hashes=self.hashes
+            )
+            return self._current
+
+    def _pick(self, title: str | None) -> CheckpointInfo:
+        if title:
+            return self.find(title)
+        if self._current is not None:
+            return self._current.info
+        infos = self.list_checkpoints()
+        if not infos:
+            raise ValueError("no checkpoints found: put a .safetensors file in models/Stable-diffusion")
+        return next((i for i in infos if i.name == BUILTIN_NAME), infos[0])
+
+    def _with_vae(self, model: LoadedModel, vae_path: Path) -> LoadedModel:
+        """A new LoadedModel sharing UNet and text encoder but with another VAE. A new object
+        rather than a mutation, so a job still holding the old one keeps a consistent model."""
+        from engine.models.loaders import finish_module, load_vae_file
+
+        assert model.config_dir is not None
+        vae = finish_module(
+            load_vae_file(vae_path, model.config_dir, model.vae_dtype), model.device, model.vae_dtype
+        )
+        swapped = dataclasses.replace(model, vae=vae, vae_name=vae_path.name)
+        del model
+        release_memory(self.device)
+        return swapped
+
+    def unload(self) -> None:
+        with self._lock:
+            if self._current is None:
+                return
+            self._current = None
+            release_memory(self.device)
+
+    def vae_fp32(self) -> Any:
+        """The current VAE in fp32 for the NaN fallback: itself when already fp32, else a copy (the
+        half one stays in place). Callers may instead `.to(torch.float32)` it in place."""
+        with self._lock:
+            if self._current is None:
+                raise ValueError("no model is loaded")
+            vae = self._current.vae
+            if self._current.vae_dtype == torch.float32:
+                return vae
+            return torch.nn.Module.to(copy.deepcopy(vae), dtype=torch.float32)  # (diffusers .to() warns)
+
+    # -- metadata without loading -----------------------------------------------------------------
+    def native_size_of(self, title: str) -> int:
+        """The training resolution (px) of a checkpoint, read from configs/header where possible."""
+        info = self.find(title)
+        current = self._current
+        if current is not None and current.info.path == info.path:
+            return current.native_size
+        folder = info.path if info.format == "diffusers" else sidecar_config_dir(info.path)
+        if folder is None:
+            if prediction_from_yaml(info.path) == V_PREDICTION:
+                return 768
+            return 512  # SD1 and SD2-base; an SD2-v file without yaml is only known after loading
+        unet = configs.component_config(folder, "unet")
+        vae = configs.component_config(folder, "vae")
+        return int(unet["sample_size"]) * 2 ** (len(vae["block_out_channels"]) - 1)

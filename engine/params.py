@@ -1,0 +1,86 @@
+"""GenerationParams: the one schema of a generation request (DESIGN.md, example 4).
+
+The field constraints here are at once the validation, the UI ranges, the (later) API schema and
+the infotext labels: `json_schema_extra={"infotext": "<A1111 key>"}` names the key a field is
+written under. A request that violates a constraint fails with a pydantic ValidationError, which
+the UI shows as a message and the API turns into a 422.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from engine.sampling.registry import resolve_sampler_and_schedule
+
+MAX_STEPS = 150
+MAX_SEED = 2**32 - 1
+MIN_SIZE, MAX_SIZE, SIZE_MULTIPLE = 64, 2048, 8
+
+
+def _label(key: str | None, **extra: Any) -> dict[str, Any]:
+    """Schema extras: the A1111 infotext key of a field (None: not written as a key)."""
+    return {"infotext": key, **extra}
+
+
+class GenerationParams(BaseModel):
+    """Everything that decides the pictures of a txt2img job. Frozen: derive with `model_copy`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    prompt: str = Field("", max_length=20000, json_schema_extra=_label(None))
+    negative_prompt: str = Field("", max_length=20000, json_schema_extra=_label(None))
+    steps: int = Field(20, ge=1, le=MAX_STEPS, json_schema_extra=_label("Steps"))
+    sampler_name: str = Field("Euler a", min_length=1, json_schema_extra=_label("Sampler"))
+    scheduler: str = Field("Automatic", min_length=1, json_schema_extra=_label("Schedule type"))
+    cfg_scale: float = Field(
+        7.0, ge=0.0, le=30.0, allow_inf_nan=False, json_schema_extra=_label("CFG scale", step=0.5)
+    )
+    seed: int = Field(-1, ge=-1, le=MAX_SEED, json_schema_extra=_label("Seed"))
+    width: int = Field(
+        512, ge=MIN_SIZE, le=MAX_SIZE, multiple_of=SIZE_MULTIPLE, json_schema_extra=_label("Size")
+    )
+    height: int = Field(
+        512, ge=MIN_SIZE, le=MAX_SIZE, multiple_of=SIZE_MULTIPLE, json_schema_extra=_label("Size")
+    )
+    batch_size: int = Field(1, ge=1, le=16, json_schema_extra=_label("Batch size"))
+    n_iter: int = Field(1, ge=1, le=100, json_schema_extra=_label(None))
+    # Title or name of the checkpoint; None keeps the one that is loaded.
+    checkpoint: str | None = Field(None, json_schema_extra=_label("Model"))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split_legacy_sampler(cls, data: Any) -> Any:
+        """Accept A1111's combined names ("DPM++ 2M Karras") and canonical spellings."""
+        if isinstance(data, dict) and "sampler_name" in data:
+            data = dict(data)
+            sampler, schedule = resolve_sampler_and_schedule(
+                str(data["sampler_name"]), data.get("scheduler")
+            )
+            data["sampler_name"], data["scheduler"] = sampler, schedule
+        elif isinstance(data, dict) and "scheduler" in data:
+            data = dict(data)
+            _, data["scheduler"] = resolve_sampler_and_schedule("Euler a", data["scheduler"])
+        return data
+
+    @property
+    def images_per_job(self) -> int:
+        return self.batch_size * self.n_iter
+
+    def with_seed(self, seed: int) -> GenerationParams:
+        return self.model_copy(update={"seed": seed})
+
+
+def field_limits(name: str) -> dict[str, Any]:
+    """min/max/step of a numeric field, read from its constraints (for UI sliders)."""
+    info = GenerationParams.model_fields[name]
+    limits: dict[str, Any] = {"default": info.default}
+    for meta in info.metadata:
+        for attr, key in (("ge", "minimum"), ("le", "maximum"), ("multiple_of", "step")):
+            if getattr(meta, attr, None) is not None:
+                limits[key] = getattr(meta, attr)
+    extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+    if "step" in extra:
+        limits["step"] = extra["step"]
+    return limits

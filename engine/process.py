@@ -1,0 +1,164 @@
+"""The txt2img stage pipeline (DESIGN.md, example 7):
+
+    check_inputs → encode_prompt → prepare_latents → denoise → decode → postprocess → save
+
+Each stage is a small named function; `txt2img` reads as the numbered list of them. The denoising
+loop is ours (a σ-space sampler from `engine.sampling`), not a diffusers pipeline `__call__`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from engine import images as image_io
+from engine.conditioning.clip import encode_prompt_pair
+from engine.infotext import build_infotext
+from engine.jobs import Job, JobInterrupted, JobSkipped
+from engine.models.types import LoadedModel
+from engine.params import GenerationParams
+from engine.results import GenerationResult
+from engine.rng import ImageRNG, resolve_seed
+from engine.sampling.denoiser import CFGGuider, SigmaDenoiser
+from engine.sampling.registry import SAMPLERS, SCHEDULES, effective_schedule
+from engine.sampling.samplers import SamplerOptions, StepInfo
+from engine.sampling.schedules import ModelSigmas
+
+
+@dataclass(frozen=True)
+class SaveOptions:
+    outdir: Path  # e.g. outputs/txt2img-images; a YYYY-MM-DD folder is made inside
+
+
+# -- 1. check inputs ------------------------------------------------------------------------------
+def check_inputs(model: LoadedModel, params: GenerationParams) -> None:
+    """What the schema cannot know: constraints that depend on the loaded model."""
+    factor = model.vae_scale_factor
+    if params.width % factor or params.height % factor:
+        raise ValueError(f"width and height must be multiples of {factor} for this model")
+    if params.sampler_name not in SAMPLERS:
+        raise ValueError(f"unknown sampler {params.sampler_name!r}")
+
+
+# -- 2. encode prompt -----------------------------------------------------------------------------
+def encode_prompt(model: LoadedModel, params: GenerationParams) -> tuple[torch.Tensor, torch.Tensor]:
+    cond, uncond = encode_prompt_pair(
+        model.tokenizer, model.text_encoder, params.prompt, params.negative_prompt, model.device
+    )
+    return cond.to(model.dtype), uncond.to(model.dtype)
+
+
+# -- 3. prepare latents ---------------------------------------------------------------------------
+def make_sigmas(model: LoadedModel, params: GenerationParams) -> torch.Tensor:
+    schedule = effective_schedule(params.sampler_name, params.scheduler)
+    return SCHEDULES[schedule].fn(params.steps, ModelSigmas.from_alphas_cumprod(model.alphas_cumprod))
+
+
+def prepare_latents(model: LoadedModel, params: GenerationParams, seeds: list[int], sigma_max: float):
+    """Initial noise x_T = σ_max · N(0, I), one seeded CPU generator per image."""
+    f = model.vae_scale_factor
+    shape = (model.latent_channels, params.height // f, params.width // f)
+    rng = ImageRNG(seeds, shape, model.device)
+    return rng.next() * sigma_max, rng
+
+
+# -- 4. denoise -----------------------------------------------------------------------------------
+def make_denoiser(model: LoadedModel) -> SigmaDenoiser:
+    def unet(x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        return model.unet(x.to(model.dtype), t, encoder_hidden_states=cond).sample.float()
+
+    sigmas = ModelSigmas.from_alphas_cumprod(model.alphas_cumprod)
+    return SigmaDenoiser(unet, sigmas, model.prediction_type)
+
+
+def denoise(model, params, x, sigmas, cond, uncond, rng: ImageRNG, job: Job) -> torch.Tensor:
+    """Run the sampler. On interrupt/skip, returns the latest x̂₀ estimate (A1111's behaviour)."""
+    n = x.shape[0]
+    guider = CFGGuider(make_denoiser(model), cond.expand(n, -1, -1), uncond.expand(n, -1, -1),
+                       params.cfg_scale)
+    last = {"denoised": x}
+
+    def on_step(info: StepInfo) -> None:
+        last["denoised"] = info.denoised
+        job.step_done()
+        if job.wants_preview(info.step):
+            job.preview = to_pil(decode(model, info.denoised[:1]))[0]
+            job.preview_step = info.step
+        job.check()
+
+    spec = SAMPLERS[params.sampler_name]
+    try:
+        job.check()
+        return spec.fn(guider, x, sigmas.to(x.device), noise=rng.like, callback=on_step,
+                       options=SamplerOptions())
+    except (JobInterrupted, JobSkipped):
+        raise _Stopped(last["denoised"]) from None
+
+
+class _Stopped(Exception):
+    def __init__(self, latents: torch.Tensor):
+        self.latents = latents
+
+
+# -- 5. decode ------------------------------------------------------------------------------------
+def decode(model: LoadedModel, latents: torch.Tensor, notes: list[str] | None = None) -> torch.Tensor:
+    """Latents → images in [0, 1]. A half-precision VAE that yields NaN (SD's 'black image'
+    problem) is switched to fp32 for good and the batch is decoded again."""
+    vae = model.vae
+    z = latents / vae.config.scaling_factor
+    if getattr(vae.config, "shift_factor", None):
+        z = z + vae.config.shift_factor
+    images = vae.decode(z.to(model.vae_dtype)).sample
+    if not torch.isfinite(images).all() and model.vae_dtype != torch.float32:
+        model.vae.to(torch.float32)
+        model.vae_dtype = torch.float32
+        if notes is not None:
+            notes.append("VAE produced NaN in half precision; switched the VAE to fp32")
+        images = model.vae.decode(z.float()).sample
+    return (images.float() / 2 + 0.5).clamp(0, 1)
+
+
+# -- 6. postprocess -------------------------------------------------------------------------------
+def to_pil(images: torch.Tensor) -> list[Image.Image]:
+    arr = (images.permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype(np.uint8)
+    return [Image.fromarray(a) for a in arr]
+
+
+# -- the pipeline ---------------------------------------------------------------------------------
+@torch.inference_mode()
+def txt2img(
+    model: LoadedModel, params: GenerationParams, *, job: Job | None = None, save: SaveOptions | None = None
+) -> GenerationResult:
+    job = job or Job()
+    check_inputs(model, params)  # 1
+    params = params.with_seed(resolve_seed(params.seed))
+    result = GenerationResult(params=params)
+    job.begin(params.n_iter, params.steps)
+    cond, uncond = encode_prompt(model, params)  # 2 (once: the prompt is the same for every image)
+    sigmas = make_sigmas(model, params)
+    for batch in range(params.n_iter):
+        job.progress.batch = batch
+        seeds = [params.seed + batch * params.batch_size + i for i in range(params.batch_size)]
+        x, rng = prepare_latents(model, params, seeds, float(sigmas[0]))  # 3
+        try:
+            latents = denoise(model, params, x, sigmas, cond, uncond, rng, job)  # 4
+        except _Stopped as stopped:
+            latents, result.interrupted = stopped.latents, True
+        pictures = to_pil(decode(model, latents, result.notes))  # 5, 6
+        for i, (image, seed) in enumerate(zip(pictures, seeds, strict=True)):
+            infotext = build_infotext(
+                params, seed=seed, model_name=model.info.name, model_hash=model.short_hash,
+                batch_pos=i if params.batch_size > 1 else None,
+            )
+            path = image_io.save_image(image, save.outdir, seed=seed, infotext=infotext) if save else None
+            result.images.append(image)  # 7
+            result.infotexts.append(infotext)
+            result.seeds.append(seed)
+            result.paths.append(path)
+        if job.interrupted:
+            break
+    return result

@@ -1,0 +1,138 @@
+"""The engine facade: the one object the UI (and later the API) talk to.
+
+It owns the settings snapshot, the model manager and the job queue. It holds no Gradio and no
+generation logic of its own: generation is `engine.process`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import threading
+from pathlib import Path
+from typing import Any
+
+from engine import process
+from engine.jobs import Job, JobQueue
+from engine.models.builtin import ensure_builtin_model
+from engine.models.manager import ModelManager
+from engine.params import GenerationParams
+from engine.results import GenerationResult
+from engine.sampling.registry import sampler_names, schedule_names
+from engine.settings import Settings, load_settings, save_settings
+
+CONFIG_FILE = "config.json"
+
+
+class Engine:
+    def __init__(
+        self,
+        *,
+        data_dir: Path,
+        models_dirs: list[Path] | tuple[Path, ...] = (),
+        outdir: Path | None = None,
+        device: str = "auto",
+        precision: str = "auto",
+        no_half_vae: bool = False,
+    ):
+        self.data_dir = Path(data_dir)
+        self.root = Path(__file__).resolve().parent.parent
+        self.outdir = Path(outdir) if outdir else None
+        self._settings_path = self.data_dir / CONFIG_FILE
+        self._settings = load_settings(self._settings_path)
+        self._settings_lock = threading.Lock()
+        ensure_builtin_model(self.root)
+        self.models = ModelManager(
+            root=self.root,
+            extra_dirs=[Path(d) for d in models_dirs],
+            cache_dir=self.data_dir / "cache",
+            device=device,
+            precision=precision,
+            no_half_vae=no_half_vae,
+        )
+        self.queue = JobQueue()
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> Engine:
+        data_dir = Path(getattr(args, "data_dir", None) or Path.cwd())
+        models_dir = getattr(args, "models_dir", None)
+        return cls(
+            data_dir=data_dir,
+            models_dirs=[Path(models_dir)] if models_dir else [],
+            outdir=Path(args.outdir) if getattr(args, "outdir", None) else None,
+            device=getattr(args, "device", "auto"),
+            precision=getattr(args, "precision", "auto"),
+            no_half_vae=getattr(args, "no_half_vae", False),
+        )
+
+    # -- settings ---------------------------------------------------------------------------------
+    @property
+    def settings(self) -> Settings:
+        return self._settings
+
+    def update_settings(self, **changes: Any) -> Settings:
+        """Validate and persist; a bad value raises ValueError and nothing is saved."""
+        with self._settings_lock:
+            new = Settings.model_validate({**self._settings.model_dump(), **changes})
+            save_settings(self._settings_path, new)
+            self._settings = new
+            return new
+
+    # -- models -----------------------------------------------------------------------------------
+    def list_checkpoints(self) -> list[str]:
+        return [c.title for c in self.models.list_checkpoints()]
+
+    def refresh_checkpoints(self) -> list[str]:
+        self.models.refresh()
+        return self.list_checkpoints()
+
+    def _default_title(self) -> str:
+        titles = self.list_checkpoints()
+        wanted = self._settings.sd_checkpoint
+        if wanted and wanted in titles:
+            return wanted
+        builtin = self.models.builtin_title()
+        if builtin in titles:
+            return builtin
+        if not titles:
+            raise ValueError("no checkpoints found: put a .safetensors file in models/Stable-diffusion")
+        return titles[0]
+
+    def current_checkpoint(self) -> str | None:
+        loaded = self.models.current
+        return loaded.info.title if loaded else self._default_title()
+
+    def load_checkpoint(self, title: str) -> None:
+        self.models.get(title)
+
+    def default_size(self) -> int:
+        loaded = self.models.current
+        if loaded is not None:
+            return loaded.native_size
+        return self.models.native_size_of(self._default_title())
+
+    def sampler_names(self) -> list[str]:
+        return sampler_names()
+
+    def schedule_names(self) -> list[str]:
+        return schedule_names()
+
+    # -- generation -------------------------------------------------------------------------------
+    def _run_txt2img(self, params: GenerationParams, *, job: Job) -> GenerationResult:
+        model = self.models.get(params.checkpoint or self.current_checkpoint())
+        settings = self._settings
+        save = None
+        if settings.save_images:
+            outdir = self.outdir / "txt2img-images" if self.outdir else settings.txt2img_outdir(self.data_dir)
+            save = process.SaveOptions(outdir=outdir)
+        return process.txt2img(model, params, job=job, save=save)
+
+    def submit_txt2img(self, params: GenerationParams) -> Job:
+        job = Job("txt2img", preview_every=self._settings.show_progress_every_n_steps)
+        return self.queue.submit(job, self._run_txt2img, params)
+
+    def txt2img(self, params: GenerationParams) -> GenerationResult:
+        job = self.submit_txt2img(params)
+        job.wait()
+        if job.error is not None:
+            raise job.error
+        return job.result

@@ -1,0 +1,69 @@
+"""User settings persisted to `config.json`, read once into an immutable snapshot (DESIGN.md, ex. 8).
+
+The Settings tab edits a copy and saves it; running jobs keep the snapshot they started with.
+Unknown keys in config.json (from a newer version or an extension) are kept on save, not dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    outdir_samples: str = Field("", description="Output folder for all images (overrides the next ones if set)")
+    outdir_txt2img_samples: str = Field("outputs/txt2img-images", description="Output folder for txt2img images")
+    save_images: bool = Field(True, description="Save every generated image")
+    samples_format: str = Field("png", pattern="^png$", description="File format for images")
+    show_progress_every_n_steps: int = Field(
+        5, ge=0, le=32, description="Live preview: decode a preview every N steps (0 = off)"
+    )
+    default_sampler: str = Field("Euler a", description="Sampler selected when the UI opens")
+    default_scheduler: str = Field("Automatic", description="Schedule type selected when the UI opens")
+    default_steps: int = Field(20, ge=1, le=150, description="Steps when the UI opens")
+    default_cfg_scale: float = Field(7.0, ge=0, le=30, description="CFG scale when the UI opens")
+    sd_checkpoint: str = Field("", description="Checkpoint to load at start (empty: the built-in model)")
+    sd_vae: str = Field("Automatic", description="VAE: Automatic (the checkpoint's own), None, or a file in models/VAE")
+
+    def txt2img_outdir(self, base: Path) -> Path:
+        folder = self.outdir_samples or self.outdir_txt2img_samples
+        path = Path(folder)
+        return path if path.is_absolute() else base / path
+
+
+def load_settings(path: Path) -> Settings:
+    """Read config.json; a missing file gives the defaults, a broken one raises ValueError."""
+    if not path.exists():
+        return Settings()
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"cannot read settings from {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must hold a JSON object")
+    return Settings.model_validate(data)
+
+
+def save_settings(path: Path, settings: Settings) -> None:
+    """Write atomically, keeping keys this version does not know."""
+    data: dict[str, Any] = {}
+    if path.exists():
+        try:
+            old = json.loads(path.read_text(encoding="utf-8"))
+            if isinstance(old, dict):
+                data.update(old)
+        except (OSError, json.JSONDecodeError):
+            pass
+    data.update(settings.model_dump())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".config-", suffix=".json")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=2)
+    os.replace(tmp, path)

@@ -1,0 +1,59 @@
+"""Shared fixtures. No test may reach a model hub: offline mode is forced before anything imports
+huggingface_hub, and every model comes from the tiny seeded factory in tests/tiny_models.py."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+# Set at conftest import, before any test module imports huggingface_hub (which reads them once).
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+if TYPE_CHECKING:  # imported lazily below: UI-only test runs need not pay for torch/diffusers
+    from tests.tiny_models import TinyComponents
+
+
+@pytest.fixture(scope="session")
+def tiny_parts() -> TinyComponents:
+    """Tiny SD1-style components, seed 0. Shared: tests must not modify them."""
+    from tests.tiny_models import tiny_components
+
+    return tiny_components(seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_parts_b() -> TinyComponents:
+    """A second, different tiny model (seed 1) for switching tests."""
+    from tests.tiny_models import tiny_components
+
+    return tiny_components(seed=1)
+
+
+@pytest.fixture(scope="session")
+def tiny_diffusers_dir(tmp_path_factory: pytest.TempPathFactory, tiny_parts: TinyComponents) -> Path:
+    """`tiny_parts` saved as a diffusers folder (read-only by convention)."""
+    from tests.tiny_models import write_diffusers_folder
+
+    return write_diffusers_folder(tiny_parts, tmp_path_factory.mktemp("diffusers") / "tiny-diffusers")
+
+
+@pytest.fixture(scope="session")
+def tiny_single_file(tmp_path_factory: pytest.TempPathFactory, tiny_parts: TinyComponents) -> Path:
+    """`tiny_parts` as an SD-layout `tiny.safetensors` with a `tiny.config/` sidecar (read-only)."""
+    from tests.tiny_models import write_single_file
+
+    return write_single_file(tiny_parts, tmp_path_factory.mktemp("single") / "tiny.safetensors")
+
+
+@pytest.fixture
+def app_root(tmp_path: Path) -> Path:
+    """An empty app root with the user model folders, for registry and manager tests."""
+    for sub in ("Stable-diffusion", "VAE"):
+        (tmp_path / "models" / sub).mkdir(parents=True)
+    return tmp_path

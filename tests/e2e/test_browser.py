@@ -1,0 +1,111 @@
+"""The real app in a real browser: type a prompt, Generate, see the image and its infotext; then
+read that image back in PNG Info and send it to txt2img.
+
+Runs the built-in model on the CPU at 128 px with 4 steps, so one generation takes seconds.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+SEED = 1234
+STEPS = 4
+SIZE = 128
+GENERATE_TIMEOUT_MS = 300_000  # the first Generate also loads the model
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+
+
+def _set_number(page, elem_id: str, value: int) -> None:
+    """Type into a slider's (or number box's) number field and commit it like a user would."""
+    field = page.locator(f"#{elem_id} input[type=number]")
+    field.fill(str(value))
+    field.press("Enter")
+    field.blur()
+
+
+def _generate(page, prompt: str) -> None:
+    page.locator("#txt2img_prompt textarea").fill(prompt)
+    _set_number(page, "txt2img_steps", STEPS)
+    _set_number(page, "txt2img_width", SIZE)
+    _set_number(page, "txt2img_height", SIZE)
+    _set_number(page, "txt2img_seed", SEED)
+    page.click("#txt2img_generate")
+    page.wait_for_selector("#txt2img_gallery img", state="visible", timeout=GENERATE_TIMEOUT_MS)
+    page.wait_for_function(
+        "() => (document.querySelector('#txt2img_infotext')?.innerText || '').includes('Seed:')"
+    )
+
+
+def _open_tab(page, name: str) -> None:
+    page.get_by_role("tab", name=name).click()
+
+
+def test_txt2img_generates_an_image_with_its_infotext(page):
+    _generate(page, "a large red circle at the top left on a blue background")
+
+    assert page.locator("#txt2img_gallery img").count() >= 1
+    infotext = page.inner_text("#txt2img_infotext")
+    assert f"Seed: {SEED}" in infotext
+    assert f"Steps: {STEPS}" in infotext and f"Size: {SIZE}x{SIZE}" in infotext
+    assert "a large red circle" in infotext
+    assert page.locator(".atelier-msg-error").count() == 0
+    # Generate is back (the run is over) and the progress bar is gone.
+    assert page.locator("#txt2img_generate").is_visible()
+    assert page.locator("#txt2img_progress .atelier-progress").count() == 0
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "txt2img.png"), full_page=True)
+
+
+def test_invalid_size_shows_a_message_not_a_traceback(page):
+    page.locator("#txt2img_prompt textarea").fill("a square")
+    # 100 is inside the slider's range but not a multiple of 8: the schema rejects it.
+    _set_number(page, "txt2img_width", 100)
+    page.click("#txt2img_generate")
+    message = page.locator("#txt2img_infotext .atelier-msg-error")
+    message.wait_for(timeout=30_000)
+    assert "width" in message.inner_text() and "multiple of 8" in message.inner_text()
+    assert "Traceback" not in page.content()
+
+
+def _generated_png(page, atelier_server, tmp_path: Path) -> Path:
+    """A PNG the engine wrote in this run, or (external server) one fetched from the gallery."""
+    if atelier_server.data_dir is not None:
+        written = sorted(atelier_server.data_dir.rglob("*.png"))
+        if written:
+            return written[-1]
+    _generate(page, "a small green square")
+    src = page.locator("#txt2img_gallery img").first.get_attribute("src")
+    response = page.request.get(src if src.startswith("http") else atelier_server.url + src)
+    path = tmp_path / "generated.png"
+    path.write_bytes(response.body())
+    return path
+
+
+def test_png_info_reads_a_generated_image_and_sends_it_to_txt2img(page, atelier_server, tmp_path):
+    png = _generated_png(page, atelier_server, tmp_path)
+
+    _open_tab(page, "PNG Info")
+    page.locator("#pnginfo_image input[type=file]").set_input_files(str(png))
+    page.wait_for_function(
+        "() => (document.querySelector('#pnginfo_text textarea')?.value || '').includes('Seed:')",
+        timeout=30_000,
+    )
+    raw = page.locator("#pnginfo_text textarea").input_value()
+    seed = int(re.search(r"Seed: (\d+)", raw).group(1))
+    steps = int(re.search(r"Steps: (\d+)", raw).group(1))
+    table = page.inner_text("#pnginfo_parsed")
+    assert "Seed" in table and str(seed) in table and "Sampler" in table
+
+    page.click("#pnginfo_send_txt2img")
+    page.locator("#txt2img_generate").wait_for(state="visible")
+    page.wait_for_function(
+        f"() => document.querySelector('#txt2img_seed input')?.value === '{seed}'", timeout=30_000
+    )
+    assert page.locator("#txt2img_steps input[type=number]").input_value() == str(steps)
+    assert page.locator("#txt2img_prompt textarea").input_value() != ""

@@ -1,0 +1,120 @@
+"""The Gradio app: quick-settings bar on top, then the txt2img / PNG Info / Settings tabs.
+
+`build_ui(engine)` only lays out components and wires handlers; it never loads a model, so the
+server is up in seconds. `serve(args)` creates the engine, launches, and then warms the model up
+in a background thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import threading
+from typing import Any
+
+# Before gradio reads it: no telemetry, no version check — Atelier makes no external requests.
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import gradio as gr  # noqa: E402
+
+from ui.common import EngineLike, error_message  # noqa: E402
+from ui.png_info import SEND_FIELDS, build_png_info_tab, infotext_to_fields  # noqa: E402
+from ui.progress import SessionJobs  # noqa: E402
+from ui.quicksettings import build_quicksettings, current_checkpoint_update  # noqa: E402
+from ui.settings_tab import build_settings_tab  # noqa: E402
+from ui.style import CSS  # noqa: E402
+from ui.txt2img import build_txt2img_tab  # noqa: E402
+
+TITLE = "Atelier"
+DEFAULT_PORT = 7860
+
+
+def build_ui(engine: EngineLike) -> gr.Blocks:
+    """The whole page for `engine`. Styling is passed to `launch()` (Gradio 6): see `launch_kwargs`."""
+    jobs = SessionJobs()
+    # Every gallery image and preview is a file in Gradio's cache: sweep hourly, drop after a day.
+    with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=(3600, 86400)) as demo:
+        checkpoint = build_quicksettings(engine)
+        with gr.Tabs(elem_id="tabs") as tabs:
+            with gr.Tab("txt2img", id="txt2img", elem_id="tab_txt2img"):
+                txt2img = build_txt2img_tab(engine, jobs)
+            with gr.Tab("PNG Info", id="pnginfo", elem_id="tab_pnginfo"):
+                png_text, send_button = build_png_info_tab()
+            with gr.Tab("Settings", id="settings", elem_id="tab_settings"):
+                setting_controls, setting_names = build_settings_tab(engine)
+
+        send_outputs = [txt2img.fields[name] for name in SEND_FIELDS]
+
+        def on_send(text: str) -> tuple[Any, ...]:
+            try:
+                values = infotext_to_fields(text)
+            except Exception as exc:  # unparsable or invalid parameters: say so, stay on the tab
+                gr.Warning(f"Cannot send to txt2img: {error_message(exc)}")
+                return (gr.skip(),) * (len(send_outputs) + 1)
+            return (*values, gr.Tabs(selected="txt2img"))
+
+        send_button.click(on_send, inputs=png_text, outputs=[*send_outputs, tabs], api_visibility="private")
+
+        # Defaults come from the settings as they are when the page opens, so "Apply settings"
+        # takes effect on reload without a restart. Only values that changed since the page was
+        # built are sent: an unchanged one is skipped so it never overwrites what a quick user
+        # (or a test) already typed.
+        default_fields = ("sampler_name", "scheduler", "steps", "cfg_scale")
+        default_outputs = [txt2img.fields[name] for name in default_fields]
+        built_with = engine.settings
+
+        def on_page_load() -> list[Any]:
+            now = engine.settings
+            names = [f"default_{n}" for n in ("sampler", "scheduler", "steps", "cfg_scale")]
+            return [
+                getattr(now, name) if getattr(now, name) != getattr(built_with, name) else gr.skip()
+                for name in [*names, *setting_names]
+            ]
+
+        demo.load(
+            on_page_load, outputs=[*default_outputs, *setting_controls], queue=False, api_visibility="private"
+        )
+
+        demo.load(
+            lambda: current_checkpoint_update(engine),
+            outputs=checkpoint,
+            queue=False,
+            api_visibility="private",
+        )
+    return demo
+
+
+def launch_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """launch() arguments from the command-line flags (theme and css belong here in Gradio 6)."""
+    return {
+        "server_name": "0.0.0.0" if getattr(args, "listen", False) else "127.0.0.1",
+        "server_port": getattr(args, "port", None) or DEFAULT_PORT,
+        "inbrowser": bool(getattr(args, "autolaunch", False)),
+        "theme": gr.themes.Default(primary_hue="orange", neutral_hue="slate"),
+        "css": CSS,
+        "footer_links": [],
+        "show_error": False,  # errors are shown by the handlers as messages, never as tracebacks
+    }
+
+
+def _warm_up(engine: EngineLike) -> None:
+    """Load the default checkpoint once the server is up, so the first Generate is quick."""
+    try:
+        title = engine.current_checkpoint()
+        if title:
+            engine.load_checkpoint(title)
+    except Exception as exc:  # the UI reports it again on use; the server must keep running
+        print(f"Atelier: could not load the default checkpoint: {error_message(exc)}", file=sys.stderr)
+
+
+def serve(args: argparse.Namespace) -> None:
+    """Create the engine, launch the UI and block until Ctrl+C."""
+    from engine.service import Engine  # imported here: pulls in torch, which the UI tests avoid
+
+    engine = Engine.from_args(args)
+    demo = build_ui(engine)
+    demo.queue()
+    demo.launch(prevent_thread_lock=True, **launch_kwargs(args))
+    threading.Thread(target=_warm_up, args=(engine,), name="atelier-warm-up", daemon=True).start()
+    demo.block_thread()

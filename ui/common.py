@@ -1,0 +1,61 @@
+"""Shared pieces of the UI: the engine interface the tabs rely on and error → message conversion.
+
+The tabs talk to the engine only through `EngineLike`, so tests (and `ui.fake_engine`) can hand
+them a small double instead of a real model.
+"""
+
+from __future__ import annotations
+
+import html
+from typing import TYPE_CHECKING, Any, Protocol
+
+from pydantic import ValidationError
+
+if TYPE_CHECKING:
+    from engine.params import GenerationParams
+    from engine.settings import Settings
+
+
+class EngineLike(Protocol):
+    """The part of `engine.service.Engine` the UI uses."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    def update_settings(self, **changes: Any) -> Settings: ...
+    def list_checkpoints(self) -> list[str]: ...
+    def refresh_checkpoints(self) -> list[str]: ...
+    def current_checkpoint(self) -> str | None: ...
+    def load_checkpoint(self, title: str) -> None: ...
+    def default_size(self) -> int: ...
+    def sampler_names(self) -> list[str]: ...
+    def schedule_names(self) -> list[str]: ...
+    def submit_txt2img(self, params: GenerationParams) -> Any: ...
+
+
+def _field_message(error: dict[str, Any]) -> str:
+    """One pydantic error as "field: must be ..." — the wording a person expects in a form."""
+    msg = str(error.get("msg", "invalid value"))
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if msg.startswith(prefix):
+            msg = msg[len(prefix) :]
+    if msg.startswith("Input should be "):
+        msg = "must be " + msg[len("Input should be ") :]
+    loc = ".".join(str(part) for part in error.get("loc", ()) if part != "__root__")
+    return f"{loc}: {msg}" if loc else msg
+
+
+def error_message(exc: BaseException) -> str:
+    """A readable one-paragraph message for a user error; never a traceback."""
+    if isinstance(exc, ValidationError):
+        return "; ".join(_field_message(e) for e in exc.errors(include_url=False))
+    text = str(exc).strip()
+    if isinstance(exc, (ValueError, FileNotFoundError)) and text:
+        return text
+    # Anything else is a bug or an environment problem: name the kind so it can be reported.
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def message_html(text: str, kind: str = "error") -> str:
+    """A small coloured notice (kind: error | info) for an HTML component."""
+    return f'<div class="atelier-msg atelier-msg-{kind}">{html.escape(text)}</div>'

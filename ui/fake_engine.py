@@ -1,0 +1,115 @@
+"""An in-memory stand-in for `engine.service.Engine`: no torch, no model, instant start.
+
+For the UI's own tests and for working on the layout (`build_ui(FakeEngine())`): it keeps the
+real Job/Progress/GenerationResult types, so the UI sees the same objects it gets in production,
+and paints flat-colour images "step by step" so progress, preview and interrupt can be watched.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import Any
+
+from PIL import Image
+
+from engine.jobs import Job, JobInterrupted, JobQueue, JobSkipped
+from engine.params import GenerationParams
+from engine.results import GenerationResult
+from engine.settings import Settings
+
+
+def fake_infotext(params: GenerationParams, seed: int) -> str:
+    """A1111-shaped parameters text (enough for the UI; the real one is engine.infotext's)."""
+    lines = [params.prompt]
+    if params.negative_prompt:
+        lines.append(f"Negative prompt: {params.negative_prompt}")
+    lines.append(
+        f"Steps: {params.steps}, Sampler: {params.sampler_name}, Schedule type: {params.scheduler}, "
+        f"CFG scale: {params.cfg_scale}, Seed: {seed}, Size: {params.width}x{params.height}"
+    )
+    return "\n".join(lines)
+
+
+class FakeEngine:
+    def __init__(self, *, step_seconds: float = 0.0, checkpoints: list[str] | None = None):
+        self.step_seconds = step_seconds
+        self._settings = Settings()
+        self.checkpoints = checkpoints if checkpoints is not None else ["builtin [0000000000]"]
+        self.loaded: str | None = None
+        self.submitted: list[GenerationParams] = []
+        self.queue = JobQueue()
+
+    @property
+    def settings(self) -> Settings:
+        return self._settings
+
+    def update_settings(self, **changes: Any) -> Settings:
+        # Same contract as the engine: validate the whole model, raise on invalid values.
+        self._settings = Settings.model_validate({**self._settings.model_dump(), **changes})
+        return self._settings
+
+    def list_checkpoints(self) -> list[str]:
+        return list(self.checkpoints)
+
+    def refresh_checkpoints(self) -> list[str]:
+        return self.list_checkpoints()
+
+    def current_checkpoint(self) -> str | None:
+        # Like the engine: the loaded one, else the one that would load (without loading it).
+        return self.loaded or (self.checkpoints[0] if self.checkpoints else None)
+
+    def load_checkpoint(self, title: str) -> None:
+        if title not in self.checkpoints:
+            raise ValueError(f"no checkpoint named {title!r}")
+        self.loaded = title
+
+    def default_size(self) -> int:
+        return 128
+
+    def sampler_names(self) -> list[str]:
+        return ["Euler a", "Euler", "DDIM", "DPM++ 2M"]
+
+    def schedule_names(self) -> list[str]:
+        return ["Automatic", "Uniform", "Karras", "Exponential", "DDIM"]
+
+    def submit_txt2img(self, params: GenerationParams) -> Job:
+        self.submitted.append(params)
+        return self.queue.submit(Job("txt2img", preview_every=1), self._run, params)
+
+    def txt2img(self, params: GenerationParams) -> GenerationResult:
+        job = self.submit_txt2img(params)
+        job.wait()
+        if job.error is not None:
+            raise job.error
+        return job.result
+
+    def _run(self, params: GenerationParams, *, job: Job) -> GenerationResult:
+        base = params.seed if params.seed >= 0 else random.randrange(2**32)
+        result = GenerationResult(params=params.with_seed(base))
+        job.begin(params.n_iter, params.steps)
+        try:
+            for batch in range(params.n_iter):
+                job.progress.batch = batch
+                try:
+                    self._sample(params, job)
+                except JobSkipped:  # Skip abandons this batch only
+                    continue
+                for i in range(params.batch_size):
+                    seed = base + batch * params.batch_size + i
+                    colour = (seed * 53 % 256, seed * 97 % 256, seed * 193 % 256)
+                    result.images.append(Image.new("RGB", (params.width, params.height), colour))
+                    result.seeds.append(seed)
+                    result.infotexts.append(fake_infotext(params, seed))
+                    result.paths.append(None)
+        except JobInterrupted:
+            result.interrupted = True
+        return result
+
+    def _sample(self, params: GenerationParams, job: Job) -> None:
+        for step in range(params.steps):
+            job.check()
+            time.sleep(self.step_seconds)
+            job.step_done()
+            shade = int(255 * (step + 1) / params.steps)
+            job.preview = Image.new("RGB", (params.width, params.height), (shade, 0, 255 - shade))

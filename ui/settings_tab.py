@@ -1,0 +1,81 @@
+"""The Settings tab: one control per `engine.settings.Settings` field, generated from the model.
+
+Adding a setting is one field (with a description) on the model; this tab picks it up. The engine
+validates and saves (`engine.update_settings`); the tab only reports success or the error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import gradio as gr
+
+from engine.settings import Settings
+from ui.common import EngineLike, error_message, message_html
+
+# Fields whose value must be one of the engine's names: shown as dropdowns.
+CHOICE_FIELDS = {"default_sampler": "sampler_names", "default_scheduler": "schedule_names"}
+
+
+def setting_names() -> list[str]:
+    return list(Settings.model_fields)
+
+
+def _coerce(name: str, value: Any) -> Any:
+    """Gradio numbers arrive as floats; int settings want ints (a fractional one is left for the
+    model to reject with its own message)."""
+    if Settings.model_fields[name].annotation is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def apply_settings(engine: EngineLike, names: Sequence[str], values: Sequence[Any]) -> str:
+    """Save the changed values; returns an HTML notice saying what happened."""
+    current = engine.settings
+    changes = {
+        name: _coerce(name, value)
+        for name, value in zip(names, values, strict=True)
+        if _coerce(name, value) != getattr(current, name)
+    }
+    if not changes:
+        return message_html("Nothing changed.", "info")
+    try:
+        engine.update_settings(**changes)
+    except Exception as exc:  # a validation error is the user's to fix: show it, keep running
+        return message_html(f"Settings not saved: {error_message(exc)}")
+    return message_html(f"Saved {len(changes)} setting(s): {', '.join(changes)}.", "info")
+
+
+def _control(engine: EngineLike, name: str, value: Any) -> gr.components.Component:
+    info = Settings.model_fields[name]
+    label = info.description or name
+    common: dict[str, Any] = {"label": label, "info": name, "elem_id": f"setting_{name}"}
+    if name in CHOICE_FIELDS:
+        choices = getattr(engine, CHOICE_FIELDS[name])()
+        return gr.Dropdown(choices, value=value, allow_custom_value=True, **common)
+    if info.annotation is bool:
+        # Checkboxes show the label beside the box; the key goes in `info` under it.
+        return gr.Checkbox(value=value, **common)
+    if info.annotation is int:
+        return gr.Number(value=value, precision=0, **common)
+    if info.annotation is float:
+        return gr.Number(value=value, **common)
+    return gr.Textbox(value="" if value is None else str(value), **common)
+
+
+def build_settings_tab(engine: EngineLike) -> tuple[list[gr.components.Component], list[str]]:
+    """Lay out the tab; returns (controls, names) so app.py can refresh them on page load."""
+    names = setting_names()
+    settings = engine.settings
+    with gr.Row():
+        apply = gr.Button("Apply settings", variant="primary", elem_id="settings_apply", scale=0)
+        result = gr.HTML("", elem_id="settings_result")
+    with gr.Column(elem_id="settings_fields"):
+        controls = [_control(engine, name, getattr(settings, name)) for name in names]
+
+    def on_apply(*values: Any) -> str:
+        return apply_settings(engine, names, values)
+
+    apply.click(on_apply, inputs=controls, outputs=result, api_visibility="private")
+    return controls, names

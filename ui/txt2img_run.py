@@ -1,0 +1,195 @@
+"""txt2img handlers: UI values → GenerationParams, a submitted job → progress/preview/images.
+
+Plain functions over plain values (no Gradio), so they are tested without a browser; `ui.txt2img`
+lays out the tab and wires them to its components.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.jobs import JobInterrupted
+from engine.params import GenerationParams
+from ui.common import EngineLike, error_message, message_html
+from ui.progress import SessionJobs, progress_html
+
+POLL_SECONDS = 0.25  # how often the running generator re-reads job.progress / job.preview
+
+# Order of the values `build_params` takes; the Generate event passes its inputs in this order.
+PARAM_FIELDS = (
+    "prompt",
+    "negative_prompt",
+    "sampler_name",
+    "scheduler",
+    "steps",
+    "cfg_scale",
+    "seed",
+    "width",
+    "height",
+    "n_iter",
+    "batch_size",
+)
+
+
+def _as_number(value: Any) -> Any:
+    """Gradio hands numbers over as floats; keep whole ones as int so int fields accept them, and
+    leave anything else untouched so the schema rejects it with its own message."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def build_params(
+    prompt: str,
+    negative_prompt: str,
+    sampler_name: str,
+    scheduler: str,
+    steps: float,
+    cfg_scale: float,
+    seed: float | None,
+    width: float,
+    height: float,
+    n_iter: float,
+    batch_size: float,
+) -> GenerationParams:
+    """UI values → GenerationParams. Raises pydantic's ValidationError on invalid values."""
+    return GenerationParams(
+        prompt=prompt or "",
+        negative_prompt=negative_prompt or "",
+        sampler_name=sampler_name or "",
+        scheduler=scheduler or "",
+        steps=_as_number(steps),
+        cfg_scale=cfg_scale,
+        seed=-1 if seed is None else _as_number(seed),
+        width=_as_number(width),
+        height=_as_number(height),
+        n_iter=_as_number(n_iter),
+        batch_size=_as_number(batch_size),
+    )
+
+
+@dataclass
+class GenInfo:
+    """What the last run produced, kept per session so ♻️ and the gallery selection can use it."""
+
+    infotexts: list[str] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    selected: int = 0
+
+
+@dataclass
+class RunUpdate:
+    """One refresh of the txt2img outputs. `None` fields stay as they are on the page."""
+
+    progress: str
+    running: bool
+    preview: Any = None
+    images: list[Any] | None = None
+    info: GenInfo | None = None
+    message: str | None = None  # user-facing error text
+
+
+def infotext_html(info: GenInfo, index: int = 0) -> str:
+    """The selected image's parameters text (A1111 shows it under the gallery), plus notes."""
+    parts = []
+    if info.infotexts:
+        text = info.infotexts[min(max(index, 0), len(info.infotexts) - 1)]
+        parts.append(f'<div class="atelier-infotext">{html.escape(text).replace(chr(10), "<br>")}</div>')
+    parts.extend(message_html(note, "info") for note in info.notes)
+    return "".join(parts)
+
+
+def _images_with_infotext(images: Sequence[Any], infotexts: Sequence[str]) -> list[Any]:
+    """Copies that carry their infotext, so the gallery's PNG (download, drag to PNG Info) has it."""
+    tagged = []
+    for i, image in enumerate(images):
+        if i < len(infotexts) and hasattr(image, "copy"):
+            image = image.copy()
+            image.info["parameters"] = infotexts[i]
+        tagged.append(image)
+    return tagged
+
+
+def run_txt2img(
+    engine: EngineLike,
+    jobs: SessionJobs,
+    session: str,
+    values: Sequence[Any],
+    poll_seconds: float = POLL_SECONDS,
+) -> Iterator[RunUpdate]:
+    """Submit a job and report on it until it finishes: progress, previews, then the images.
+
+    `values` are the UI values in PARAM_FIELDS order. Errors come back as `RunUpdate.message`.
+    If the caller stops iterating early (the browser went away), the job is interrupted.
+    """
+    try:
+        params = build_params(*values)
+        job = engine.submit_txt2img(params)
+    except Exception as exc:  # invalid params or a refused submit: a message, never a traceback
+        yield RunUpdate(progress="", running=False, message=error_message(exc))
+        return
+
+    jobs.set(session, job)
+    last_preview = None
+    try:
+        yield RunUpdate(progress=progress_html(None, started=False), running=True)
+        while not job.wait(poll_seconds):
+            preview = job.preview
+            update = RunUpdate(progress=progress_html(job.progress), running=True)
+            if preview is not None and preview is not last_preview:
+                update.preview, last_preview = preview, preview
+            yield update
+    finally:
+        jobs.clear(session, job)
+        if not job.done:
+            job.interrupt()
+
+    if isinstance(job.error, JobInterrupted):  # interrupted while still waiting in the queue
+        yield RunUpdate(progress="", running=False, info=GenInfo(notes=["Interrupted before it started."]))
+        return
+    if job.error is not None:
+        yield RunUpdate(progress="", running=False, message=error_message(job.error))
+        return
+    result = job.result
+    info = GenInfo(infotexts=list(result.infotexts), seeds=list(result.seeds), notes=list(result.notes))
+    if result.interrupted:
+        info.notes.append("Interrupted: showing the images finished so far.")
+    yield RunUpdate(
+        progress="",
+        running=False,
+        images=_images_with_infotext(result.images, result.infotexts),
+        info=info,
+    )
+
+
+def interrupt_job(jobs: SessionJobs, session: str, *, skip: bool = False) -> bool:
+    """Interrupt (or skip the current batch of) the session's job; False when none is running."""
+    job = jobs.get(session)
+    if job is None:
+        return False
+    if skip:
+        job.skip()
+    else:
+        job.interrupt()
+    return True
+
+
+def reuse_seed(info: GenInfo | None, current: float | None) -> float | None:
+    """♻️: the seed of the selected image of the last run (the current seed when there is none)."""
+    if info is None or not info.seeds:
+        return current
+    return info.seeds[min(max(info.selected, 0), len(info.seeds) - 1)]
+
+
+def random_seed() -> int:
+    return -1
+
+
+def select_image(info: GenInfo | None, index: int) -> tuple[GenInfo, str]:
+    info = info or GenInfo()
+    info.selected = index
+    return info, infotext_html(info, index)
