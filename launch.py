@@ -279,7 +279,8 @@ def ensure_chromium(run: Runner | None = None) -> None:
         )
         return
     run = run or make_runner(dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
-    install = ["apt-get", "install", "-y", "--no-install-recommends", "chromium"]
+    # The emoji font draws the 🎲 ♻️ 🔄 buttons in screenshots (otherwise empty boxes).
+    install = ["apt-get", "install", "-y", "--no-install-recommends", "chromium", "fonts-noto-color-emoji"]
     try:
         run(install)
         return

@@ -50,8 +50,9 @@ DEGRADATIONS: dict[str, Degrade] = {
     "blur2": lambda im, rng: _quantise(_blur(im, 2.0)),
     "noise16": lambda im, rng: _quantise(im + rng.normal(0, 16, im.shape)),
     "jpeg30": lambda im, rng: _jpeg(im, 30),
-    "down64-up128": lambda im, rng: cv2.resize(cv2.resize(im, (64, 64), interpolation=cv2.INTER_AREA),
-                                               (128, 128), interpolation=cv2.INTER_CUBIC),
+    "down64-up128": lambda im, rng: cv2.resize(
+        cv2.resize(im, (64, 64), interpolation=cv2.INTER_AREA), (128, 128), interpolation=cv2.INTER_CUBIC
+    ),
     "desaturate+dim": lambda im, rng: _quantise((0.75 * im + 0.25 * im.mean(2, keepdims=True)) * 0.9 + 10),
 }
 
@@ -86,16 +87,21 @@ def main() -> None:
         accuracy[name] = {attribute: round(count / args.n, 4) for attribute, count in hits.items()}
     describe_s /= len(DEGRADATIONS)
 
-    print(json.dumps({
-        "n": args.n,
-        "seed": args.seed,
-        "accuracy": accuracy,
-        "render_images_per_s": round(args.n / render_s, 1),
-        "score_images_per_s": round(args.n / describe_s, 1),
-        "baseline_png_encode_images_per_s": round(args.n / png_s, 1),
-        "render_time_vs_png_encode": round(render_s / png_s, 3),
-        "score_time_vs_png_encode": round(describe_s / png_s, 3),
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "n": args.n,
+                "seed": args.seed,
+                "accuracy": accuracy,
+                "render_images_per_s": round(args.n / render_s, 1),
+                "score_images_per_s": round(args.n / describe_s, 1),
+                "baseline_png_encode_images_per_s": round(args.n / png_s, 1),
+                "render_time_vs_png_encode": round(render_s / png_s, 3),
+                "score_time_vs_png_encode": round(describe_s / png_s, 3),
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -97,7 +97,6 @@ class Job:
         return self._done.wait(timeout)
 
 
-
 class JobQueue:
     """One FIFO worker: jobs run one at a time in submission order; a failing job is recorded on
     its Job and never stops the next one. The UI (and later the API) share one queue."""

@@ -55,9 +55,7 @@ class GenerationParams(BaseModel):
         """Accept A1111's combined names ("DPM++ 2M Karras") and canonical spellings."""
         if isinstance(data, dict) and "sampler_name" in data:
             data = dict(data)
-            sampler, schedule = resolve_sampler_and_schedule(
-                str(data["sampler_name"]), data.get("scheduler")
-            )
+            sampler, schedule = resolve_sampler_and_schedule(str(data["sampler_name"]), data.get("scheduler"))
             data["sampler_name"], data["scheduler"] = sampler, schedule
         elif isinstance(data, dict) and "scheduler" in data:
             data = dict(data)

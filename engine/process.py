@@ -78,8 +78,9 @@ def make_denoiser(model: LoadedModel) -> SigmaDenoiser:
 def denoise(model, params, x, sigmas, cond, uncond, rng: ImageRNG, job: Job) -> torch.Tensor:
     """Run the sampler. On interrupt/skip, returns the latest x̂₀ estimate (A1111's behaviour)."""
     n = x.shape[0]
-    guider = CFGGuider(make_denoiser(model), cond.expand(n, -1, -1), uncond.expand(n, -1, -1),
-                       params.cfg_scale)
+    guider = CFGGuider(
+        make_denoiser(model), cond.expand(n, -1, -1), uncond.expand(n, -1, -1), params.cfg_scale
+    )
     last = {"denoised": x}
 
     def on_step(info: StepInfo) -> None:
@@ -93,8 +94,9 @@ def denoise(model, params, x, sigmas, cond, uncond, rng: ImageRNG, job: Job) -> 
     spec = SAMPLERS[params.sampler_name]
     try:
         job.check()
-        return spec.fn(guider, x, sigmas.to(x.device), noise=rng.like, callback=on_step,
-                       options=SamplerOptions())
+        return spec.fn(
+            guider, x, sigmas.to(x.device), noise=rng.like, callback=on_step, options=SamplerOptions()
+        )
     except (JobInterrupted, JobSkipped):
         raise _Stopped(last["denoised"]) from None
 
@@ -114,7 +116,8 @@ def decode(model: LoadedModel, latents: torch.Tensor, notes: list[str] | None = 
         z = z + vae.config.shift_factor
     images = vae.decode(z.to(model.vae_dtype)).sample
     if not torch.isfinite(images).all() and model.vae_dtype != torch.float32:
-        model.vae.to(torch.float32)
+        # nn.Module.to, not ModelMixin.to: the latter logs a warning on every dtype cast.
+        torch.nn.Module.to(model.vae, torch.float32)
         model.vae_dtype = torch.float32
         if notes is not None:
             notes.append("VAE produced NaN in half precision; switched the VAE to fp32")
@@ -151,7 +154,10 @@ def txt2img(
         pictures = to_pil(decode(model, latents, result.notes))  # 5, 6
         for i, (image, seed) in enumerate(zip(pictures, seeds, strict=True)):
             infotext = build_infotext(
-                params, seed=seed, model_name=model.info.name, model_hash=model.short_hash,
+                params,
+                seed=seed,
+                model_name=model.info.name,
+                model_hash=model.short_hash,
                 batch_pos=i if params.batch_size > 1 else None,
             )
             path = image_io.save_image(image, save.outdir, seed=seed, infotext=infotext) if save else None

@@ -118,8 +118,8 @@ class Engine:
 
     # -- generation -------------------------------------------------------------------------------
     def _run_txt2img(self, params: GenerationParams, *, job: Job) -> GenerationResult:
-        model = self.models.get(params.checkpoint or self.current_checkpoint())
         settings = self._settings
+        model = self.models.get(params.checkpoint or self.current_checkpoint(), vae=settings.sd_vae)
         save = None
         if settings.save_images:
             outdir = self.outdir / "txt2img-images" if self.outdir else settings.txt2img_outdir(self.data_dir)

@@ -18,8 +18,12 @@ from pydantic import BaseModel, ConfigDict, Field
 class Settings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
-    outdir_samples: str = Field("", description="Output folder for all images (overrides the next ones if set)")
-    outdir_txt2img_samples: str = Field("outputs/txt2img-images", description="Output folder for txt2img images")
+    outdir_samples: str = Field(
+        "", description="Output folder for all images (overrides the next ones if set)"
+    )
+    outdir_txt2img_samples: str = Field(
+        "outputs/txt2img-images", description="Output folder for txt2img images"
+    )
     save_images: bool = Field(True, description="Save every generated image")
     samples_format: str = Field("png", pattern="^png$", description="File format for images")
     show_progress_every_n_steps: int = Field(
@@ -30,7 +34,9 @@ class Settings(BaseModel):
     default_steps: int = Field(20, ge=1, le=150, description="Steps when the UI opens")
     default_cfg_scale: float = Field(7.0, ge=0, le=30, description="CFG scale when the UI opens")
     sd_checkpoint: str = Field("", description="Checkpoint to load at start (empty: the built-in model)")
-    sd_vae: str = Field("Automatic", description="VAE: Automatic (the checkpoint's own), None, or a file in models/VAE")
+    sd_vae: str = Field(
+        "Automatic", description="VAE: Automatic (the checkpoint's own), None, or a file in models/VAE"
+    )
 
     def txt2img_outdir(self, base: Path) -> Path:
         folder = self.outdir_samples or self.outdir_txt2img_samples

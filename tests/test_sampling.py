@@ -57,7 +57,7 @@ def test_deterministic_samplers_converge_at_their_order(name, order):
     assert errors[2] < 0.05
     # Doubling the steps divides the error by ~2^order.
     for coarse, fine in zip(errors, errors[1:], strict=False):
-        assert 2 ** order * 0.75 < coarse / fine < 2 ** order * 1.6, errors
+        assert 2**order * 0.75 < coarse / fine < 2**order * 1.6, errors
 
 
 def test_dpmpp_2m_is_far_more_accurate_than_euler():

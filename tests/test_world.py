@@ -105,25 +105,41 @@ def test_every_caption_round_trips_and_is_unique() -> None:
     assert len(captions) == len(SHAPES) * len(COLOURS) * (len(COLOURS) - 1) * len(SIZES) * len(POSITIONS)
 
 
-@pytest.mark.parametrize(("caption", "expected"), [
-    ("a large red circle at the top left on a blue background",
-     Attributes("circle", "red", "large", "top left", "blue")),
-    ("a small white star in the center on an orange background",
-     Attributes("star", "white", "small", "center", "orange")),
-    ("a small pink square on the right on a black background",
-     Attributes("square", "pink", "small", "right", "black")),
-    ("  A Large green triangle at the bottom  on a yellow background.",
-     Attributes("triangle", "green", "large", "bottom", "yellow")),
-])
+@pytest.mark.parametrize(
+    ("caption", "expected"),
+    [
+        (
+            "a large red circle at the top left on a blue background",
+            Attributes("circle", "red", "large", "top left", "blue"),
+        ),
+        (
+            "a small white star in the center on an orange background",
+            Attributes("star", "white", "small", "center", "orange"),
+        ),
+        (
+            "a small pink square on the right on a black background",
+            Attributes("square", "pink", "small", "right", "black"),
+        ),
+        (
+            "  A Large green triangle at the bottom  on a yellow background.",
+            Attributes("triangle", "green", "large", "bottom", "yellow"),
+        ),
+    ],
+)
 def test_parse_caption_reads_natural_phrasing(caption: str, expected: Attributes) -> None:
     assert parse_caption(caption) == expected
 
 
-@pytest.mark.parametrize("caption", [
-    "", "a cat", "a large purple circle in the center on a blue background",
-    "a large red circle in the middle on a blue background",
-    "a large red circle in the center on a red background",  # shape would be invisible
-])
+@pytest.mark.parametrize(
+    "caption",
+    [
+        "",
+        "a cat",
+        "a large purple circle in the center on a blue background",
+        "a large red circle in the middle on a blue background",
+        "a large red circle in the center on a red background",  # shape would be invisible
+    ],
+)
 def test_parse_caption_rejects_text_outside_the_grammar(caption: str) -> None:
     with pytest.raises(ValueError):
         parse_caption(caption)
@@ -175,8 +191,15 @@ def test_large_shapes_are_clearly_larger() -> None:
     for shape in SHAPES:
         areas = {}
         for size in SIZES:
-            scene = dataclasses.replace(random_scene(rng), shape=shape, size=size, colour="white",
-                                        background="black", gradient=False, radius_scale=1.0)
+            scene = dataclasses.replace(
+                random_scene(rng),
+                shape=shape,
+                size=size,
+                colour="white",
+                background="black",
+                gradient=False,
+                radius_scale=1.0,
+            )
             areas[size] = (render(scene)[..., 0] > 128).sum()
         assert areas["large"] > 3 * areas["small"], shape  # radii 22 vs 12 px: area ratio ≈ 3.4
 

@@ -20,7 +20,19 @@ from world.scenes import (
 from world.scorer import ATTRIBUTES, Observation, describe, score_image
 
 __all__ = [
-    "ATTRIBUTES", "COLOURS", "POSITIONS", "SHAPES", "SIZES", "Attributes", "Observation", "Scene",
-    "describe", "parse_caption", "random_scene", "render", "sample_dataset", "scene_from_caption",
+    "ATTRIBUTES",
+    "COLOURS",
+    "POSITIONS",
+    "SHAPES",
+    "SIZES",
+    "Attributes",
+    "Observation",
+    "Scene",
+    "describe",
+    "parse_caption",
+    "random_scene",
+    "render",
+    "sample_dataset",
+    "scene_from_caption",
     "score_image",
 ]

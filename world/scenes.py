@@ -46,14 +46,26 @@ SIZES: Final = ("small", "large")
 
 # Named cells of the 3×3 grid -> (column, row), and the phrase each takes in a caption.
 POSITIONS: Final[dict[str, tuple[int, int]]] = {
-    "top left": (0, 0), "top": (1, 0), "top right": (2, 0),
-    "left": (0, 1), "center": (1, 1), "right": (2, 1),
-    "bottom left": (0, 2), "bottom": (1, 2), "bottom right": (2, 2),
+    "top left": (0, 0),
+    "top": (1, 0),
+    "top right": (2, 0),
+    "left": (0, 1),
+    "center": (1, 1),
+    "right": (2, 1),
+    "bottom left": (0, 2),
+    "bottom": (1, 2),
+    "bottom right": (2, 2),
 }
 POSITION_PHRASES: Final[dict[str, str]] = {
-    "top left": "at the top left", "top": "at the top", "top right": "at the top right",
-    "left": "on the left", "center": "in the center", "right": "on the right",
-    "bottom left": "at the bottom left", "bottom": "at the bottom", "bottom right": "at the bottom right",
+    "top left": "at the top left",
+    "top": "at the top",
+    "top right": "at the top right",
+    "left": "on the left",
+    "center": "in the center",
+    "right": "on the right",
+    "bottom left": "at the bottom left",
+    "bottom": "at the bottom",
+    "bottom right": "at the bottom right",
 }
 # Cell centres at 1/4, 1/2, 3/4 of the frame (not the thirds' centres) so a large star at a corner,
 # jitter included, stays fully inside the frame and the border pixels remain pure background.
@@ -88,8 +100,13 @@ class Attributes:
     background: str
 
     def __post_init__(self) -> None:
-        checks = (("shape", SHAPES), ("colour", COLOURS), ("size", SIZES),
-                  ("position", tuple(POSITIONS)), ("background", COLOURS))
+        checks = (
+            ("shape", SHAPES),
+            ("colour", COLOURS),
+            ("size", SIZES),
+            ("position", tuple(POSITIONS)),
+            ("background", COLOURS),
+        )
         for field, allowed in checks:
             if getattr(self, field) not in allowed:
                 raise ValueError(f"unknown {field} {getattr(self, field)!r}; expected one of {allowed}")
@@ -98,8 +115,10 @@ class Attributes:
 
     @property
     def caption(self) -> str:
-        return (f"a {self.size} {self.colour} {self.shape} {POSITION_PHRASES[self.position]}"
-                f" on {_article(self.background)} {self.background} background")
+        return (
+            f"a {self.size} {self.colour} {self.shape} {POSITION_PHRASES[self.position]}"
+            f" on {_article(self.background)} {self.background} background"
+        )
 
 
 @dataclass(frozen=True)
@@ -130,9 +149,13 @@ class Scene(Attributes):
 
 _CAPTION_RE: Final = re.compile(
     r"a (?P<size>{}) (?P<colour>{}) (?P<shape>{}) (?P<phrase>{}) on an? (?P<background>{}) background".format(
-        "|".join(SIZES), "|".join(COLOURS), "|".join(SHAPES),
+        "|".join(SIZES),
+        "|".join(COLOURS),
+        "|".join(SHAPES),
         "|".join(sorted(map(re.escape, POSITION_PHRASES.values()), key=len, reverse=True)),
-        "|".join(COLOURS)))
+        "|".join(COLOURS),
+    )
+)
 _PHRASE_TO_POSITION: Final = {phrase: name for name, phrase in POSITION_PHRASES.items()}
 
 
@@ -141,8 +164,13 @@ def parse_caption(caption: str) -> Attributes:
     match = _CAPTION_RE.fullmatch(" ".join(caption.lower().split()).rstrip("."))
     if match is None:
         raise ValueError(f"caption outside the scene grammar: {caption!r}")
-    return Attributes(shape=match["shape"], colour=match["colour"], size=match["size"],
-                      position=_PHRASE_TO_POSITION[match["phrase"]], background=match["background"])
+    return Attributes(
+        shape=match["shape"],
+        colour=match["colour"],
+        size=match["size"],
+        position=_PHRASE_TO_POSITION[match["phrase"]],
+        background=match["background"],
+    )
 
 
 def _random_details(rng: np.random.Generator) -> dict[str, float | bool]:

@@ -173,11 +173,19 @@ def describe(image: np.ndarray) -> Observation:
     cx, cy = (moments["m10"] / moments["m00"] + 0.5) * scale, (moments["m01"] / moments["m00"] + 0.5) * scale
     radius_frame = (radius + 0.5) * scale  # + ½ px: the contour runs half a pixel inside the edge
     return Observation(
-        background=background, colour=colour, shape=_classify_shape(solidity, circle_fill, triangle_fill),
+        background=background,
+        colour=colour,
+        shape=_classify_shape(solidity, circle_fill, triangle_fill),
         size="large" if radius_frame >= SIZE_THRESHOLD_PX else "small",
         position=_CELL_TO_POSITION[(_grid_index(cx), _grid_index(cy))],
-        contrast=contrast, area_px=area, radius_px=radius_frame, solidity=solidity,
-        circle_fill=float(circle_fill), triangle_fill=triangle_fill, centroid=(cx, cy))
+        contrast=contrast,
+        area_px=area,
+        radius_px=radius_frame,
+        solidity=solidity,
+        circle_fill=float(circle_fill),
+        triangle_fill=triangle_fill,
+        centroid=(cx, cy),
+    )
 
 
 def score_image(image: np.ndarray, caption: str) -> dict[str, bool]:

@@ -75,9 +75,7 @@ class CFGGuider:
         if self.scale == 1.0:  # uncond has no effect: skip half the work, as A1111 does
             guided = self.denoiser(x, sigma, self.cond)
         else:
-            both = self.denoiser(
-                torch.cat([x, x]), sigma, torch.cat([self.uncond, self.cond])
-            )
+            both = self.denoiser(torch.cat([x, x]), sigma, torch.cat([self.uncond, self.cond]))
             uncond_x0, cond_x0 = both.chunk(2)
             for hook in self.hooks.pre_cfg:
                 uncond_x0, cond_x0 = hook(uncond_x0, cond_x0, sigma)

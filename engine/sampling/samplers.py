@@ -52,9 +52,7 @@ def ancestral_step(sigma: torch.Tensor, sigma_next: torch.Tensor, eta: float):
     """Split a step to σ_next into a deterministic part to σ_down plus fresh noise of std σ_up."""
     if not eta or float(sigma_next) == 0.0:
         return sigma_next, sigma_next.new_zeros(())
-    sigma_up = torch.minimum(
-        sigma_next, eta * (sigma_next**2 * (sigma**2 - sigma_next**2) / sigma**2).sqrt()
-    )
+    sigma_up = torch.minimum(sigma_next, eta * (sigma_next**2 * (sigma**2 - sigma_next**2) / sigma**2).sqrt())
     sigma_down = (sigma_next**2 - sigma_up**2).sqrt()
     return sigma_down, sigma_up
 

@@ -77,9 +77,7 @@ def karras(steps: int, model: ModelSigmas, rho: float = 7.0) -> torch.Tensor:
 @register_schedule("Exponential", "exponential")
 def exponential(steps: int, model: ModelSigmas) -> torch.Tensor:
     """Evenly spaced in log σ."""
-    return append_zero(
-        torch.linspace(math.log(model.sigma_max), math.log(model.sigma_min), steps).exp()
-    )
+    return append_zero(torch.linspace(math.log(model.sigma_max), math.log(model.sigma_min), steps).exp())
 
 
 @register_schedule("DDIM", "ddim_uniform", aliases=("ddim",))
