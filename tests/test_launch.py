@@ -239,7 +239,7 @@ def test_chromium_apt_update_only_after_a_failed_install(
 
     run = FailsOnce()
     launch.ensure_chromium(run)
-    install = ["apt-get", "install", "-y", "--no-install-recommends", "chromium"]
+    install = ["apt-get", "install", "-y", "--no-install-recommends", "chromium", "fonts-noto-color-emoji"]
     assert run.commands == [install, ["apt-get", "update"], install]
 
     run = RecordingRunner()
