@@ -23,8 +23,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
-from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline  # noqa: E402
 
+from bench.reference import diffusers_euler_pipeline  # noqa: E402
 from engine import process  # noqa: E402
 from engine.jobs import Job  # noqa: E402
 from engine.models.builtin import ensure_builtin_model  # noqa: E402
@@ -32,30 +32,6 @@ from engine.models.manager import ModelManager  # noqa: E402
 from engine.params import GenerationParams  # noqa: E402
 
 PROMPT = "a large red circle at the top left on a blue background"
-
-
-def diffusers_pipeline(model) -> StableDiffusionPipeline:
-    # linspace timestep spacing = A1111's "Uniform" schedule (evenly spaced timesteps 999 → 0).
-    scheduler = EulerDiscreteScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        steps_offset=1,
-        prediction_type=model.prediction_type,
-        timestep_spacing="linspace",
-    )
-    pipe = StableDiffusionPipeline(
-        vae=model.vae,
-        text_encoder=model.text_encoder,
-        tokenizer=model.tokenizer,
-        unet=model.unet,
-        scheduler=scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
 
 
 def time_ours(model, size: int, steps: int) -> float:
@@ -110,7 +86,7 @@ def main() -> None:
         no_half_vae=False,
     )
     model = manager.get(manager.builtin_title())
-    pipe = diffusers_pipeline(model)
+    pipe = diffusers_euler_pipeline(model)
     result: dict[str, float | str] = {"device": str(model.device), "steps": args.steps}
     for size in (128, 512):
         time_ours(model, size, 2)  # warm-up both paths (allocator, kernels)

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 from dataclasses import dataclass, field
@@ -102,8 +103,6 @@ class JobQueue:
     its Job and never stops the next one. The UI (and later the API) share one queue."""
 
     def __init__(self) -> None:
-        import queue
-
         self._queue: queue.Queue = queue.Queue()
         self._pending: list[Job] = []
         self._lock = threading.Lock()

@@ -96,26 +96,9 @@ def test_single_file_in_sd_layout_gives_the_same_image_as_the_diffusers_folder(m
 def test_euler_matches_diffusers_pipeline(model):
     """Our loop and diffusers' StableDiffusionPipeline + EulerDiscreteScheduler (linspace spacing,
     A1111's "Uniform") on the same components, noise and timesteps give the same image."""
-    from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
+    from bench.reference import diffusers_euler_pipeline
 
-    scheduler = EulerDiscreteScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        steps_offset=1,
-        timestep_spacing="linspace",
-    )
-    pipe = StableDiffusionPipeline(
-        vae=model.vae,
-        text_encoder=model.text_encoder,
-        tokenizer=model.tokenizer,
-        unet=model.unet,
-        scheduler=scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    pipe.set_progress_bar_config(disable=True)
+    pipe = diffusers_euler_pipeline(model)
     p = params(sampler_name="Euler", scheduler="Uniform", steps=4)  # timesteps 999, 666, 333, 0
     noise = torch.randn((1, 4, SIZE // 8, SIZE // 8), generator=torch.Generator().manual_seed(p.seed))
     with torch.inference_mode():
