@@ -145,16 +145,23 @@ def test_progress_preview_and_step_count(model):
     assert job.preview is not None and job.preview.size == (SIZE, SIZE)
 
 
-def test_interrupt_stops_after_the_current_step(model):
+def job_that_presses(button: str, at_step: int) -> Job:
+    """A Job whose user presses Interrupt/Skip ("interrupt" or "skip") once `at_step` steps are done,
+    as the UI thread would between two steps."""
     job = Job()
-    original = job.step_done
+    count_step = job.step_done
 
-    def interrupt_at_two() -> None:
-        original()
-        if job.progress.job_step == 2:
-            job.interrupt()
+    def step_done() -> None:
+        count_step()
+        if job.progress.job_step == at_step:
+            getattr(job, button)()
 
-    job.step_done = interrupt_at_two
+    job.step_done = step_done
+    return job
+
+
+def test_interrupt_stops_after_the_current_step(model):
+    job = job_that_presses("interrupt", at_step=2)
     result = process.txt2img(model, params(steps=10, n_iter=3), job=job)
     assert result.interrupted
     assert job.progress.job_step == 2
@@ -162,15 +169,7 @@ def test_interrupt_stops_after_the_current_step(model):
 
 
 def test_skip_abandons_only_the_current_batch(model):
-    job = Job()
-    original = job.step_done
-
-    def skip_at_one() -> None:
-        original()
-        if job.progress.job_step == 1:
-            job.skip()
-
-    job.step_done = skip_at_one
+    job = job_that_presses("skip", at_step=1)
     result = process.txt2img(model, params(steps=5, n_iter=2), job=job)
     assert len(result.images) == 2
     assert job.progress.job_step == 1 + 5
