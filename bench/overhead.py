@@ -27,7 +27,6 @@ import torch  # noqa: E402
 from bench.reference import diffusers_euler_pipeline  # noqa: E402
 from engine import process  # noqa: E402
 from engine.jobs import Job  # noqa: E402
-from engine.models.builtin import ensure_builtin_model  # noqa: E402
 from engine.models.manager import ModelManager  # noqa: E402
 from engine.params import GenerationParams  # noqa: E402
 
@@ -76,7 +75,6 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     args = ap.parse_args()
 
-    ensure_builtin_model(ROOT)
     manager = ModelManager(
         root=ROOT,
         extra_dirs=[],

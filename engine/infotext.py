@@ -57,6 +57,14 @@ def labelled_fields() -> dict[str, tuple[str, ...]]:
     return {label: tuple(names) for label, names in groups.items()}
 
 
+def _is_unwritten_default(names: tuple[str, ...], parts: list[object]) -> bool:
+    """Sampler parameters at A1111's default are left out of the infotext, as A1111 does."""
+    if len(names) != 1:
+        return False
+    extra = GenerationParams.model_fields[names[0]].json_schema_extra
+    return isinstance(extra, dict) and "infotext_default" in extra and parts[0] == extra["infotext_default"]
+
+
 def _format_value(value: object) -> str:
     if isinstance(value, enum.Enum):
         value = value.value
@@ -96,7 +104,7 @@ def build_infotext(
     values: dict[str, object] = {}
     for label, names in labels.items():
         parts = [getattr(params, name) for name in names]
-        if any(part is None for part in parts):
+        if any(part is None for part in parts) or _is_unwritten_default(names, parts):
             continue
         values[label] = _COMPOSED_SEPARATOR.join(_format_value(p) for p in parts)
     values["Seed"] = seed  # the image's resolved seed, never the request's -1

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
+from engine.sampler_params import SamplerOverrides, check_sampler_options
 from engine.sampling.registry import resolve_sampler_and_schedule
 
 MAX_STEPS = 150
@@ -24,8 +25,11 @@ def _label(key: str | None, **extra: Any) -> dict[str, Any]:
     return {"infotext": key, **extra}
 
 
-class GenerationParams(BaseModel):
-    """Everything that decides the pictures of a txt2img job. Frozen: derive with `model_copy`."""
+class GenerationParams(SamplerOverrides):
+    """Everything that decides the pictures of a txt2img job. Frozen: derive with `model_copy`.
+
+    The A1111 sampler parameters (eta, sigma churn, UniPC options, ...) come from `SamplerOverrides`:
+    None means "the Sampler settings value", filled in when the job is submitted."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -61,6 +65,11 @@ class GenerationParams(BaseModel):
             data = dict(data)
             _, data["scheduler"] = resolve_sampler_and_schedule("Euler a", data["scheduler"])
         return data
+
+    @model_validator(mode="after")
+    def _sampler_options_valid_together(self) -> GenerationParams:
+        check_sampler_options(self.model_dump())
+        return self
 
     @property
     def images_per_job(self) -> int:

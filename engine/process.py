@@ -23,10 +23,11 @@ from engine.models.types import LoadedModel
 from engine.params import GenerationParams
 from engine.results import GenerationResult
 from engine.rng import ImageRNG, resolve_seed
+from engine.sampler_params import sampler_options
 from engine.sampling.denoiser import CFGGuider, SigmaDenoiser
-from engine.sampling.registry import SAMPLERS, SCHEDULES, effective_schedule
+from engine.sampling.registry import SAMPLERS
 from engine.sampling.samplers import SamplerOptions, StepInfo
-from engine.sampling.schedules import ModelSigmas
+from engine.sampling.schedules import ModelSigmas, build_sigmas
 
 
 @dataclass(frozen=True)
@@ -53,9 +54,17 @@ def encode_prompt(model: LoadedModel, params: GenerationParams) -> tuple[torch.T
 
 
 # -- 3. prepare latents ---------------------------------------------------------------------------
-def make_sigmas(model: LoadedModel, params: GenerationParams) -> torch.Tensor:
-    schedule = effective_schedule(params.sampler_name, params.scheduler)
-    return SCHEDULES[schedule].fn(params.steps, ModelSigmas.from_alphas_cumprod(model.alphas_cumprod))
+def make_sigmas(
+    model: LoadedModel, params: GenerationParams, options: SamplerOptions | None = None
+) -> torch.Tensor:
+    return build_sigmas(
+        params.sampler_name,
+        params.scheduler,
+        params.steps,
+        ModelSigmas.from_alphas_cumprod(model.alphas_cumprod),
+        options,
+        is_sdxl=model.family == "sdxl",
+    )
 
 
 def prepare_latents(model: LoadedModel, params: GenerationParams, seeds: list[int], sigma_max: float):
@@ -75,8 +84,13 @@ def make_denoiser(model: LoadedModel) -> SigmaDenoiser:
     return SigmaDenoiser(unet, sigmas, model.prediction_type)
 
 
-def denoise(model, params, x, sigmas, cond, uncond, rng: ImageRNG, job: Job) -> torch.Tensor:
-    """Run the sampler. On interrupt/skip, returns the latest x̂₀ estimate (A1111's behaviour)."""
+def denoise(
+    model, params, x, sigmas, cond, uncond, rng: ImageRNG, job: Job, options: SamplerOptions | None = None
+) -> torch.Tensor:
+    """Run the sampler. On interrupt/skip, returns the latest x̂₀ estimate (A1111's behaviour).
+    `rng` is the sampler's noise source: fresh per-image noise, and Brownian paths for SDE samplers."""
+    options = options or SamplerOptions()
+    rng.apply_noise_seed_delta(options.eta_noise_seed_delta)
     n = x.shape[0]
     guider = CFGGuider(
         make_denoiser(model), cond.expand(n, -1, -1), uncond.expand(n, -1, -1), params.cfg_scale
@@ -94,9 +108,7 @@ def denoise(model, params, x, sigmas, cond, uncond, rng: ImageRNG, job: Job) -> 
     spec = SAMPLERS[params.sampler_name]
     try:
         job.check()
-        return spec.fn(
-            guider, x, sigmas.to(x.device), noise=rng.like, callback=on_step, options=SamplerOptions()
-        )
+        return spec.fn(guider, x, sigmas.to(x.device), noise=rng, callback=on_step, options=options)
     except (JobInterrupted, JobSkipped):
         raise _Stopped(last["denoised"]) from None
 
@@ -142,13 +154,14 @@ def txt2img(
     result = GenerationResult(params=params)
     job.begin(params.n_iter, params.steps)
     cond, uncond = encode_prompt(model, params)  # 2 (once: the prompt is the same for every image)
-    sigmas = make_sigmas(model, params)
+    options = sampler_options(params)  # the job's sampler parameters (A1111 defaults where unset)
+    sigmas = make_sigmas(model, params, options)
     for batch in range(params.n_iter):
         job.progress.batch = batch
         seeds = [params.seed + batch * params.batch_size + i for i in range(params.batch_size)]
         x, rng = prepare_latents(model, params, seeds, float(sigmas[0]))  # 3
         try:
-            latents = denoise(model, params, x, sigmas, cond, uncond, rng, job)  # 4
+            latents = denoise(model, params, x, sigmas, cond, uncond, rng, job, options)  # 4
         except _Stopped as stopped:
             latents, result.interrupted = stopped.latents, True
         pictures = to_pil(decode(model, latents, result.notes))  # 5, 6

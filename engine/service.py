@@ -13,11 +13,12 @@ from typing import Any
 
 from engine import process
 from engine.jobs import Job, JobQueue
-from engine.models.builtin import ensure_builtin_model
+from engine.models.builtin import builtin_model_path
 from engine.models.manager import ModelManager
 from engine.params import GenerationParams
 from engine.results import GenerationResult
-from engine.sampling.registry import sampler_names, schedule_names
+from engine.sampler_params import resolve_overrides
+from engine.sampling.registry import sampler_names, schedule_hint, schedule_names
 from engine.settings import Settings, load_settings, save_settings
 
 CONFIG_FILE = "config.json"
@@ -40,7 +41,7 @@ class Engine:
         self._settings_path = self.data_dir / CONFIG_FILE
         self._settings = load_settings(self._settings_path)
         self._settings_lock = threading.Lock()
-        ensure_builtin_model(self.root)
+        builtin_model_path(self.root)  # logs when the install lacks it
         self.models = ModelManager(
             root=self.root,
             extra_dirs=[Path(d) for d in models_dirs],
@@ -116,6 +117,9 @@ class Engine:
     def schedule_names(self) -> list[str]:
         return schedule_names()
 
+    def schedule_hint(self, sampler: str) -> str:
+        return schedule_hint(sampler)
+
     # -- generation -------------------------------------------------------------------------------
     def _run_txt2img(self, params: GenerationParams, *, job: Job) -> GenerationResult:
         settings = self._settings
@@ -127,7 +131,11 @@ class Engine:
         return process.txt2img(model, params, job=job, save=save)
 
     def submit_txt2img(self, params: GenerationParams) -> Job:
-        job = Job("txt2img", preview_every=self._settings.show_progress_every_n_steps)
+        settings = self._settings
+        # Unset sampler parameters take the Sampler settings values now, so the job (and its
+        # infotext) keeps them even if the settings change while it waits in the queue.
+        params = params.model_copy(update=resolve_overrides(params, settings))
+        job = Job("txt2img", preview_every=settings.show_progress_every_n_steps)
         return self.queue.submit(job, self._run_txt2img, params)
 
     def txt2img(self, params: GenerationParams) -> GenerationResult:

@@ -12,10 +12,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
+
+from engine.sampler_params import SamplerDefaults
 
 
-class Settings(BaseModel):
+class Settings(SamplerDefaults):
+    """Every user setting. The sampler parameters (inherited) are shown in the Sampler settings tab."""
+
     model_config = ConfigDict(frozen=True, extra="ignore")
 
     outdir_samples: str = Field(

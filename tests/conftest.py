@@ -1,5 +1,6 @@
 """Shared fixtures. No test may reach a model hub: offline mode is forced before anything imports
-huggingface_hub, and every model comes from the tiny seeded factory in tests/tiny_models.py."""
+huggingface_hub, and every model comes from the tiny seeded factory in tests/tiny_models.py or is
+the built-in model the project trained itself (models/builtin/)."""
 
 from __future__ import annotations
 
@@ -57,3 +58,14 @@ def app_root(tmp_path: Path) -> Path:
     for sub in ("Stable-diffusion", "VAE"):
         (tmp_path / "models" / sub).mkdir(parents=True)
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def builtin_model(tmp_path_factory: pytest.TempPathFactory):
+    """The shipped built-in model, loaded on the CPU through the ordinary manager (read-only)."""
+    from engine.models.builtin import BUILTIN_NAME
+    from engine.models.manager import ModelManager
+    from engine.models.paths import APP_ROOT
+
+    manager = ModelManager(root=APP_ROOT, device="cpu", cache_dir=tmp_path_factory.mktemp("cache"))
+    return manager.get(BUILTIN_NAME)

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import gc
-import hashlib
+import shutil
 import threading
 from pathlib import Path
 
 import psutil
 import pytest
 import torch
+from safetensors import safe_open
 
-from engine.models.builtin import builtin_paths, ensure_builtin_model
+from engine.models.builtin import builtin_model_path, builtin_paths
 from engine.models.ldm_convert import vae_to_ldm
 from engine.models.manager import ModelManager, resolve_device, resolve_dtypes
 from tests.tiny_models import TinyComponents, tiny_components, write_single_file
@@ -169,31 +170,44 @@ def test_vae_fp32_copy(two_models: Path) -> None:
     assert next(model.vae.parameters()).dtype == torch.bfloat16  # the loaded one is untouched
 
 
-def test_builtin_model_is_created_deterministically_and_loads(tmp_path: Path) -> None:
-    root_a, root_b = tmp_path / "a", tmp_path / "b"
-    weights = ensure_builtin_model(root_a)
-    assert weights == builtin_paths(root_a)[0] and weights.is_file()
-    mtime = weights.stat().st_mtime
-    assert ensure_builtin_model(root_a).stat().st_mtime == mtime  # never rewritten
-    digest = hashlib.sha256(weights.read_bytes()).hexdigest()
-    assert hashlib.sha256(ensure_builtin_model(root_b).read_bytes()).hexdigest() == digest
+def test_builtin_model_is_shipped_small_and_is_the_default(tmp_path: Path) -> None:
+    weights, sidecar = builtin_paths()
+    assert builtin_model_path() == weights, "the trained built-in model must be committed"
+    bundle = sum(p.stat().st_size for p in [weights, *sidecar.rglob("*")] if p.is_file())
+    assert bundle <= 25 * 2**20, f"built-in bundle is {bundle / 2**20:.1f} MB"
+    with safe_open(str(weights), "pt") as f:  # SD single-file key layout, fp16
+        keys = set(f.keys())
+        assert f.get_tensor("model.diffusion_model.input_blocks.0.0.weight").dtype == torch.float16
+    assert {
+        "first_stage_model.decoder.conv_out.weight",
+        "cond_stage_model.transformer.text_model.final_layer_norm.weight",
+    } <= keys
 
-    manager = ModelManager(root=root_a, device="cpu", cache_dir=tmp_path / "cache")
+    # A fresh install: the user folders are empty, the built-in is listed and picked by default.
+    root = tmp_path / "app"
+    (root / "models" / "Stable-diffusion").mkdir(parents=True)
+    shutil.copytree(weights.parent, root / "models" / "builtin")
+    manager = ModelManager(root=root, device="cpu", cache_dir=tmp_path / "cache")
     assert [i.title for i in manager.list_checkpoints()] == [manager.builtin_title()]
     assert manager.native_size_of(manager.builtin_title()) == 128  # read from the sidecar, not loaded
     assert manager.current is None
     model = manager.get()  # default: the built-in
     assert (model.family, model.prediction_type, model.native_size) == ("sd1", "epsilon", 128)
-    assert model.unet.config.cross_attention_dim == model.text_encoder.config.hidden_size == 128
+    assert model.unet.config.cross_attention_dim == model.text_encoder.config.hidden_size
     assert model.vae.config.latent_channels == 4 and model.vae_scale_factor == 8
-    with torch.no_grad():
-        ids = model.tokenizer(["a red circle"], padding="max_length", return_tensors="pt").input_ids
-        cond = model.text_encoder(ids).last_hidden_state
-        latents = torch.randn(1, 4, 16, 16)
-        eps = model.unet(latents, torch.tensor([500]), encoder_hidden_states=cond).sample
-        image = model.vae.decode(latents).sample
-    assert eps.shape == latents.shape and image.shape == (1, 3, 128, 128)
-    assert torch.isfinite(eps).all() and torch.isfinite(image).all()
+    betas = torch.diff(torch.cat([torch.ones(1), model.alphas_cumprod]).log()).neg()  # -log(1-β) ≈ β
+    assert len(model.alphas_cumprod) == 1000
+    assert betas[0].item() == pytest.approx(0.00085, rel=0.01) and betas[-1].item() == pytest.approx(
+        0.0121, rel=0.01
+    )
+
+
+def test_builtin_missing_is_reported_not_fatal(tmp_path: Path, caplog) -> None:
+    assert builtin_model_path(tmp_path) is None
+    assert "built-in model missing" in caplog.text
+    manager = ModelManager(root=tmp_path, device="cpu", cache_dir=tmp_path / "cache")
+    with pytest.raises(ValueError, match="no checkpoints found"):
+        manager.get()
 
 
 def test_native_size_without_loading(two_models: Path) -> None:

@@ -22,7 +22,7 @@ from ui.common import EngineLike, error_message  # noqa: E402
 from ui.png_info import SEND_FIELDS, build_png_info_tab, infotext_to_fields  # noqa: E402
 from ui.progress import SessionJobs  # noqa: E402
 from ui.quicksettings import build_quicksettings, current_checkpoint_update  # noqa: E402
-from ui.settings_tab import build_settings_tab  # noqa: E402
+from ui.settings_tab import build_sampler_settings_tab, build_settings_tab  # noqa: E402
 from ui.style import CSS  # noqa: E402
 from ui.txt2img import build_txt2img_tab  # noqa: E402
 
@@ -41,8 +41,14 @@ def build_ui(engine: EngineLike) -> gr.Blocks:
                 txt2img = build_txt2img_tab(engine, jobs)
             with gr.Tab("PNG Info", id="pnginfo", elem_id="tab_pnginfo"):
                 png_text, send_button = build_png_info_tab()
+            with gr.Tab("Sampler settings", id="sampler_settings", elem_id="tab_sampler_settings"):
+                sampler_controls, sampler_names = build_sampler_settings_tab(engine)
             with gr.Tab("Settings", id="settings", elem_id="tab_settings"):
                 setting_controls, setting_names = build_settings_tab(engine)
+            setting_controls, setting_names = (
+                setting_controls + sampler_controls,
+                setting_names + sampler_names,
+            )
 
         send_outputs = [txt2img.fields[name] for name in SEND_FIELDS]
 

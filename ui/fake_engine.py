@@ -73,6 +73,9 @@ class FakeEngine:
     def schedule_names(self) -> list[str]:
         return ["Automatic", "Uniform", "Karras", "Exponential", "DDIM"]
 
+    def schedule_hint(self, sampler: str) -> str:
+        return f"Automatic = Uniform, the usual choice for {sampler}"
+
     def submit_txt2img(self, params: GenerationParams) -> Job:
         self.submitted.append(params)
         return self.queue.submit(Job("txt2img", preview_every=1), self._run, params)

@@ -7,10 +7,11 @@ validates and saves (`engine.update_settings`); the tab only reports success or 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal, get_args, get_origin
 
 import gradio as gr
 
+from engine.sampler_params import NAMES as SAMPLER_PARAMS
 from engine.settings import Settings
 from ui.common import EngineLike, error_message, message_html
 
@@ -19,7 +20,8 @@ CHOICE_FIELDS = {"default_sampler": "sampler_names", "default_scheduler": "sched
 
 
 def setting_names() -> list[str]:
-    return list(Settings.model_fields)
+    """The Settings tab's fields: all but the sampler parameters (they have their own tab)."""
+    return [name for name in Settings.model_fields if name not in SAMPLER_PARAMS]
 
 
 def _coerce(name: str, value: Any) -> Any:
@@ -54,6 +56,8 @@ def _control(engine: EngineLike, name: str, value: Any) -> gr.components.Compone
     if name in CHOICE_FIELDS:
         choices = getattr(engine, CHOICE_FIELDS[name])()
         return gr.Dropdown(choices, value=value, allow_custom_value=True, **common)
+    if get_origin(info.annotation) is Literal:
+        return gr.Dropdown(list(get_args(info.annotation)), value=value, **common)
     if info.annotation is bool:
         # Checkboxes show the label beside the box; the key goes in `info` under it.
         return gr.Checkbox(value=value, **common)
@@ -65,13 +69,28 @@ def _control(engine: EngineLike, name: str, value: Any) -> gr.components.Compone
 
 
 def build_settings_tab(engine: EngineLike) -> tuple[list[gr.components.Component], list[str]]:
-    """Lay out the tab; returns (controls, names) so app.py can refresh them on page load."""
-    names = setting_names()
+    """Lay out the Settings tab; returns (controls, names) so app.py can refresh them on page load."""
+    return _build_panel(engine, setting_names(), "settings")
+
+
+def build_sampler_settings_tab(engine: EngineLike) -> tuple[list[gr.components.Component], list[str]]:
+    """The Sampler settings tab: A1111's sampler parameters (eta, sigma churn, UniPC, ...). They are
+    the defaults of every job; a job (or an infotext, or an API request) may override each one."""
+    gr.Markdown(
+        "Defaults for every generation. Values that differ from A1111's defaults are written into "
+        "the image's parameters, and *Send to txt2img* / the API can override them per job."
+    )
+    return _build_panel(engine, list(SAMPLER_PARAMS), "sampler_settings")
+
+
+def _build_panel(
+    engine: EngineLike, names: list[str], prefix: str
+) -> tuple[list[gr.components.Component], list[str]]:
     settings = engine.settings
     with gr.Row():
-        apply = gr.Button("Apply settings", variant="primary", elem_id="settings_apply", scale=0)
-        result = gr.HTML("", elem_id="settings_result")
-    with gr.Column(elem_id="settings_fields"):
+        apply = gr.Button("Apply settings", variant="primary", elem_id=f"{prefix}_apply", scale=0)
+        result = gr.HTML("", elem_id=f"{prefix}_result")
+    with gr.Column(elem_id=f"{prefix}_fields"):
         controls = [_control(engine, name, getattr(settings, name)) for name in names]
 
     def on_apply(*values: Any) -> str:

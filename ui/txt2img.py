@@ -133,6 +133,7 @@ def build_txt2img_tab(engine: EngineLike, jobs: SessionJobs) -> Txt2ImgUI:
                     engine.schedule_names(),
                     value=settings.default_scheduler,
                     label="Schedule type",
+                    info=engine.schedule_hint(settings.default_sampler),
                     elem_id="txt2img_scheduler",
                 )
             f["steps"] = _slider("steps", "Sampling steps", settings.default_steps)
@@ -235,6 +236,13 @@ def build_txt2img_tab(engine: EngineLike, jobs: SessionJobs) -> Txt2ImgUI:
     def on_skip(request: gr.Request) -> None:
         interrupt_job(jobs, request.session_hash or "", skip=True)
 
+    f["sampler_name"].change(
+        lambda sampler: gr.Dropdown(info=engine.schedule_hint(sampler)),
+        inputs=f["sampler_name"],
+        outputs=f["scheduler"],
+        queue=False,
+        api_visibility="private",
+    )
     interrupt.click(on_interrupt, queue=False, api_visibility="private")
     skip.click(on_skip, queue=False, api_visibility="private")
     random_button.click(random_seed, outputs=f["seed"], queue=False, api_visibility="private")

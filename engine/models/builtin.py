@@ -1,23 +1,23 @@
-"""The bundled default model, so the app starts and generates with no download at all.
+"""The bundled default model, so the app starts and draws with no download at all.
 
-Until trained weights are committed, `ensure_builtin_model` creates a small SD1-architecture model
-with random weights from a fixed seed: the whole pipeline (tokenizer → CLIP → UNet → VAE) runs
-for real and fast on a CPU; the images are noise-like. It is written exactly like a user's
-checkpoint (SD single-file layout, fp16 safetensors, plus a `<stem>.config/` sidecar with its
-diffusers configs) so the built-in and user models load through the same code path. A file
-already there (e.g. trained weights) is never overwritten.
+`models/builtin/atelier-tiny.safetensors` holds weights Atelier trained itself on its synthetic
+world (`tools/train_default_model.py`; see `models/builtin/MODEL_CARD.md`). It is stored exactly
+like a user's checkpoint — SD single-file key layout, fp16 safetensors, plus a `<stem>.config/`
+sidecar of diffusers configs — so it loads through the same registry and loader as any SD 1.5 file.
+This module also defines its architecture, which the training code builds and fills.
 """
 
 from __future__ import annotations
 
-import shutil
-import tempfile
+import logging
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from engine.models.paths import BUILTIN_SUBDIR, models_root
+
+log = logging.getLogger(__name__)
 
 BUILTIN_NAME = "atelier-tiny"
 SEED = 20240601
@@ -46,9 +46,10 @@ def builtin_paths(root: Path | None = None) -> tuple[Path, Path]:
 def build_builtin_modules(seed: int = SEED) -> tuple[Any, Any, Any]:
     """(unet, vae, text_encoder) of the built-in architecture, randomly initialised from `seed`.
 
-    Sizes follow what a CPU training probe found workable (see shared PROBE notes): a ×8 VAE with
-    ≥ 4 channels per GroupNorm group, a 64/128/128 UNet with cross-attention at 16×16 and 8×8
-    (sample 16 → 128 px), and a 128-wide, 3-layer CLIP text encoder over the full CLIP vocabulary.
+    Sized for training on a 2-core CPU and a ≤ 25 MB fp16 bundle: a ×8 VAE (4 blocks, ~1 M
+    parameters), a 64/128/128 UNet with cross-attention at 16×16 and 8×8 (sample 16 → 128 px,
+    ~5.9 M), and a 64-wide, 4-layer CLIP text encoder over the full 49 408-token CLIP vocabulary —
+    the vocabulary table dominates its size, hence the narrow width (128 wide would not fit).
     """
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
@@ -76,19 +77,19 @@ def build_builtin_modules(seed: int = SEED) -> tuple[Any, Any, Any]:
             layers_per_block=1,
             down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
             up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-            cross_attention_dim=128,
+            cross_attention_dim=64,
             attention_head_dim=4,
             norm_num_groups=8,
         )
         text_encoder = CLIPTextModel(
             CLIPTextConfig(
-                hidden_size=128,
-                intermediate_size=512,
-                num_hidden_layers=3,
+                hidden_size=64,
+                intermediate_size=256,
+                num_hidden_layers=4,
                 num_attention_heads=4,
                 vocab_size=49408,
                 max_position_embeddings=77,
-                projection_dim=128,
+                projection_dim=64,
                 hidden_act="quick_gelu",
                 bos_token_id=0,
                 eos_token_id=2,
@@ -98,26 +99,10 @@ def build_builtin_modules(seed: int = SEED) -> tuple[Any, Any, Any]:
     return unet, vae, text_encoder
 
 
-def ensure_builtin_model(root: Path | None = None) -> Path:
-    """Path of `models/builtin/atelier-tiny.safetensors`, creating it (and its sidecar) if absent."""
-    from engine.models.configs import write_config_folder
-    from engine.models.ldm_convert import save_sd_checkpoint
-
+def builtin_model_path(root: Path | None = None) -> Path | None:
+    """The shipped weights file, or None (with a log line) when the install lacks it."""
     weights, sidecar = builtin_paths(root)
     if weights.is_file() and (sidecar / "model_index.json").is_file():
         return weights
-    unet, vae, text_encoder = build_builtin_modules()
-    if not (sidecar / "model_index.json").is_file():
-        # configs first, in a temp folder renamed into place: the weights file appearing is the
-        # signal that everything is ready, so it must come last
-        weights.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=weights.parent, prefix=".atelier-tiny-"))
-        try:
-            write_config_folder(tmp / "cfg", unet, vae, text_encoder, SCHEDULER, "sd1")
-            shutil.rmtree(sidecar, ignore_errors=True)
-            shutil.move(str(tmp / "cfg"), str(sidecar))
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    if not weights.is_file():
-        save_sd_checkpoint(weights, unet, vae, text_encoder, "sd1", dtype=torch.float16)
-    return weights
+    log.warning("built-in model missing at %s; put a checkpoint in models/Stable-diffusion", weights)
+    return None

@@ -221,7 +221,6 @@ def save_sd_checkpoint(
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=path.suffix)
     os.close(fd)
-    os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; a model file is ordinary data
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import save_file
@@ -229,6 +228,7 @@ def save_sd_checkpoint(
             save_file(state, tmp, metadata={"format": "pt"})
         else:
             torch.save({"state_dict": state, "global_step": 0}, tmp)
+        os.chmod(tmp, 0o644)  # mkstemp (and safetensors' writer) leave it owner-only: it is ordinary data
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -74,12 +74,21 @@ class CFGGuider:
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         if self.scale == 1.0:  # uncond has no effect: skip half the work, as A1111 does
             guided = self.denoiser(x, sigma, self.cond)
-        else:
-            both = self.denoiser(torch.cat([x, x]), sigma, torch.cat([self.uncond, self.cond]))
-            uncond_x0, cond_x0 = both.chunk(2)
-            for hook in self.hooks.pre_cfg:
-                uncond_x0, cond_x0 = hook(uncond_x0, cond_x0, sigma)
-            guided = uncond_x0 + self.scale * (cond_x0 - uncond_x0)
+            for hook in self.hooks.post_cfg:
+                guided = hook(guided, sigma)
+            return guided
+        return self.with_uncond(x, sigma)[0]
+
+    def with_uncond(
+        self, x: torch.Tensor, sigma: torch.Tensor, scale_multiplier: float = 1.0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(guided x̂₀ at scale · scale_multiplier, unconditional x̂₀), both from one batched call.
+        Samplers that step along the unconditional prediction (DDIM CFG++) call this directly."""
+        both = self.denoiser(torch.cat([x, x]), sigma, torch.cat([self.uncond, self.cond]))
+        uncond_x0, cond_x0 = both.chunk(2)
+        for hook in self.hooks.pre_cfg:
+            uncond_x0, cond_x0 = hook(uncond_x0, cond_x0, sigma)
+        guided = uncond_x0 + self.scale * scale_multiplier * (cond_x0 - uncond_x0)
         for hook in self.hooks.post_cfg:
             guided = hook(guided, sigma)
-        return guided
+        return guided, uncond_x0

@@ -18,10 +18,16 @@ class SamplerSpec:
     name: str
     fn: Callable[..., Any]
     aliases: tuple[str, ...] = ()
-    # The schedule "Automatic" resolves to for this sampler (A1111's per-sampler default).
+    # The schedule "Automatic" resolves to for this sampler (A1111's per-sampler default). AUTOMATIC
+    # here means the sampler has its own discretization, `own_schedule` (UniPC, LCM).
     default_schedule: str = "Uniform"
     # Ancestral / SDE samplers add fresh noise every step; it is drawn from per-image seeded RNGs.
     uses_noise: bool = False
+    # A1111 computes steps+1 σ's and drops the next-to-last (DPM2, DPM2 a, DPM++ 3M SDE): their last
+    # step from a small σ to 0 would otherwise be a wasted second-order step.
+    discard_next_to_last_sigma: bool = False
+    # fn(steps, ModelSigmas, SamplerOptions) -> σ's, used when the schedule type is "Automatic".
+    own_schedule: Callable[..., Any] | None = None
     options: dict[str, Any] = field(default_factory=dict)
 
 
@@ -111,7 +117,19 @@ def resolve_sampler_and_schedule(sampler: str, schedule: str | None) -> tuple[st
     return resolved, resolved_schedule
 
 
+def schedule_hint(sampler: str) -> str:
+    """One line for the UI: what "Automatic" means for `sampler` (A1111's per-sampler default)."""
+    _ensure_loaded()
+    spec = SAMPLERS.get(sampler)
+    if spec is None:
+        return ""
+    if spec.default_schedule == AUTOMATIC:
+        return f"Automatic = {sampler}'s own timestep grid (recommended for it)"
+    return f"Automatic = {spec.default_schedule}, the usual choice for {sampler}"
+
+
 def effective_schedule(sampler: str, schedule: str) -> str:
-    """The schedule actually used: "Automatic" becomes the sampler's default."""
+    """The schedule actually used: "Automatic" becomes the sampler's default (which stays
+    "Automatic" for samplers with their own discretization)."""
     _ensure_loaded()
     return SAMPLERS[sampler].default_schedule if schedule == AUTOMATIC else schedule

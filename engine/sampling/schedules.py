@@ -1,8 +1,10 @@
-"""σ schedules: each turns (steps, model discretization) into a descending σ sequence ending in 0.
+"""σ schedules: each turns (steps, model discretization) into a descending σ sequence, in A1111's
+"Schedule type" order. All end in σ = 0 except KL Optimal, which ends at σ_min as in A1111 1.10.
 
 Written here rather than taken from a library because the A1111 schedule types are defined over the
 model's own discrete σ table (k-diffusion's `DiscreteSchedule`), which diffusers' schedulers do not
-expose as pure functions.
+expose as pure functions. `build_sigmas` is the one place that turns a request (sampler, schedule
+type, steps, options) into the σ's a sampler runs on.
 """
 
 from __future__ import annotations
@@ -10,9 +12,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
-from engine.sampling.registry import register_schedule
+from engine.sampling.base import SamplerOptions
+from engine.sampling.registry import AUTOMATIC, SAMPLERS, SCHEDULES, effective_schedule, register_schedule
 
 
 @dataclass(frozen=True)
@@ -55,36 +59,268 @@ class ModelSigmas:
         return ((1 - w) * low + w * high).view(sigma.shape)
 
 
+@dataclass(frozen=True)
+class ScheduleSettings:
+    """What a schedule may take from the request besides the step count. None = the model's value
+    (σ range) or the schedule's own default (ρ). Schedules that A1111 defines on the model's table
+    (Uniform, Simple, DDIM, Align Your Steps) ignore the σ overrides, as A1111 does."""
+
+    sigma_min: float | None = None
+    sigma_max: float | None = None
+    rho: float | None = None
+    beta_alpha: float = 0.6
+    beta_beta: float = 0.6
+    is_sdxl: bool = False  # Align Your Steps has separate SD 1.5 and SDXL tables
+
+    def sigma_range(self, model: ModelSigmas) -> tuple[float, float]:
+        low = self.sigma_min if self.sigma_min else model.sigma_min
+        high = self.sigma_max if self.sigma_max else model.sigma_max
+        if not 0 < low < high:
+            raise ValueError(f"the schedule needs 0 < sigma min < sigma max, got {low} and {high}")
+        return low, high
+
+
+DEFAULT_SETTINGS = ScheduleSettings()
+
+
 def append_zero(sigmas: torch.Tensor) -> torch.Tensor:
     return torch.cat([sigmas, sigmas.new_zeros(1)])
 
 
+def karras_sigmas(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> torch.Tensor:
+    """Karras et al. (2022), eq. 5: n σ's evenly spaced in σ^(1/ρ) from σ_max to σ_min, then 0."""
+    ramp = torch.linspace(0, 1, n, dtype=torch.float64)
+    min_inv, max_inv = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
+    return append_zero(((max_inv + ramp * (min_inv - max_inv)) ** rho).float())
+
+
 @register_schedule("Uniform", "uniform")
-def uniform(steps: int, model: ModelSigmas) -> torch.Tensor:
+def uniform(steps: int, model: ModelSigmas, settings: ScheduleSettings = DEFAULT_SETTINGS) -> torch.Tensor:
     """Timesteps evenly spaced from T-1 to 0 (k-diffusion's `get_sigmas`, A1111's default)."""
     t = torch.linspace(len(model.sigmas) - 1, 0, steps)
     return append_zero(model.t_to_sigma(t))
 
 
 @register_schedule("Karras", "karras")
-def karras(steps: int, model: ModelSigmas, rho: float = 7.0) -> torch.Tensor:
-    """Karras et al. (2022), eq. 5: evenly spaced in σ^(1/ρ) between σ_max and σ_min."""
-    ramp = torch.linspace(0, 1, steps)
-    min_inv, max_inv = model.sigma_min ** (1 / rho), model.sigma_max ** (1 / rho)
-    return append_zero((max_inv + ramp * (min_inv - max_inv)) ** rho)
+def karras(steps: int, model: ModelSigmas, settings: ScheduleSettings = DEFAULT_SETTINGS) -> torch.Tensor:
+    """Karras et al. (2022): dense near σ_min, where detail is decided; ρ defaults to 7."""
+    low, high = settings.sigma_range(model)
+    return karras_sigmas(steps, low, high, settings.rho or 7.0)
 
 
 @register_schedule("Exponential", "exponential")
-def exponential(steps: int, model: ModelSigmas) -> torch.Tensor:
-    """Evenly spaced in log σ."""
-    return append_zero(torch.linspace(math.log(model.sigma_max), math.log(model.sigma_min), steps).exp())
+def exponential(
+    steps: int, model: ModelSigmas, settings: ScheduleSettings = DEFAULT_SETTINGS
+) -> torch.Tensor:
+    """Evenly spaced in log σ (uniform in log-SNR, the DPM-Solver papers' choice)."""
+    low, high = settings.sigma_range(model)
+    return append_zero(
+        torch.linspace(math.log(high), math.log(low), steps, dtype=torch.float64).exp().float()
+    )
+
+
+@register_schedule("Polyexponential", "polyexponential")
+def polyexponential(
+    steps: int, model: ModelSigmas, settings: ScheduleSettings = DEFAULT_SETTINGS
+) -> torch.Tensor:
+    """log σ follows a ramp raised to ρ (default 1 = Exponential; larger ρ spends more steps low)."""
+    low, high = settings.sigma_range(model)
+    ramp = torch.linspace(1, 0, steps, dtype=torch.float64) ** (settings.rho or 1.0)
+    return append_zero(torch.exp(ramp * (math.log(high) - math.log(low)) + math.log(low)).float())
+
+
+def _timesteps_between(model: ModelSigmas, settings: ScheduleSettings, count: int) -> torch.Tensor:
+    low, high = settings.sigma_range(model)
+    start = float(model.sigma_to_t(torch.tensor(high)))
+    end = float(model.sigma_to_t(torch.tensor(low)))
+    return torch.linspace(start, end, count)
+
+
+@register_schedule("SGM Uniform", "sgm_uniform", aliases=("SGMUniform",))
+def sgm_uniform(
+    steps: int, model: ModelSigmas, settings: ScheduleSettings = DEFAULT_SETTINGS
+) -> torch.Tensor:
+    """Stability's SGM sampling: steps+1 evenly spaced timesteps, the last (t = 0) replaced by σ = 0."""
+    return append_zero(model.t_to_sigma(_timesteps_between(model, settings, steps + 1)[:-1]))
+
+
+@register_schedule("KL Optimal", "kl_optimal")
+def kl_optimal(steps: int, model: ModelSigmas, settings: ScheduleSettings = DEFAULT_SETTINGS) -> torch.Tensor:
+    """Sabour et al. (2024), "Align Your Steps" App. B: evenly spaced in arctan σ. Like A1111 1.10 it
+    returns steps+1 values ending at σ_min (not 0), so the image keeps σ_min's residual noise."""
+    low, high = settings.sigma_range(model)
+    i = torch.arange(steps + 1, dtype=torch.float64) / steps
+    return torch.tan(i * math.atan(low) + (1 - i) * math.atan(high)).float()
+
+
+# NVIDIA's published 10-step Align Your Steps σ's (research.nvidia.com/labs/toronto-ai/AlignYourSteps).
+AYS_SD15 = (14.615, 6.475, 3.861, 2.697, 1.886, 1.396, 0.963, 0.652, 0.399, 0.152, 0.029)
+AYS_SDXL = (14.615, 6.315, 3.771, 2.181, 1.342, 0.862, 0.555, 0.380, 0.234, 0.113, 0.029)
+
+
+def _loglinear_interp(values: tuple[float, ...], count: int) -> np.ndarray:
+    """Resample a decreasing table to `count` points, linearly in log σ (NVIDIA's recipe)."""
+    xs = np.linspace(0, 1, len(values))
+    ys = np.log(np.asarray(values[::-1]))
+    return np.exp(np.interp(np.linspace(0, 1, count), xs, ys))[::-1].copy()
+
+
+@register_schedule("Align Your Steps", "align_your_steps")
+def align_your_steps(
+    steps: int, model: ModelSigmas, settings: ScheduleSettings = DEFAULT_SETTINGS
+) -> torch.Tensor:
+    """Sabour et al. (2024): σ's optimised for SD 1.5 / SDXL, resampled to the step count. A fixed
+    table (as in A1111): it ignores the model's σ range and the overrides."""
+    table = AYS_SDXL if settings.is_sdxl else AYS_SD15
+    values = np.asarray(table) if steps == len(table) else _loglinear_interp(table, steps)
+    return append_zero(torch.tensor(values, dtype=torch.float32))
+
+
+@register_schedule("Simple", "simple")
+def simple(steps: int, model: ModelSigmas, settings: ScheduleSettings = DEFAULT_SETTINGS) -> torch.Tensor:
+    """ComfyUI's "simple": every (T/steps)-th entry of the model's table from the top, no interpolation."""
+    stride = len(model.sigmas) / steps
+    picked = [float(model.sigmas[-(1 + int(k * stride))]) for k in range(steps)]
+    return append_zero(torch.tensor(picked, dtype=torch.float32))
+
+
+@register_schedule("Normal", "normal")
+def normal(steps: int, model: ModelSigmas, settings: ScheduleSettings = DEFAULT_SETTINGS) -> torch.Tensor:
+    """Timesteps evenly spaced between those of σ_max and σ_min (= Uniform unless σ's are overridden)."""
+    return append_zero(model.t_to_sigma(_timesteps_between(model, settings, steps)))
 
 
 @register_schedule("DDIM", "ddim_uniform", aliases=("ddim",))
-def ddim_uniform(steps: int, model: ModelSigmas) -> torch.Tensor:
-    """The DDIM timesteps: every (T // steps)-th step, offset by one, as CompVis/A1111 do."""
+def ddim_uniform(
+    steps: int, model: ModelSigmas, settings: ScheduleSettings = DEFAULT_SETTINGS
+) -> torch.Tensor:
+    """The DDIM timesteps: every (T // steps)-th step, offset by one, as CompVis/A1111 do. Capped at
+    `steps` values: A1111 1.10's "DDIM" schedule keeps striding up to T, which yields more σ's than
+    steps when T is not a multiple of steps (7 for 6 steps, 167 for 150)."""
     total = len(model.sigmas)
     stride = max(total // steps, 1)
     timesteps = torch.arange(0, total, stride)[:steps] + 1
     timesteps = timesteps.clamp(max=total - 1).flip(0)
     return append_zero(model.sigmas[timesteps])
+
+
+def _betainc_fraction(a: float, b: float, x: float) -> float:
+    """Continued fraction of the incomplete beta function (modified Lentz's method)."""
+    tiny = 1e-300
+    c, d = 1.0, 1.0 - (a + b) * x / (a + 1)
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    result = d
+    for m in range(1, 500):
+        for numerator in (
+            m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+            -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1)),
+        ):
+            d = 1.0 + numerator * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + numerator / c
+            c = c if abs(c) > tiny else tiny
+            result *= d * c
+        if abs(d * c - 1.0) < 1e-15:
+            break
+    return result
+
+
+def beta_cdf(x: float, a: float, b: float) -> float:
+    """The regularized incomplete beta function I_x(a, b), the Beta(a, b) distribution's CDF."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    log_front = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
+    if x < (a + 1) / (a + b + 2):  # the fraction converges fast on this side; use symmetry otherwise
+        return math.exp(log_front) * _betainc_fraction(a, b, x) / a
+    return 1.0 - math.exp(log_front) * _betainc_fraction(b, a, 1.0 - x) / b
+
+
+def beta_ppf(q: float, a: float, b: float) -> float:
+    """Inverse of `beta_cdf` by bisection (the CDF is monotone; 100 halvings reach float precision)."""
+    if q <= 0.0:
+        return 0.0
+    if q >= 1.0:
+        return 1.0
+    low, high = 0.0, 1.0
+    for _ in range(100):
+        mid = (low + high) / 2
+        if beta_cdf(mid, a, b) < q:
+            low = mid
+        else:
+            high = mid
+    return (low + high) / 2
+
+
+@register_schedule("Beta", "beta")
+def beta(steps: int, model: ModelSigmas, settings: ScheduleSettings = DEFAULT_SETTINGS) -> torch.Tensor:
+    """Lee et al. (2024), "Beta Sampling is All You Need", as A1111 1.10 applies it: Beta(α, β)
+    quantiles of evenly spaced levels, mapped linearly onto [σ_min, σ_max]. α = β = 0.6 puts more
+    steps at both ends of the range."""
+    low, high = settings.sigma_range(model)
+    levels = 1 - np.linspace(0, 1, steps)
+    sigmas = [
+        low + beta_ppf(float(q), settings.beta_alpha, settings.beta_beta) * (high - low) for q in levels
+    ]
+    return append_zero(torch.tensor(sigmas, dtype=torch.float32))
+
+
+# -- samplers' own discretizations ("Automatic" for UniPC and LCM, as in A1111) --------------------
+def unipc_sigmas(steps: int, model: ModelSigmas, options: SamplerOptions) -> torch.Tensor:
+    """UniPC's `skip_type` grid over continuous time t ∈ [1/T, 1] (model timestep T·t − 1): steps+1
+    points ending at σ_min (A1111 runs UniPC this way and decodes x at σ_min)."""
+    total = len(model.sigmas)
+    t_first, t_last = 1.0, 1.0 / total
+    if options.uni_pc_skip_type == "logSNR":
+        logs = torch.linspace(
+            math.log(model.sigma_max), math.log(model.sigma_min), steps + 1, dtype=torch.float64
+        )
+        return logs.exp().float()
+    if options.uni_pc_skip_type == "time_quadratic":
+        t = torch.linspace(math.sqrt(t_first), math.sqrt(t_last), steps + 1, dtype=torch.float64) ** 2
+    else:
+        t = torch.linspace(t_first, t_last, steps + 1, dtype=torch.float64)
+    return model.t_to_sigma((t * total - 1).float())
+
+
+def lcm_sigmas(steps: int, model: ModelSigmas, options: SamplerOptions) -> torch.Tensor:
+    """A1111's LCM discretization: the 50 "original" LCM timesteps (every T/50-th, ending at T/50 − 1),
+    with σ's interpolated evenly over that table."""
+    skip = max(len(model.sigmas) // 50, 1)
+    table = ModelSigmas(model.sigmas[skip - 1 :: skip])
+    return append_zero(table.t_to_sigma(torch.linspace(len(table.sigmas) - 1, 0, steps)))
+
+
+def build_sigmas(
+    sampler: str,
+    schedule: str,
+    steps: int,
+    model: ModelSigmas,
+    options: SamplerOptions | None = None,
+    *,
+    is_sdxl: bool = False,
+) -> torch.Tensor:
+    """The σ's `sampler` runs for `steps` steps: the schedule type ("Automatic" = the sampler's
+    default, or its own discretization), the σ/ρ overrides, and A1111's "discard next-to-last σ"
+    (computed for steps+1 and then dropped, so the step count stays `steps`)."""
+    opts = options or SamplerOptions()
+    spec = SAMPLERS[sampler]
+    discard = spec.discard_next_to_last_sigma or opts.always_discard_next_to_last_sigma
+    count = steps + 1 if discard else steps
+    name = effective_schedule(sampler, schedule)
+    if name == AUTOMATIC:
+        sigmas = spec.own_schedule(count, model, opts)
+    else:
+        settings = ScheduleSettings(
+            sigma_min=opts.sigma_min or None,
+            sigma_max=opts.sigma_max or None,
+            rho=opts.rho or None,
+            beta_alpha=opts.beta_dist_alpha,
+            beta_beta=opts.beta_dist_beta,
+            is_sdxl=is_sdxl,
+        )
+        sigmas = SCHEDULES[name].fn(count, model, settings)
+    if discard:
+        sigmas = torch.cat([sigmas[:-2], sigmas[-1:]])
+    return sigmas

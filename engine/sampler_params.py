@@ -1,0 +1,112 @@
+# ruff: noqa: E501  (one row per line keeps the table readable)
+"""A1111's sampler parameters as one table: Settings defaults, per-job overrides, infotext keys.
+
+Each row is an A1111 option name (the `shared.opts` key, also accepted in API `override_settings`),
+its A1111 default, its infotext key, and the Sampler settings tab's label. From the table come:
+- `SamplerDefaults`: the fields `engine.settings.Settings` inherits (the "Sampler settings" tab);
+- `SamplerOverrides`: the optional fields `GenerationParams` inherits (None = use the setting);
+- `sampler_options(params)`: the `SamplerOptions` a job's sampler runs with.
+A value equal to A1111's default is not written to the infotext, as A1111 does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
+
+from engine.sampling.base import SamplerOptions
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str
+    type: Any
+    default: Any
+    infotext: str
+    label: str
+    constraints: dict[str, Any]
+
+
+ROWS: tuple[Row, ...] = (
+    Row("eta_ddim", float, 0.0, "Eta DDIM", "Eta for DDIM (noise added per step; 0 = deterministic)", {"ge": 0, "le": 1}),
+    Row("eta_ancestral", float, 1.0, "Eta", "Eta for ancestral and SDE samplers (noise per step)", {"ge": 0, "le": 1}),
+    Row("eta_noise_seed_delta", int, 0, "ENSD", "Eta noise seed delta (added to the seed of per-step noise)", {"ge": 0, "le": 2**32 - 1}),
+    Row("s_churn", float, 0.0, "Sigma churn", "Sigma churn (Euler, Heun, DPM2)", {"ge": 0, "le": 100}),
+    Row("s_tmin", float, 0.0, "Sigma tmin", "Sigma tmin: churn only at sigma ≥ this", {"ge": 0, "le": 10}),
+    Row("s_tmax", float, 0.0, "Sigma tmax", "Sigma tmax: churn only at sigma ≤ this (0 = no limit)", {"ge": 0, "le": 999}),
+    Row("s_noise", float, 1.0, "Sigma noise", "Sigma noise: scale of the noise of churn and SDE steps", {"ge": 0, "le": 1.1}),
+    Row("sigma_min", float, 0.0, "Schedule min sigma", "Schedule min sigma override (0 = the model's)", {"ge": 0, "le": 100}),
+    Row("sigma_max", float, 0.0, "Schedule max sigma", "Schedule max sigma override (0 = the model's)", {"ge": 0, "le": 1000}),
+    Row("rho", float, 0.0, "Schedule rho", "Schedule rho (Karras, Polyexponential; 0 = the schedule's own)", {"ge": 0, "le": 20}),
+    Row("always_discard_next_to_last_sigma", bool, False, "Discard penultimate sigma", "Always discard the next-to-last sigma", {}),
+    Row("uni_pc_variant", Literal["bh1", "bh2", "vary_coeff"], "bh1", "UniPC variant", "UniPC variant", {}),
+    Row("uni_pc_skip_type", Literal["time_uniform", "time_quadratic", "logSNR"], "time_uniform", "UniPC skip type", "UniPC skip type", {}),
+    Row("uni_pc_order", int, 3, "UniPC order", "UniPC order (must be < sampling steps)", {"ge": 1, "le": 50}),
+    Row("uni_pc_lower_order_final", bool, True, "UniPC lower order final", "UniPC: lower order on the final steps", {}),
+    Row("beta_dist_alpha", float, 0.6, "Beta schedule alpha", "Beta schedule alpha", {"gt": 0, "le": 10}),
+    Row("beta_dist_beta", float, 0.6, "Beta schedule beta", "Beta schedule beta", {"gt": 0, "le": 10}),
+)  # fmt: skip
+NAMES: tuple[str, ...] = tuple(r.name for r in ROWS)
+A1111_DEFAULTS: dict[str, Any] = {r.name: r.default for r in ROWS}
+_OPTION_FIELDS = {f.name for f in fields(SamplerOptions)}
+assert set(NAMES) <= _OPTION_FIELDS, "every row must be a SamplerOptions field"
+
+
+def check_sampler_options(values: dict[str, Any]) -> None:
+    """Cross-field rules (σ_min < σ_max, ...) live in SamplerOptions; reuse them."""
+    given = {k: v for k, v in values.items() if k in NAMES and v is not None}
+    SamplerOptions(**given)  # raises ValueError with a readable message
+
+
+class _DefaultsBase(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    @model_validator(mode="after")
+    def _valid_together(self):
+        check_sampler_options(self.model_dump())
+        return self
+
+
+class _OverridesBase(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+SamplerDefaults = create_model(
+    "SamplerDefaults",
+    __base__=_DefaultsBase,
+    **{
+        r.name: (r.type, Field(r.default, description=r.label, allow_inf_nan=False, **r.constraints)
+                 if r.type is float else Field(r.default, description=r.label, **r.constraints))
+        for r in ROWS
+    },
+)  # fmt: skip
+
+SamplerOverrides = create_model(
+    "SamplerOverrides",
+    __base__=_OverridesBase,
+    **{
+        r.name: (
+            r.type | None,
+            Field(
+                None,
+                json_schema_extra={"infotext": r.infotext, "infotext_default": r.default},
+                **({"allow_inf_nan": False} if r.type is float else {}),
+                **r.constraints,
+            ),
+        )
+        for r in ROWS
+    },
+)  # fmt: skip
+
+
+def resolve_overrides(params: Any, settings: Any) -> dict[str, Any]:
+    """The update that fills a job's unset (None) sampler parameters from the settings."""
+    return {name: getattr(settings, name) for name in NAMES if getattr(params, name) is None}
+
+
+def sampler_options(params: Any) -> SamplerOptions:
+    """What the sampler runs with: the job's values, A1111's defaults where still unset."""
+    values = {name: getattr(params, name) for name in NAMES}
+    return SamplerOptions(**{k: (A1111_DEFAULTS[k] if v is None else v) for k, v in values.items()})

@@ -1,0 +1,149 @@
+"""What every σ-space sampler shares: its options, the step report, the noise it may draw, and the
+small formulas several samplers reuse (the ODE derivative, the ancestral split, Karras' churn).
+
+Kept apart from `samplers.py` (the registration table) so that each family module can import these
+without importing the table that imports the families.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import torch
+
+Denoise = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+NoiseFn = Callable[[torch.Tensor], torch.Tensor]
+
+UNI_PC_VARIANTS = ("bh1", "bh2", "vary_coeff")
+UNI_PC_SKIP_TYPES = ("time_uniform", "time_quadratic", "logSNR")
+
+
+@dataclass(frozen=True)
+class SamplerOptions:
+    """A1111's sampler parameters ("Sampler parameters" settings), with A1111's defaults.
+
+    Zero means "the default" where A1111 uses that convention: σ_min / σ_max / ρ = 0 take the model's or
+    the schedule's own value, and s_tmax = 0 means infinity.
+    """
+
+    eta_ancestral: float = 1.0  # "Eta" of ancestral and SDE samplers (A1111 `eta_ancestral`)
+    eta_ddim: float = 0.0  # "Eta" of DDIM / DDIM CFG++ (A1111 `eta_ddim`)
+    s_churn: float = 0.0  # Karras et al. 2022 S_churn (Euler, Heun, DPM2)
+    s_tmin: float = 0.0  # churn only where s_tmin <= σ <= s_tmax
+    s_tmax: float = math.inf  # 0 = infinity, as in A1111's settings
+    # Scales fresh noise where A1111 passes it: churn (Euler, Heun, DPM2), DPM2 a, DPM++ 2S a, DPM++ SDE,
+    # DPM++ 2M SDE (+ Heun), DPM++ 3M SDE, DPM fast. Euler a, DDIM, Restart, DPM adaptive, LCM ignore it.
+    s_noise: float = 1.0
+    sigma_min: float = 0.0  # schedule σ_min override (0 = the model's)
+    sigma_max: float = 0.0  # schedule σ_max override (0 = the model's)
+    rho: float = 0.0  # Karras / Polyexponential ρ override (0 = the schedule's: 7 / 1)
+    always_discard_next_to_last_sigma: bool = False
+    uni_pc_variant: str = "bh1"
+    uni_pc_skip_type: str = "time_uniform"
+    uni_pc_order: int = 3
+    uni_pc_lower_order_final: bool = True
+    beta_dist_alpha: float = 0.6
+    beta_dist_beta: float = 0.6
+    eta_noise_seed_delta: int = 0  # ENSD: noise after the initial latent uses seed + delta
+
+    def __post_init__(self) -> None:
+        for name in ("eta_ancestral", "eta_ddim", "s_churn", "s_tmin", "s_tmax", "s_noise"):
+            value = getattr(self, name)
+            if math.isnan(value) or value < 0:
+                raise ValueError(f"{name} must be a number >= 0, got {value}")
+        for name in ("sigma_min", "sigma_max", "rho"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(f"{name} must be a finite number >= 0 (0 = default), got {value}")
+        if self.sigma_min and self.sigma_max and self.sigma_min >= self.sigma_max:
+            raise ValueError(f"sigma_min ({self.sigma_min}) must be below sigma_max ({self.sigma_max})")
+        if self.uni_pc_variant not in UNI_PC_VARIANTS:
+            raise ValueError(f"uni_pc_variant must be one of {UNI_PC_VARIANTS}, got {self.uni_pc_variant!r}")
+        if self.uni_pc_skip_type not in UNI_PC_SKIP_TYPES:
+            raise ValueError(
+                f"uni_pc_skip_type must be one of {UNI_PC_SKIP_TYPES}, got {self.uni_pc_skip_type!r}"
+            )
+        if not 1 <= self.uni_pc_order <= 50:
+            raise ValueError(f"uni_pc_order must be between 1 and 50, got {self.uni_pc_order}")
+        for name in ("beta_dist_alpha", "beta_dist_beta"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value <= 0:
+                raise ValueError(f"{name} must be a finite number > 0, got {value}")
+
+    @property
+    def churn_tmax(self) -> float:
+        return self.s_tmax or math.inf
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    step: int  # 0-based index of the step just finished
+    total: int
+    x: torch.Tensor
+    denoised: torch.Tensor
+    sigma: float
+
+
+StepCallback = Callable[[StepInfo], None]
+
+
+@runtime_checkable
+class BrownianNoise(Protocol):
+    """A noise source that also offers Brownian increments (engine.rng.ImageRNG is one).
+
+    `brownian(σ, σ_next)` is (W(σ_next) − W(σ)) / sqrt|σ_next − σ| for a fixed Brownian path W per image:
+    N(0, I) like fresh noise, but increments over overlapping σ-intervals are correlated the way SDE
+    solvers assume, and the path does not depend on the step count or the batch.
+    """
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor: ...
+
+    def brownian(self, sigma: float, sigma_next: float) -> torch.Tensor: ...
+
+
+def brownian_sampler(noise: NoiseFn, x: torch.Tensor) -> Callable[[float, float], torch.Tensor]:
+    """(σ, σ_next) → N(0, I) noise for SDE samplers: the Brownian increment when the noise source has
+    per-image paths, otherwise fresh noise (k-diffusion's default noise sampler does the same)."""
+    if isinstance(noise, BrownianNoise):
+        return lambda sigma, sigma_next: noise.brownian(sigma, sigma_next).to(x.device, x.dtype)
+    return lambda sigma, sigma_next: noise(x)
+
+
+def report(callback: StepCallback | None, step: int, total: int, x, denoised, sigma) -> None:
+    if callback is not None:
+        callback(StepInfo(step, total, x, denoised, float(sigma)))
+
+
+def sigma_like(sigmas: torch.Tensor, value: float) -> torch.Tensor:
+    """A σ off the schedule (a midpoint, a churned σ̂) as a tensor the denoiser accepts."""
+    return sigmas.new_tensor(value)
+
+
+def to_d(x: torch.Tensor, sigma, denoised: torch.Tensor) -> torch.Tensor:
+    """The probability-flow ODE's derivative dx/dσ = (x − x̂₀) / σ."""
+    return (x - denoised) / sigma
+
+
+def ancestral_step(sigma: float, sigma_next: float, eta: float) -> tuple[float, float]:
+    """Split a step to σ_next into a deterministic part to σ_down plus fresh noise of std σ_up, so that
+    the marginal variance at σ_next is right. η = 1 is the DDPM posterior; η = 0 no noise at all."""
+    if not eta or sigma_next == 0.0:
+        return sigma_next, 0.0
+    sigma_up = min(sigma_next, eta * math.sqrt(sigma_next**2 * (sigma**2 - sigma_next**2) / sigma**2))
+    sigma_down = math.sqrt(sigma_next**2 - sigma_up**2)
+    return sigma_down, sigma_up
+
+
+def churn(x: torch.Tensor, sigma: float, steps: int, noise: NoiseFn, opts: SamplerOptions):
+    """Karras et al. 2022, Algorithm 2: raise σ to σ̂ = σ(1 + γ) by adding noise before the step.
+    Returns (x, σ̂); with the default s_churn = 0 it returns its inputs and draws nothing."""
+    gamma = 0.0
+    if opts.s_churn > 0 and opts.s_tmin <= sigma <= opts.churn_tmax:
+        gamma = min(opts.s_churn / steps, math.sqrt(2) - 1)
+    if gamma <= 0:
+        return x, sigma
+    sigma_hat = sigma * (1 + gamma)
+    return x + noise(x) * opts.s_noise * math.sqrt(sigma_hat**2 - sigma**2), sigma_hat

@@ -1,0 +1,98 @@
+"""A Brownian path W(t), t ≥ 0, that is a deterministic function of a seed (a "Brownian tree").
+
+SDE samplers need noise for overlapping σ-intervals that is correlated like increments of one
+Brownian motion, and A1111 wants it reproducible per image and independent of the batch. Storing a
+path is impossible, so W is generated on demand by recursive bisection (Lévy's construction): the
+value at the midpoint of [a, b] given W(a), W(b) is (W(a) + W(b))/2 + sqrt(b − a)/2 · z, and each z
+comes from its own generator seeded by a hash of (seed, node). Any W(t) is thus the same no matter
+which other points were asked for, or in which order.
+
+Layout: W(1) ~ N(0, 1) and W(2^k) − W(2^(k−1)) ~ N(0, 2^(k−1)) for k ≥ 1 ("octaves"); inside an
+octave, or inside [0, 1], bisection stops once the interval is shorter than t·2^−RELATIVE_DEPTH, and
+the rest is linear interpolation (the variance it omits is below 1e-9 of t). Written here rather than
+taken from torchsde to draw on the CPU with per-node seeds: identical on every device.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+
+import torch
+
+RELATIVE_DEPTH = 30
+_MASK64 = (1 << 64) - 1
+
+
+def _mix(*values: int) -> int:
+    """A 64-bit hash of integers (SplitMix64's finalizer, chained): well-spread generator seeds."""
+    state = 0x9E3779B97F4A7C15
+    for value in values:
+        state = (state ^ (value & _MASK64)) * 0xBF58476D1CE4E5B9 & _MASK64
+        state = (state ^ (state >> 27)) * 0x94D049BB133111EB & _MASK64
+        state ^= state >> 31
+    return state
+
+
+class BrownianPath:
+    """W(t) for one image: shape `shape`, float32 on the CPU."""
+
+    def __init__(self, seed: int, shape: tuple[int, ...], cache_size: int = 8):
+        self.seed, self.shape = seed, tuple(shape)
+        self._cache: OrderedDict[float, torch.Tensor] = OrderedDict()
+        self._cache_size = cache_size
+
+    def _normal(self, *node: int) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(_mix(self.seed, *node))
+        return torch.randn(self.shape, generator=generator, dtype=torch.float32)
+
+    def _octave(self, t: float) -> tuple[int, float, float, torch.Tensor, torch.Tensor]:
+        """(octave k, a, b, W(a), W(b)) with t in (a, b]: [0, 1] is octave 0, (2^(k−1), 2^k] octave k."""
+        w_one = self._normal(0, 0, 0)
+        if t <= 1.0:
+            return 0, 0.0, 1.0, torch.zeros(self.shape), w_one
+        k = math.ceil(math.log2(t))
+        while 2.0 ** (k - 1) >= t:  # guard against log2 rounding at powers of two
+            k -= 1
+        while 2.0**k < t:
+            k += 1
+        w_low = w_one
+        for j in range(1, k):
+            w_low = w_low + math.sqrt(2.0 ** (j - 1)) * self._normal(j, 0, 0)
+        w_high = w_low + math.sqrt(2.0 ** (k - 1)) * self._normal(k, 0, 0)
+        return k, 2.0 ** (k - 1), 2.0**k, w_low, w_high
+
+    def __call__(self, t: float) -> torch.Tensor:
+        t = float(t)
+        if not math.isfinite(t) or t < 0:
+            raise ValueError(f"Brownian path queried at t = {t}")
+        if t == 0.0:
+            return torch.zeros(self.shape)
+        if t in self._cache:
+            self._cache.move_to_end(t)
+            return self._cache[t]
+        octave, a, b, w_a, w_b = self._octave(t)
+        level, index = 0, 0
+        tolerance = t * 2.0**-RELATIVE_DEPTH
+        while b - a > tolerance:
+            mid = (a + b) / 2
+            w_mid = (w_a + w_b) / 2 + math.sqrt(b - a) / 2 * self._normal(octave, level + 1, index + 1)
+            level, index = level + 1, 2 * index
+            if t <= mid:
+                b, w_b = mid, w_mid
+            else:
+                a, w_a, index = mid, w_mid, index + 1
+            if t == a or t == b:
+                break
+        value = w_a + (w_b - w_a) * ((t - a) / (b - a)) if t not in (a, b) else (w_a if t == a else w_b)
+        self._cache[t] = value
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return value
+
+    def increment(self, sigma: float, sigma_next: float) -> torch.Tensor:
+        """(W(σ_next) − W(σ)) / sqrt|σ_next − σ|: standard normal noise for the step σ → σ_next."""
+        sigma, sigma_next = float(sigma), float(sigma_next)
+        if sigma == sigma_next:  # no time passes: no noise (and no division by zero)
+            return torch.zeros(self.shape)
+        return (self(sigma_next) - self(sigma)) / math.sqrt(abs(sigma_next - sigma))

@@ -1,0 +1,119 @@
+"""The training code on tiny modules: it learns, it resumes exactly, and its export loads like a
+user's checkpoint. (The real run takes hours; see tools/train_default_model.py.)"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from engine.models.manager import ModelManager
+from tests.tiny_models import tiny_components
+from training.common import Deadline, load_state
+from training.diffusion_stage import DiffusionConfig, alphas_cumprod, train_diffusion
+from training.export import export_builtin, trained_modules
+from training.vae_stage import VaeConfig, train_vae
+
+VAE_CFG = VaeConfig(
+    steps=6, full_frame_from=4, crop_batch=2, full_batch=1, eval_every=6, eval_scenes=2, checkpoint_every=3
+)
+DIFF_CFG = DiffusionConfig(
+    n_scenes=16, steps=4, batch=4, eval_every=4, eval_prompts=1, checkpoint_every=2, offset_noise_from=2
+)
+CPU = torch.device("cpu")
+NEVER = Deadline(None)
+
+
+class StopAfter:
+    """A deadline that passes after `n` checks: simulates a run killed part-way."""
+
+    def __init__(self, n: int) -> None:
+        self.left = n
+
+    def passed(self) -> bool:
+        self.left -= 1
+        return self.left < 0
+
+
+def build():
+    parts = tiny_components(seed=3)
+    return parts.unet, parts.vae, parts.text_encoder
+
+
+def run_all(run_dir: Path, vae_deadline=NEVER, diffusion_deadline=NEVER) -> tuple[bool, bool]:
+    unet, vae, te = build()
+    vae_done = train_vae(vae, run_dir, VAE_CFG, CPU, vae_deadline)
+    if not vae_done:
+        return False, False
+    return True, train_diffusion(unet, vae, te, run_dir, DIFF_CFG, CPU, diffusion_deadline)
+
+
+def assert_same_state(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        if isinstance(a[key], torch.Tensor):
+            assert torch.equal(a[key], b[key]), key
+        elif isinstance(a[key], dict):
+            assert_same_state(a[key], b[key])
+
+
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("straight")
+    assert run_all(run_dir) == (True, True)
+    return run_dir
+
+
+def test_training_writes_logs_grids_and_checkpoints(straight_run: Path) -> None:
+    for name in ("vae_state.pt", "diffusion_state.pt", "latents.pt", "vae_log.jsonl", "diffusion_log.jsonl"):
+        assert (straight_run / name).is_file(), name
+    assert (straight_run / "samples" / "vae_000006.png").is_file()
+    assert (straight_run / "samples" / "diffusion_000004.png").is_file()
+    state = load_state(straight_run / "diffusion_state.pt")
+    assert state["step"] == 4 and np.isfinite(state["scale"]) and state["scale"] > 0
+    # the EMA moved away from the starting weights (it is what gets shipped)
+    fresh_unet = build()[0].state_dict()
+    assert any(not torch.equal(state["ema_unet"][k], fresh_unet[k]) for k in fresh_unet)
+
+
+def test_interrupted_run_resumes_to_identical_weights(straight_run: Path, tmp_path: Path) -> None:
+    assert run_all(tmp_path, vae_deadline=StopAfter(2)) == (False, False)  # killed mid-VAE
+    assert load_state(tmp_path / "vae_state.pt")["step"] == 2
+    assert run_all(tmp_path, diffusion_deadline=StopAfter(3)) == (True, False)  # killed mid-diffusion
+    assert load_state(tmp_path / "diffusion_state.pt")["step"] == 3
+    assert run_all(tmp_path) == (True, True)
+    for name in ("vae_state.pt", "diffusion_state.pt"):
+        a, b = load_state(straight_run / name), load_state(tmp_path / name)
+        assert_same_state(
+            a["ema"] if "ema" in a else a["ema_unet"], b["ema"] if "ema" in b else b["ema_unet"]
+        )
+        assert_same_state(a["optimizer"]["state"], b["optimizer"]["state"])
+
+
+def test_diffusion_loss_schedule_is_sd(straight_run: Path) -> None:
+    ab = alphas_cumprod()
+    betas = 1 - ab / torch.cat([torch.ones(1), ab[:-1]])
+    assert betas[0].item() == pytest.approx(0.00085, rel=1e-4) and betas[-1].item() == pytest.approx(
+        0.012, rel=1e-4
+    )
+
+
+def test_export_loads_through_the_registry_like_a_user_checkpoint(straight_run: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "models" / "Stable-diffusion"
+    weights = export_builtin(straight_run, folder, build=build)
+    assert (
+        weights.suffix == ".safetensors"
+        and (folder / f"{weights.stem}.config" / "model_index.json").is_file()
+    )
+    manager = ModelManager(root=tmp_path, device="cpu", cache_dir=tmp_path / "cache")
+    model = manager.get(weights.stem)
+    unet, vae, _ = trained_modules(straight_run, build)
+    assert model.vae.config.scaling_factor == pytest.approx(vae.config.scaling_factor)
+    x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    ctx = torch.randn(1, 77, unet.config.cross_attention_dim, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ours = model.unet(x, torch.tensor([500]), encoder_hidden_states=ctx).sample
+        trained = unet(x, torch.tensor([500]), encoder_hidden_states=ctx).sample
+    assert torch.allclose(ours, trained, atol=0.02)  # fp16 storage only
