@@ -20,7 +20,15 @@ VAE_CFG = VaeConfig(
     steps=6, full_frame_from=4, crop_batch=2, full_batch=1, eval_every=6, eval_scenes=2, checkpoint_every=3
 )
 DIFF_CFG = DiffusionConfig(
-    n_scenes=16, steps=4, batch=4, eval_every=4, eval_prompts=1, checkpoint_every=2, offset_noise_from=2
+    n_scenes=16,
+    steps=4,
+    batch=4,
+    eval_every=4,
+    eval_prompts=1,
+    checkpoint_every=2,
+    offset_noise_from=2,
+    pyramid_discount=0.8,
+    high_t_fraction=0.5,
 )
 CPU = torch.device("cpu")
 NEVER = Deadline(None)

@@ -17,6 +17,20 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
+def overrides(config_class, pairs: list[str]) -> dict[str, object]:
+    """KEY=VALUE strings → typed keyword arguments for a config dataclass (errors name the keys)."""
+    from dataclasses import fields
+
+    types = {f.name: f.type for f in fields(config_class)}
+    result: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or key not in types:
+            raise SystemExit(f"--set {pair!r}: expected KEY=VALUE with KEY one of {sorted(types)}")
+        result[key] = float(value) if types[key] in (float, "float") else int(value)
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -29,6 +43,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-minutes", type=float, default=None, help="checkpoint and stop after this long")
     parser.add_argument(
         "--export-to", type=Path, default=None, help="folder for the exported model (default: models/builtin)"
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a diffusion-stage setting, e.g. --set steps=12000 --set pyramid_discount=0.8",
     )
     args = parser.parse_args(argv)
 
@@ -53,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.stage in ("diffusion", "all"):
         from training.diffusion_stage import DiffusionConfig, train_diffusion
 
-        cfg = DiffusionConfig(seed=args.seed)
+        cfg = DiffusionConfig(seed=args.seed, **overrides(DiffusionConfig, args.set))
         if not train_diffusion(unet, vae, text_encoder, args.run_dir, cfg, device, deadline):
             print("stopped at the time limit; run again to resume", flush=True)
             return 0

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from training.common import (
@@ -54,6 +55,13 @@ class DiffusionConfig:
     # (background right 12 %); a fresh run can use 0 here.
     offset_noise: float = 0.1
     offset_noise_from: int = 1300
+    # Multi-resolution ("pyramid") noise: extra noise at 1/2, 1/4, ... resolution, weighted by
+    # discount^level, then rescaled to unit variance. Like offset noise for the mean, it hides the
+    # coarse layout (where the shape is) at high t, so the model must take it from the prompt.
+    pyramid_discount: float = 0.0  # 0 = off (the shipped run)
+    # Fraction of each batch whose t is drawn from the noisiest 30 % of the schedule, where the
+    # layout is decided (0 = plain uniform t, the shipped run).
+    high_t_fraction: float = 0.0
     ema_decay: float = 0.999
     eval_every: int = 500
     eval_prompts: int = 32
@@ -98,6 +106,17 @@ def token_table(tokenizer, captions: list[str]) -> tuple[torch.Tensor, torch.Ten
     cache: dict[str, list[int]] = {}
     rows = [cache.setdefault(c, tokenize_chunks(tokenizer, c)[0]) for c in captions]
     return torch.tensor(rows), torch.tensor(tokenize_chunks(tokenizer, "")[0])
+
+
+def pyramid_noise(noise: torch.Tensor, discount: float, generator: torch.Generator) -> torch.Tensor:
+    """`noise` plus upsampled noise at every coarser power-of-two scale, rescaled to unit std."""
+    b, c, h, w = noise.shape
+    level = 1
+    while min(h, w) >> level >= 1:
+        coarse = torch.randn((b, c, h >> level, w >> level), generator=generator)
+        noise = noise + discount**level * F.interpolate(coarse, size=(h, w), mode="bilinear")
+        level += 1
+    return noise / noise.std(dim=(1, 2, 3), keepdim=True)
 
 
 def alphas_cumprod() -> torch.Tensor:
@@ -179,7 +198,9 @@ def train_diffusion(
             group["lr"] = cosine_lr(step, cfg.steps, cfg.lr, cfg.warmup)
         rng = step_rng(cfg.seed, "diffusion", step)
         index = torch.from_numpy(rng.integers(len(latents), size=cfg.batch))
-        t = torch.from_numpy(rng.integers(0, 1000, size=cfg.batch)).to(device)
+        t = rng.integers(0, 1000, size=cfg.batch)
+        high = rng.random(cfg.batch) < cfg.high_t_fraction
+        t = torch.from_numpy(np.where(high, rng.integers(700, 1000, size=cfg.batch), t)).to(device)
         drop = torch.from_numpy(rng.random(cfg.batch) < cfg.caption_dropout)
         tokens = torch.where(drop[:, None], empty_ids[None], ids[index]).to(device)
         x0 = latents[index].float().to(device) * data["scale"]
@@ -187,6 +208,8 @@ def train_diffusion(
         noise = torch.randn(x0.shape, generator=generator)
         if step >= cfg.offset_noise_from:
             noise = noise + cfg.offset_noise * torch.randn((*x0.shape[:2], 1, 1), generator=generator)
+        if cfg.pyramid_discount:
+            noise = pyramid_noise(noise, cfg.pyramid_discount, generator)
         noise = noise.to(device)
         a = ab[t].view(-1, 1, 1, 1)
         xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
