@@ -100,6 +100,16 @@ def test_interrupted_run_resumes_to_identical_weights(straight_run: Path, tmp_pa
         assert_same_state(a["optimizer"]["state"], b["optimizer"]["state"])
 
 
+def test_resume_with_other_settings_is_refused(straight_run: Path, tmp_path: Path) -> None:
+    import dataclasses
+    import shutil
+
+    shutil.copy(straight_run / "vae_state.pt", tmp_path / "vae_state.pt")
+    unet, vae, _ = build()
+    with pytest.raises(SystemExit, match="other settings"):
+        train_vae(vae, tmp_path, dataclasses.replace(VAE_CFG, lr=1e-2), CPU, NEVER)
+
+
 def test_diffusion_loss_schedule_is_sd(straight_run: Path) -> None:
     ab = alphas_cumprod()
     betas = 1 - ab / torch.cat([torch.ones(1), ab[:-1]])

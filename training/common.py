@@ -77,6 +77,17 @@ def load_state(path: Path) -> dict[str, Any] | None:
     return torch.load(path, map_location="cpu", weights_only=False)
 
 
+def check_resume_config(state: dict[str, Any], config: Any, path: Path) -> None:
+    """A run resumes only with the settings it started with (else its LR schedule, noise, ... change
+    mid-way and the result is neither run): say which differ."""
+    stored, wanted = state.get("config", {}), config_dict(config)
+    changed = {k: (stored.get(k), v) for k, v in wanted.items() if stored.get(k) != v}
+    if changed:
+        raise SystemExit(
+            f"{path} was started with other settings {changed} (stored, given): pass the same --set"
+        )
+
+
 def save_grid(images: list[np.ndarray], path: Path, columns: int) -> None:
     """Tile equally sized uint8 HWC images into one PNG."""
     h, w = images[0].shape[:2]

@@ -24,6 +24,7 @@ from training.common import (
     Deadline,
     LogWriter,
     autocast,
+    check_resume_config,
     config_dict,
     cosine_lr,
     load_state,
@@ -163,6 +164,7 @@ def train_diffusion(
     log = LogWriter(run_dir / "diffusion_log.jsonl")
     step = 0
     if (state := load_state(state_path)) is not None:
+        check_resume_config(state, cfg, state_path)
         unet.load_state_dict(state["unet"])
         text_encoder.load_state_dict(state["text_encoder"])
         ema_unet.shadow.load_state_dict(state["ema_unet"])

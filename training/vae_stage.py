@@ -23,6 +23,7 @@ from training.common import (
     Deadline,
     LogWriter,
     autocast,
+    check_resume_config,
     config_dict,
     cosine_lr,
     load_state,
@@ -128,6 +129,7 @@ def train_vae(vae, run_dir: Path, cfg: VaeConfig, device: torch.device, deadline
     ema = EMA(vae, cfg.ema_decay)
     step = 0
     if (state := load_state(state_path)) is not None:
+        check_resume_config(state, cfg, state_path)
         vae.load_state_dict(state["model"])
         ema.shadow.load_state_dict(state["ema"])
         optimizer.load_state_dict(state["optimizer"])
