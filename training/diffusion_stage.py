@@ -121,8 +121,11 @@ def pyramid_noise(noise: torch.Tensor, discount: float, generator: torch.Generat
 
 
 def alphas_cumprod() -> torch.Tensor:
-    betas = torch.linspace(0.00085**0.5, 0.012**0.5, 1000, dtype=torch.float64) ** 2
-    return torch.cumprod(1 - betas, 0).float()
+    """ᾱ_t of the schedule the model ships with, computed exactly as the app's loader computes it."""
+    from engine.models.builtin import SCHEDULER
+    from engine.models.configs import alphas_cumprod_from_config
+
+    return alphas_cumprod_from_config(SCHEDULER)
 
 
 def sample_and_score(unet, vae, text_encoder, tokenizer, captions: list[str], device, grid_path=None):
