@@ -99,7 +99,8 @@ def test_png_info_without_parameters_or_not_an_image(tmp_path):
 
 
 def test_send_to_txt2img_values_feed_the_txt2img_fields():
-    values = dict(zip(SEND_FIELDS, infotext_to_fields(INFOTEXT), strict=True))
+    fields, overrides = infotext_to_fields(INFOTEXT)
+    values = dict(zip(SEND_FIELDS, fields, strict=True))
     assert values == {
         "prompt": "a red circle",
         "negative_prompt": "blurry",
@@ -113,8 +114,22 @@ def test_send_to_txt2img_values_feed_the_txt2img_fields():
     }
     # ...and what the fake engine writes round-trips through the same path.
     params = build_params("x", "", "Euler", "Karras", 9, 3.0, 77, 64, 72, 1, 1)
-    sent = dict(zip(SEND_FIELDS, infotext_to_fields(fake_infotext(params, 77)), strict=True))
+    sent = dict(zip(SEND_FIELDS, infotext_to_fields(fake_infotext(params, 77))[0], strict=True))
     assert (sent["steps"], sent["seed"], sent["width"], sent["height"]) == (9, 77, 64, 72)
+
+
+def test_send_to_txt2img_turns_sampler_parameters_into_override_entries():
+    text = INFOTEXT + ", Eta: 0.5, UniPC variant: bh2, Sigma churn: 2, Discard penultimate sigma: True"
+    _fields, overrides = infotext_to_fields(text)
+    assert overrides == [
+        "Eta: 0.5", "Sigma churn: 2", "Discard penultimate sigma: True", "UniPC variant: bh2"
+    ]  # fmt: skip
+    # The entries go back into a job unchanged: the txt2img Generate path reads them.
+    params = build_params("x", "", "Euler a", "Automatic", 9, 3.0, 77, 64, 64, 1, 1, overrides)
+    assert (params.eta_ancestral, params.s_churn) == (0.5, 2.0)
+    assert params.always_discard_next_to_last_sigma is True
+    assert params.uni_pc_variant == "bh2" and params.eta_ddim is None  # unset: the settings' value
+    assert infotext_to_fields(INFOTEXT)[1] == []  # nothing to override: the dropdown stays hidden
 
 
 def test_send_to_txt2img_without_text_is_an_error():

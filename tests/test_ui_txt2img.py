@@ -50,6 +50,23 @@ def test_build_params_turns_gradio_floats_into_the_schema_types():
     assert params.negative_prompt == "blurry"
 
 
+def test_build_params_applies_override_entries_and_rejects_unknown_ones():
+    params = build_params(*VALUES, ["Eta DDIM: 0.3", "UniPC order: 2", "Schedule rho: 5"])
+    assert (params.eta_ddim, params.uni_pc_order, params.rho) == (0.3, 2, 5.0)
+    assert params.eta_ancestral is None  # not overridden: the Sampler settings tab decides
+    with pytest.raises(ValueError, match="unknown override 'Clip skip: 2'"):
+        build_params(*VALUES, ["Clip skip: 2"])
+    with pytest.raises(ValidationError):  # a known key with a value out of range
+        build_params(*VALUES, ["Eta: 7"])
+
+
+def test_a_bad_override_is_a_message_not_a_crash():
+    engine = FakeEngine()
+    updates = list(run_txt2img(engine, SessionJobs(), "s", (*VALUES, ["Eta: lots"]), poll_seconds=0.01))
+    assert len(updates) == 1 and not updates[0].running
+    assert "Eta" in updates[0].message or "eta_ancestral" in updates[0].message
+
+
 def test_build_params_accepts_legacy_sampler_names():
     params = build_params(*_values(sampler_name="DPM++ 2M Karras"))
     assert (params.sampler_name, params.scheduler) == ("DPM++ 2M", "Karras")

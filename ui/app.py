@@ -50,15 +50,16 @@ def build_ui(engine: EngineLike) -> gr.Blocks:
                 setting_names + sampler_names,
             )
 
-        send_outputs = [txt2img.fields[name] for name in SEND_FIELDS]
+        send_outputs = [txt2img.fields[name] for name in (*SEND_FIELDS, "override_settings")]
 
         def on_send(text: str) -> tuple[Any, ...]:
             try:
-                values = infotext_to_fields(text)
+                values, overrides = infotext_to_fields(text)
             except Exception as exc:  # unparsable or invalid parameters: say so, stay on the tab
                 gr.Warning(f"Cannot send to txt2img: {error_message(exc)}")
                 return (gr.skip(),) * (len(send_outputs) + 1)
-            return (*values, gr.Tabs(selected="txt2img"))
+            override = gr.Dropdown(choices=overrides, value=overrides, visible=bool(overrides))
+            return (*values, override, gr.Tabs(selected="txt2img"))
 
         send_button.click(on_send, inputs=png_text, outputs=[*send_outputs, tabs], api_visibility="private")
 

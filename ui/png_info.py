@@ -70,15 +70,17 @@ def show_png_info(path: str | None) -> tuple[str, str]:
     return text, parsed_html(text)
 
 
-def infotext_to_fields(text: str) -> tuple[Any, ...]:
-    """Parameters text → txt2img values in SEND_FIELDS order. Raises ValueError when there is no
-    text; keys that cannot be applied keep their defaults (params_from_infotext's rule)."""
+def infotext_to_fields(text: str) -> tuple[tuple[Any, ...], list[str]]:
+    """Parameters text → (txt2img values in SEND_FIELDS order, "Override settings" entries for the
+    sampler parameters it sets). Raises ValueError when there is no text; keys that cannot be
+    applied keep their defaults (params_from_infotext's rule)."""
     if not text or not text.strip():
         raise ValueError("There are no parameters to send: drop a generated PNG first.")
     from engine.infotext import params_from_infotext
+    from engine.sampler_params import override_entries
 
     params, _unknown = params_from_infotext(text)
-    return tuple(getattr(params, name) for name in SEND_FIELDS)
+    return tuple(getattr(params, name) for name in SEND_FIELDS), override_entries(params)
 
 
 def build_png_info_tab() -> tuple[gr.Textbox, gr.Button]:

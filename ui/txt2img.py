@@ -149,6 +149,19 @@ def build_txt2img_tab(engine: EngineLike, jobs: SessionJobs) -> Txt2ImgUI:
                 f["seed"] = gr.Number(label="Seed", value=-1, precision=0, elem_id="txt2img_seed", scale=4)
                 random_button = gr.Button("🎲", elem_id="txt2img_random_seed", scale=0, min_width=48)
                 reuse_button = gr.Button("♻️", elem_id="txt2img_reuse_seed", scale=0, min_width=48)
+            # A1111's "Override settings": sampler parameters that came with pasted parameters
+            # (PNG Info → Send to txt2img) apply to this tab's jobs only; remove an entry to fall
+            # back to the Sampler settings tab. Hidden while there is nothing to override.
+            f["override_settings"] = gr.Dropdown(
+                choices=[],
+                value=[],
+                multiselect=True,
+                allow_custom_value=False,
+                label="Override settings",
+                info="Sampler parameters from the pasted parameters, for these jobs only",
+                visible=False,
+                elem_id="txt2img_override_settings",
+            )
 
         with gr.Column(scale=1, elem_id="txt2img_results"):
             progress = gr.HTML("", elem_id="txt2img_progress")
@@ -192,6 +205,7 @@ def build_txt2img_tab(engine: EngineLike, jobs: SessionJobs) -> Txt2ImgUI:
         height: float,
         n_iter: float,
         batch_size: float,
+        override_settings: list[str] | None,
         request: gr.Request,
     ) -> Iterator[tuple[Any, ...]]:
         values = (
@@ -206,6 +220,7 @@ def build_txt2img_tab(engine: EngineLike, jobs: SessionJobs) -> Txt2ImgUI:
             height,
             n_iter,
             batch_size,
+            override_settings,
         )
         for update in run_txt2img(engine, jobs, request.session_hash or "", values):
             if update.message:

@@ -13,6 +13,7 @@ from typing import Any
 
 from engine.jobs import JobInterrupted
 from engine.params import GenerationParams
+from engine.sampler_params import overrides_from_entries
 from ui.common import EngineLike, error_message, message_html
 from ui.progress import SessionJobs, progress_html
 
@@ -31,6 +32,7 @@ PARAM_FIELDS = (
     "height",
     "n_iter",
     "batch_size",
+    "override_settings",
 )
 
 
@@ -54,8 +56,10 @@ def build_params(
     height: float,
     n_iter: float,
     batch_size: float,
+    override_settings: list[str] | None = None,
 ) -> GenerationParams:
-    """UI values → GenerationParams. Raises pydantic's ValidationError on invalid values."""
+    """UI values → GenerationParams. Raises pydantic's ValidationError on invalid values, and
+    ValueError for an override entry that is not a sampler parameter."""
     return GenerationParams(
         prompt=prompt or "",
         negative_prompt=negative_prompt or "",
@@ -68,6 +72,7 @@ def build_params(
         height=_as_number(height),
         n_iter=_as_number(n_iter),
         batch_size=_as_number(batch_size),
+        **overrides_from_entries(override_settings),
     )
 
 

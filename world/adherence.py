@@ -33,9 +33,16 @@ class AdherenceReport:
 
 
 def generate_and_score(
-    model, captions: list[str], first_seed: int = 1000, size: int = 128
+    model,
+    captions: list[str],
+    first_seed: int = 1000,
+    size: int = 128,
+    sampler: str = BENCH_SAMPLER,
+    steps: int = BENCH_STEPS,
+    cfg_scale: float = BENCH_CFG,
 ) -> AdherenceReport:
-    """`model` is a loaded model (engine.models.types.LoadedModel); caption i uses seed first_seed+i."""
+    """`model` is a loaded model (engine.models.types.LoadedModel); caption i uses seed first_seed+i.
+    The sampler (with its default schedule type), step count and CFG default to the benchmark's."""
     from engine.params import GenerationParams
     from engine.process import txt2img
 
@@ -43,9 +50,9 @@ def generate_and_score(
     for i, caption in enumerate(captions):
         params = GenerationParams(
             prompt=caption,
-            steps=BENCH_STEPS,
-            sampler_name=BENCH_SAMPLER,
-            cfg_scale=BENCH_CFG,
+            steps=steps,
+            sampler_name=sampler,
+            cfg_scale=cfg_scale,
             seed=first_seed + i,
             width=size,
             height=size,

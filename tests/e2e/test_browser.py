@@ -109,3 +109,39 @@ def test_png_info_reads_a_generated_image_and_sends_it_to_txt2img(page, atelier_
     )
     assert page.locator("#txt2img_steps input[type=number]").input_value() == str(steps)
     assert page.locator("#txt2img_prompt textarea").input_value() != ""
+
+
+def test_pasted_sampler_parameters_become_per_job_overrides(page, tmp_path):
+    """A1111's 'Override settings': sampler parameters in a sent infotext apply to the next job and
+    are written into its infotext, without changing the Sampler settings tab."""
+    from PIL import Image, PngImagePlugin
+
+    text = (
+        "a large red circle at the top left on a blue background\n"
+        f"Steps: {STEPS}, Sampler: Euler a, Schedule type: Automatic, CFG scale: 7, Seed: {SEED}, "
+        f"Size: {SIZE}x{SIZE}, Eta: 0.5, Sigma noise: 0.9"
+    )
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", text)
+    png = tmp_path / "with-eta.png"
+    Image.new("RGB", (SIZE, SIZE), (30, 70, 220)).save(png, pnginfo=info)
+
+    _open_tab(page, "PNG Info")
+    page.locator("#pnginfo_image input[type=file]").set_input_files(str(png))
+    page.wait_for_function(
+        "() => (document.querySelector('#pnginfo_text textarea')?.value || '').includes('Eta: 0.5')",
+        timeout=30_000,
+    )
+    page.click("#pnginfo_send_txt2img")
+    overrides = page.locator("#txt2img_override_settings")
+    overrides.wait_for(state="visible", timeout=30_000)
+    assert "Eta: 0.5" in overrides.inner_text() and "Sigma noise: 0.9" in overrides.inner_text()
+
+    page.click("#txt2img_generate")
+    page.wait_for_function(
+        "() => (document.querySelector('#txt2img_infotext')?.innerText || '').includes('Eta: 0.5')",
+        timeout=GENERATE_TIMEOUT_MS,
+    )
+    assert "Sigma noise: 0.9" in page.inner_text("#txt2img_infotext")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "txt2img-overrides.png"), full_page=True)

@@ -1,0 +1,113 @@
+"""Every sampler on the shipped built-in model, the way a user compares them.
+
+1. Every sampler × schedule type runs through `process.txt2img` with no NaN and the expected number
+   of UNet calls (the tiny-model matrix in test_sampling_pipeline.py, on real weights).
+2. Each sampler at its usual step count draws what the prompt asks (the scorer's attributes on
+   a few prompts, relaxed bars as in test_builtin_model.py). A broken sampler paints noise or mud
+   here even when its numbers look plausible on the tiny model.
+3. The three extrapolating multistep samplers (LMS, PLMS, DPM fast) fall apart at CFG 7 on this
+   model and draw well at CFG 3. In this world the prompt fixes nearly every pixel (the background
+   fills the frame), so at high σ the conditional and unconditional predictions differ by ~75 % of
+   the signal, and CFG 7 multiplies that into steps their 3rd/4th-order extrapolation overshoots.
+   diffusers' LMSDiscreteScheduler paints the same picture to within one level, so it is the method
+   on this model, not our code.
+`bench/samplers.py` measures the same thing on more prompts and step counts.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from engine import process
+from engine.jobs import Job
+from engine.params import GenerationParams
+from engine.sampling.registry import sampler_names, schedule_names
+from tests.test_sampling_pipeline import Recorder, expected_unet_calls
+from world.adherence import generate_and_score
+
+pytestmark = pytest.mark.slow
+
+MATRIX_STEPS = 4
+USUAL_STEPS = 20
+# One prompt per shape, different colours and backgrounds (a subset of test_builtin_model's).
+PROMPTS = [
+    "a large red circle at the top left on a blue background",
+    "a large yellow square at the bottom right on a black background",
+    "a large white triangle in the center on a green background",
+    "a large blue star on the left on a yellow background",
+]
+BARS = {"background": 0.75, "colour": 0.75, "shape": 0.5, "size": 0.75}
+
+
+@pytest.mark.parametrize("sampler", sampler_names())
+def test_every_schedule_runs_on_the_builtin_model(builtin_model, monkeypatch, sampler):
+    for schedule in schedule_names():
+        p = GenerationParams(
+            prompt=PROMPTS[0], steps=MATRIX_STEPS, sampler_name=sampler, scheduler=schedule,
+            cfg_scale=7, seed=3, width=128, height=128,
+        )  # fmt: skip
+        sigmas = process.make_sigmas(builtin_model, p)
+        with monkeypatch.context() as patch:
+            record = Recorder(builtin_model, patch)
+            job = Job()
+            process.txt2img(builtin_model, p, job=job)
+        (latents,) = record.latents
+        assert torch.isfinite(latents).all(), schedule
+        expected = expected_unet_calls(sampler, sigmas)
+        if expected is None:  # DPM adaptive: as many as its error control needs, 3 per attempt
+            assert record.calls > 0 and record.calls % 3 == 0, schedule
+        else:
+            assert record.calls == expected, (schedule, sigmas.tolist())
+        assert job.progress.job_step == MATRIX_STEPS, schedule
+
+
+MULTISTEP = ("LMS", "PLMS", "DPM fast")  # see 3. in the module docstring
+_OVERSHOOT = pytest.mark.xfail(strict=True, reason="multistep extrapolation overshoots at CFG 7 here")
+CASES = [
+    *[(s, 7.0) for s in sampler_names() if s not in MULTISTEP],
+    *[(s, 3.0) for s in MULTISTEP],
+    *[pytest.param(s, 7.0, marks=_OVERSHOOT, id=f"{s}-cfg7") for s in MULTISTEP],
+]
+
+
+@pytest.mark.parametrize(("sampler", "cfg"), CASES)
+def test_each_sampler_draws_the_prompt(builtin_model, sampler, cfg):
+    report = generate_and_score(
+        builtin_model, PROMPTS, first_seed=500, sampler=sampler, steps=USUAL_STEPS, cfg_scale=cfg
+    )
+    fractions = report.fractions()
+    assert all(fractions[k] >= v for k, v in BARS.items()), (fractions, report.scores)
+
+
+def test_lms_at_cfg_7_is_what_diffusers_lms_paints(builtin_model, monkeypatch):
+    from diffusers.schedulers import scheduling_lms_discrete
+
+    from bench.reference import diffusers_euler_pipeline
+    from tests.test_sampling_diffusers import _ExactQuad
+
+    monkeypatch.setattr(scheduling_lms_discrete, "integrate", _ExactQuad, raising=False)
+    pipe = diffusers_euler_pipeline(builtin_model)
+    pipe.scheduler = scheduling_lms_discrete.LMSDiscreteScheduler.from_config(pipe.scheduler.config)
+    latents = torch.randn((1, 4, 16, 16), generator=torch.Generator().manual_seed(500))
+    with torch.inference_mode():
+        theirs = pipe(
+            PROMPTS[0], num_inference_steps=USUAL_STEPS, guidance_scale=7, height=128, width=128,
+            latents=latents, output_type="np",
+        ).images[0]  # fmt: skip
+    ours = process.txt2img(
+        builtin_model,
+        GenerationParams(
+            prompt=PROMPTS[0],
+            sampler_name="LMS",
+            scheduler="Uniform",
+            steps=USUAL_STEPS,
+            cfg_scale=7,
+            seed=500,
+            width=128,
+            height=128,
+        ),  # fmt: skip
+    ).images[0]
+    diff = np.abs(np.asarray(ours, dtype=np.int16) - np.round(theirs * 255).astype(np.int16))
+    assert diff.max() <= 2, diff.max()
