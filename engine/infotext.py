@@ -22,6 +22,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from engine.params import GenerationParams
+from engine.sampler_params import ROWS as SAMPLER_ROWS
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +135,16 @@ def build_infotext(
         pairs.append(key if text == key else f"{key}: {_quote(text)}")
     negative = f"\n{NEGATIVE_PREFIX} {params.negative_prompt}" if params.negative_prompt else ""
     return f"{params.prompt}{negative}\n{', '.join(pairs)}".strip()
+
+
+def override_entries(params: GenerationParams) -> list[str]:
+    """A job's explicitly set sampler parameters as A1111's "Override settings" entries, spelled
+    as in the infotext ("Eta: 0.5", "UniPC variant: bh2"): what txt2img shows after a paste."""
+    return [
+        f"{row.infotext}: {_format_value(value)}"
+        for row in SAMPLER_ROWS
+        if (value := getattr(params, row.name)) is not None
+    ]
 
 
 def parse_infotext(text: str) -> dict[str, str]:

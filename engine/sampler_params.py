@@ -112,24 +112,8 @@ def sampler_options(params: Any) -> SamplerOptions:
     return SamplerOptions(**{k: (A1111_DEFAULTS[k] if v is None else v) for k, v in values.items()})
 
 
-def _entry_value(value: Any) -> str:
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))  # the infotext's spelling: "Eta: 1", not "Eta: 1.0"
-    return str(value)
-
-
-def override_entries(params: Any) -> list[str]:
-    """A job's explicitly set sampler parameters as A1111's "Override settings" entries, spelled
-    like the infotext ("Eta: 0.5", "UniPC variant: bh2"): what txt2img shows after a paste."""
-    return [
-        f"{r.infotext}: {_entry_value(value)}"
-        for r in ROWS
-        if (value := getattr(params, r.name, None)) is not None
-    ]
-
-
 def overrides_from_entries(entries: list[str] | None) -> dict[str, Any]:
-    """Inverse of `override_entries`: {field: raw value} for GenerationParams to validate.
+    """Inverse of `engine.infotext.override_entries`: {field: raw value} for GenerationParams to validate.
     Raises ValueError naming an entry that is not a sampler parameter."""
     by_key = {r.infotext.lower(): r.name for r in ROWS}
     values: dict[str, Any] = {}

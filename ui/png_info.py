@@ -76,8 +76,7 @@ def infotext_to_fields(text: str) -> tuple[tuple[Any, ...], list[str]]:
     applied keep their defaults (params_from_infotext's rule)."""
     if not text or not text.strip():
         raise ValueError("There are no parameters to send: drop a generated PNG first.")
-    from engine.infotext import params_from_infotext
-    from engine.sampler_params import override_entries
+    from engine.infotext import override_entries, params_from_infotext
 
     params, _unknown = params_from_infotext(text)
     return tuple(getattr(params, name) for name in SEND_FIELDS), override_entries(params)
