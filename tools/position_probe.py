@@ -8,6 +8,11 @@ another. A model that ignores position words shows the same error for both (a ga
 uses them shows a lower error with the true caption. Prints one JSON line {t: [right, wrong]}.
 
     .venv/bin/python tools/position_probe.py --run-dir runs/v2 [--n 128]
+
+`--fresh-regression STEPS` asks the architecture question instead: fresh UNet + text encoder
+trained for STEPS on pure caption → image regression (input noise at t = 999, target x₀), printing
+the right/wrong-position error every 50 steps. On 2 CPU cores 400 steps showed no gap (colours were
+learned within 100); it uses CUDA when present, where thousands of steps take minutes.
 """
 
 from __future__ import annotations
@@ -61,21 +66,70 @@ def position_gap(unet, text_encoder, latents, captions, seed: int = 0) -> dict[i
     return result
 
 
+def fresh_regression(data, steps: int, lr: float, n: int, device: torch.device) -> None:
+    """Train fresh modules on caption → x₀ regression and print the position gap as it goes."""
+    from engine.models.builtin import build_builtin_modules
+    from engine.models.tokenizer import load_clip_tokenizer
+    from training.common import autocast, step_generator, step_rng
+    from training.diffusion_stage import token_table
+
+    unet, _vae, text_encoder = (m.to(device).train() for m in build_builtin_modules())
+    latents, captions = data["latents"], data["captions"]
+    ids, _ = token_table(load_clip_tokenizer(), captions)
+    train_n = len(latents) - n  # the last n scenes are only probed
+    probe_x0 = latents[train_n:].float().to(device) * data["scale"]
+    rng = np.random.default_rng(0)
+    probe_ids, _ = token_table(
+        load_clip_tokenizer(), captions[train_n:] + [swap_position(c, rng) for c in captions[train_n:]]
+    )
+    probe_noise = torch.randn(probe_x0.shape, generator=torch.Generator().manual_seed(5)).to(device)
+    t999 = torch.full((n,), 999, device=device)
+    params = [*unet.parameters(), *text_encoder.parameters()]
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
+    for step in range(steps):
+        index = torch.from_numpy(step_rng(7, "regression", step).integers(train_n, size=64))
+        x0 = latents[index].float().to(device) * data["scale"]
+        noise = torch.randn(x0.shape, generator=step_generator(7, "regression", step)).to(device)
+        with autocast(device):
+            context = text_encoder(ids[index].to(device))[0]
+            out = unet(noise, t999[:1].expand(64), encoder_hidden_states=context).sample.float()
+        loss = (out - x0).pow(2).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        if (step + 1) % 50 == 0:
+            with torch.no_grad():
+                context = text_encoder(probe_ids.to(device))[0]
+                right, wrong = (
+                    float((unet(probe_noise, t999, encoder_hidden_states=c).sample - probe_x0).pow(2).mean())
+                    for c in (context[:n], context[n:])
+                )
+            report = {"step": step + 1, "loss": round(loss.item(), 5), "right": right, "wrong": wrong}
+            print(json.dumps(report), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--run-dir", type=Path, default=ROOT / "runs" / "default")
     parser.add_argument("--n", type=int, default=128, help="scenes from the end of the latent set")
+    parser.add_argument("--fresh-regression", type=int, default=0, metavar="STEPS")
+    parser.add_argument("--lr", type=float, default=1e-3, help="for --fresh-regression")
+    parser.add_argument("--device", default="auto")
     args = parser.parse_args()
 
-    from training.common import load_state
+    from training.common import load_state, pick_device
     from training.export import trained_modules
 
-    unet, _vae, text_encoder = trained_modules(args.run_dir)
     data = load_state(args.run_dir / "latents.pt")
     if data is None:
         raise SystemExit(f"{args.run_dir} has no latents.pt: run the diffusion stage first")
+    if args.fresh_regression:
+        fresh_regression(data, args.fresh_regression, args.lr, args.n, pick_device(args.device))
+        return
+    unet, _vae, text_encoder = trained_modules(args.run_dir)
     latents = data["latents"][-args.n :].float() * data["scale"]
     gap = position_gap(unet, text_encoder, latents, data["captions"][-args.n :])
     print(json.dumps({"run_dir": str(args.run_dir), "x0_mse_right_vs_wrong_position": gap}))
