@@ -124,8 +124,13 @@ def main() -> None:
     from training.export import trained_modules
 
     data = load_state(args.run_dir / "latents.pt")
-    if data is None:
-        raise SystemExit(f"{args.run_dir} has no latents.pt: run the diffusion stage first")
+    if data is None:  # e.g. on a lent GPU machine, where only vae_state.pt was carried over
+        from engine.models.builtin import build_builtin_modules
+        from training.diffusion_stage import DiffusionConfig, encode_dataset, load_trained_vae
+
+        device = pick_device(args.device)
+        vae = load_trained_vae(build_builtin_modules()[1], args.run_dir).to(device)
+        data = encode_dataset(vae, DiffusionConfig(), args.run_dir, device)
     if args.fresh_regression:
         fresh_regression(data, args.fresh_regression, args.lr, args.n, pick_device(args.device))
         return
