@@ -11,7 +11,7 @@ uses them shows a lower error with the true caption. Prints one JSON line {t: [r
 
 `--fresh-regression STEPS` asks the architecture question instead: fresh UNet + text encoder
 trained for STEPS on pure caption → image regression (input noise at t = 999, target x₀), printing
-the right/wrong-position error every 50 steps. On 2 CPU cores 400 steps showed no gap (colours were
+the right/wrong-position error every 50 steps. On 2 CPU cores 300 steps showed no gap (colours were
 learned within 100); it uses CUDA when present, where thousands of steps take minutes.
 """
 
