@@ -7,6 +7,8 @@ A prompt of ≤ 75 tokens gives exactly what diffusers' pipeline computes.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 
 CHUNK_TOKENS = 75
@@ -45,3 +47,71 @@ def encode_prompt_pair(
     uncond_chunks += [empty] * (n - len(uncond_chunks))
     both = encode_chunks(text_encoder, cond_chunks + uncond_chunks, device)
     return both[:, : 77 * n], both[:, 77 * n :]
+
+
+@dataclass
+class PromptChunk:
+    """77 token ids (BOS + 75 + EOS) and the emphasis weight of each."""
+
+    tokens: list[int] = field(default_factory=list)
+    weights: list[float] = field(default_factory=list)
+
+
+COMMA_BACKTRACK = 20  # A1111's "comma padding backtrack" default
+
+
+def tokenize_weighted(
+    tokenizer, text: str, comma_backtrack: int = COMMA_BACKTRACK
+) -> tuple[list[PromptChunk], int]:
+    """(chunks, tokens used) of a prompt with emphasis and BREAK, chunked as A1111 does.
+
+    Each emphasis run is tokenized on its own. `BREAK` starts a new chunk. A chunk that fills up
+    within `comma_backtrack` tokens of its last comma is cut after that comma, and the words after
+    it move to the next chunk, so a phrase is not split across two chunks. Padding is EOS.
+    """
+    from engine.conditioning.prompt_parser import BREAK, parse_emphasis
+
+    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+    comma = tokenizer.get_vocab().get(",</w>")
+    chunks: list[PromptChunk] = []
+    chunk = PromptChunk()
+    used = 0
+    last_comma = -1
+
+    def close(is_last: bool = False) -> None:
+        nonlocal chunk, used, last_comma
+        used += len(chunk.tokens) if is_last else CHUNK_TOKENS
+        missing = CHUNK_TOKENS - len(chunk.tokens)
+        chunk.tokens = [bos, *chunk.tokens, *[pad] * missing, eos]
+        chunk.weights = [1.0, *chunk.weights, *[1.0] * missing, 1.0]
+        chunks.append(chunk)
+        chunk, last_comma = PromptChunk(), -1
+
+    runs = parse_emphasis(text)
+    pieces = tokenizer([t for t, _ in runs], add_special_tokens=False, truncation=False)["input_ids"]
+    for (run_text, weight), ids in zip(runs, pieces, strict=True):
+        if (run_text, weight) == BREAK:
+            close()
+            continue
+        for token in ids:
+            if token == comma:
+                last_comma = len(chunk.tokens)
+            elif (
+                comma_backtrack
+                and len(chunk.tokens) == CHUNK_TOKENS
+                and last_comma != -1
+                and len(chunk.tokens) - last_comma <= comma_backtrack
+            ):
+                cut = last_comma + 1
+                moved = PromptChunk(chunk.tokens[cut:], chunk.weights[cut:])
+                chunk.tokens, chunk.weights = chunk.tokens[:cut], chunk.weights[:cut]
+                close()
+                chunk = moved
+            if len(chunk.tokens) == CHUNK_TOKENS:
+                close()
+            chunk.tokens.append(token)
+            chunk.weights.append(weight)
+    if chunk.tokens or not chunks:
+        close(is_last=True)
+    return chunks, used
