@@ -69,3 +69,23 @@ def test_long_prompts_keep_every_token(tokenizer):
 def test_the_empty_prompt_is_one_padded_chunk(tokenizer):
     chunks, used = tokenize_weighted(tokenizer, "")
     assert [c.tokens for c in chunks] == tokenize_chunks(tokenizer, "") and used == 0
+
+
+def test_emphasis_scales_embeddings_and_keeps_the_chunk_mean(builtin_model):
+    import torch
+
+    from engine.conditioning.clip import encode_prompt_pair, encode_weighted
+
+    tok, te, cpu = builtin_model.tokenizer, builtin_model.text_encoder, torch.device("cpu")
+    plain, _ = encode_prompt_pair(tok, te, "a red circle", "", cpu)
+    with torch.no_grad():  # a plain prompt is exactly the encoder's output, as diffusers has it
+        reference = te(torch.tensor(tokenize_chunks(tok, "a red circle")))[0]
+    assert torch.equal(plain[0], reference[0])
+
+    chunks, _ = tokenize_weighted(tok, "a (red:1.5) circle")
+    weighted = encode_weighted(te, chunks, cpu)[0]
+    assert torch.allclose(weighted.mean(), reference[0].mean(), atol=1e-6)  # mean restored
+    red = 2  # BOS, "a", then "red"
+    ratio = weighted[red].norm() / reference[0][red].norm()
+    others = weighted[1].norm() / reference[0][1].norm()
+    assert float(ratio / others) == pytest.approx(1.5, rel=1e-4)  # red scaled 1.5× relative to the rest

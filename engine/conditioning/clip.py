@@ -2,7 +2,8 @@
 
 A prompt longer than 75 tokens is split into chunks of 75, each wrapped in BOS/EOS and padded to
 77, encoded separately and concatenated along the sequence axis, so nothing is silently cut off.
-A prompt of ≤ 75 tokens gives exactly what diffusers' pipeline computes.
+Emphasis ("(red:1.3)") scales token embeddings and BREAK starts a chunk (engine.conditioning.
+prompt_parser). A plain prompt of ≤ 75 tokens gives exactly what diffusers' pipeline computes.
 """
 
 from __future__ import annotations
@@ -27,26 +28,38 @@ def count_tokens(tokenizer, text: str) -> int:
     return len(tokenizer(text, add_special_tokens=False, truncation=False)["input_ids"])
 
 
-@torch.no_grad()
-def encode_chunks(text_encoder, chunks: list[list[int]], device: torch.device) -> torch.Tensor:
-    """[1, 77·n_chunks, hidden] embeddings for the chunked prompt."""
-    ids = torch.tensor(chunks, dtype=torch.long, device=device)
-    hidden = text_encoder(ids)[0]  # [n_chunks, 77, hidden]
-    return hidden.reshape(1, -1, hidden.shape[-1])
-
-
 def encode_prompt_pair(
     tokenizer, text_encoder, prompt: str, negative: str, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(cond, uncond), padded to the same number of chunks with empty chunks as A1111 does."""
-    cond_chunks = tokenize_chunks(tokenizer, prompt)
-    uncond_chunks = tokenize_chunks(tokenizer, negative)
-    empty = tokenize_chunks(tokenizer, "")[0]
+    """(cond, uncond) with A1111's emphasis and BREAK, padded to the same number of chunks with
+    empty chunks as A1111 does. Both go through the text encoder in one batch."""
+    cond_chunks, _ = tokenize_weighted(tokenizer, prompt)
+    uncond_chunks, _ = tokenize_weighted(tokenizer, negative)
     n = max(len(cond_chunks), len(uncond_chunks))
+    empty = tokenize_weighted(tokenizer, "")[0][0]
     cond_chunks += [empty] * (n - len(cond_chunks))
     uncond_chunks += [empty] * (n - len(uncond_chunks))
-    both = encode_chunks(text_encoder, cond_chunks + uncond_chunks, device)
-    return both[:, : 77 * n], both[:, 77 * n :]
+    both = encode_weighted(text_encoder, cond_chunks + uncond_chunks, device)
+    return both[:n].reshape(1, -1, both.shape[-1]), both[n:].reshape(1, -1, both.shape[-1])
+
+
+@torch.no_grad()
+def encode_weighted(text_encoder, chunks: list[PromptChunk], device: torch.device) -> torch.Tensor:
+    """[n_chunks, 77, hidden] embeddings with emphasis applied as A1111's "Original" mode: each
+    token's embedding scaled by its weight, then the chunk rescaled to its unweighted mean. A chunk
+    whose weights are all 1 is left exactly as the encoder made it."""
+    ids = torch.tensor([c.tokens for c in chunks], dtype=torch.long, device=device)
+    hidden = text_encoder(ids)[0]
+    weights = torch.tensor([c.weights for c in chunks], dtype=torch.float32, device=device)
+    weighted = (weights != 1).any(dim=1)
+    if weighted.any():
+        z = hidden[weighted].float()
+        before = z.mean(dim=(1, 2), keepdim=True)
+        z = z * weights[weighted][..., None]
+        z = z * (before / z.mean(dim=(1, 2), keepdim=True))
+        hidden = hidden.clone()
+        hidden[weighted] = z.to(hidden.dtype)
+    return hidden
 
 
 @dataclass
