@@ -75,12 +75,13 @@ def fresh_regression(data, steps: int, lr: float, n: int, device: torch.device) 
 
     unet, _vae, text_encoder = (m.to(device).train() for m in build_builtin_modules())
     latents, captions = data["latents"], data["captions"]
-    ids, _ = token_table(load_clip_tokenizer(), captions)
+    tokenizer = load_clip_tokenizer()
+    ids, _ = token_table(tokenizer, captions)
     train_n = len(latents) - n  # the last n scenes are only probed
     probe_x0 = latents[train_n:].float().to(device) * data["scale"]
     rng = np.random.default_rng(0)
     probe_ids, _ = token_table(
-        load_clip_tokenizer(), captions[train_n:] + [swap_position(c, rng) for c in captions[train_n:]]
+        tokenizer, captions[train_n:] + [swap_position(c, rng) for c in captions[train_n:]]
     )
     probe_noise = torch.randn(probe_x0.shape, generator=torch.Generator().manual_seed(5)).to(device)
     t999 = torch.full((n,), 999, device=device)
