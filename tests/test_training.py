@@ -46,7 +46,7 @@ class StopAfter:
 
 
 def build():
-    parts = tiny_components(seed=3)
+    parts = tiny_components(seed=3, coords=True)  # the built-in model's UNet class
     return parts.unet, parts.vae, parts.text_encoder
 
 
@@ -135,3 +135,22 @@ def test_export_loads_through_the_registry_like_a_user_checkpoint(straight_run: 
         ours = model.unet(x, torch.tensor([500]), encoder_hidden_states=ctx).sample
         trained = unet(x, torch.tensor([500]), encoder_hidden_states=ctx).sample
     assert torch.allclose(ours, trained, atol=0.02)  # fp16 storage only
+
+
+def test_init_from_starts_a_fine_tune_at_another_runs_weights(straight_run: Path, tmp_path: Path) -> None:
+    from training.diffusion_stage import init_from_run
+
+    source = load_state(straight_run / "diffusion_state.pt")
+    plain = tiny_components(seed=3).unet  # a run made before the UNet saw coordinates
+    plain_state = {**source, "ema_unet": {**source["ema_unet"]}}
+    plain_state["ema_unet"]["conv_in.weight"] = source["ema_unet"]["conv_in.weight"][:, :4].clone()
+    assert plain.conv_in.weight.shape == plain_state["ema_unet"]["conv_in.weight"].shape
+    (tmp_path / "old").mkdir()
+    torch.save(plain_state, tmp_path / "old" / "diffusion_state.pt")
+    unet, _, te = build()
+    init_from_run(unet, te, tmp_path / "old")
+    assert torch.equal(unet.conv_in.weight[:, :4], plain_state["ema_unet"]["conv_in.weight"])
+    assert not unet.conv_in.weight[:, 4:].any()  # coordinate columns start at zero
+    assert_same_state(te.state_dict(), source["ema_text_encoder"])
+    with pytest.raises(FileNotFoundError, match="no diffusion_state.pt"):
+        init_from_run(unet, te, tmp_path / "nowhere")

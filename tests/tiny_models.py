@@ -41,14 +41,22 @@ class TinyComponents:
 
 
 def tiny_components(
-    seed: int = 0, family: str = "sd1", prediction_type: str = "epsilon", in_channels: int = 4
+    seed: int = 0,
+    family: str = "sd1",
+    prediction_type: str = "epsilon",
+    in_channels: int = 4,
+    coords: bool = False,
 ) -> TinyComponents:
+    """`coords`: the built-in model's coordinate-aware UNet instead of the plain one."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
+    from engine.models.coord_unet import CoordUNet2DConditionModel
+
     torch.manual_seed(seed)
     sd2 = family == "sd2"
-    unet = UNet2DConditionModel(
+    unet_class = CoordUNet2DConditionModel if coords else UNet2DConditionModel
+    unet = unet_class(
         sample_size=8,
         in_channels=in_channels,
         out_channels=4,

@@ -117,7 +117,8 @@ def main() -> None:
     parser.add_argument("--run-dir", type=Path, default=ROOT / "runs" / "default")
     parser.add_argument("--n", type=int, default=128, help="scenes from the end of the latent set")
     parser.add_argument("--fresh-regression", type=int, default=0, metavar="STEPS")
-    parser.add_argument("--lr", type=float, default=1e-3, help="for --fresh-regression")
+    # 1e-3 with no warm-up did not even learn the colours in 250 steps; 3e-4 learns them in 100.
+    parser.add_argument("--lr", type=float, default=3e-4, help="for --fresh-regression")
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
 

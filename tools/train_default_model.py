@@ -45,6 +45,13 @@ def main(argv: list[str] | None = None) -> int:
         "--export-to", type=Path, default=None, help="folder for the exported model (default: models/builtin)"
     )
     parser.add_argument(
+        "--init-from",
+        type=Path,
+        default=None,
+        metavar="RUN_DIR",
+        help="start the diffusion stage from another run's weights (fine-tune) instead of random",
+    )
+    parser.add_argument(
         "--set",
         action="append",
         default=[],
@@ -75,7 +82,10 @@ def main(argv: list[str] | None = None) -> int:
         from training.diffusion_stage import DiffusionConfig, train_diffusion
 
         cfg = DiffusionConfig(seed=args.seed, **overrides(DiffusionConfig, args.set))
-        if not train_diffusion(unet, vae, text_encoder, args.run_dir, cfg, device, deadline):
+        done = train_diffusion(
+            unet, vae, text_encoder, args.run_dir, cfg, device, deadline, init_from=args.init_from
+        )
+        if not done:
             print("stopped at the time limit; run again to resume", flush=True)
             return 0
     if args.stage in ("export", "all"):

@@ -144,10 +144,30 @@ def sample_and_score(unet, vae, text_encoder, tokenizer, captions: list[str], de
     return report.fractions()
 
 
+def init_from_run(unet, text_encoder, source: Path) -> None:
+    """Start from another run's EMA weights (fine-tuning); a plain UNet's conv_in is widened with
+    zero coordinate columns, so the starting model computes exactly what the source did."""
+    from engine.models.coord_unet import grow_conv_in
+
+    state = load_state(source / "diffusion_state.pt")
+    if state is None:
+        raise FileNotFoundError(f"--init-from {source}: no diffusion_state.pt there")
+    unet.load_state_dict(grow_conv_in(state["ema_unet"], unet))
+    text_encoder.load_state_dict(state["ema_text_encoder"])
+
+
 def train_diffusion(
-    unet, vae, text_encoder, run_dir: Path, cfg: DiffusionConfig, device, deadline: Deadline
+    unet,
+    vae,
+    text_encoder,
+    run_dir: Path,
+    cfg: DiffusionConfig,
+    device,
+    deadline: Deadline,
+    init_from: Path | None = None,
 ) -> bool:
-    """Train (or resume) UNet + text encoder in `run_dir`; True when all steps are done."""
+    """Train (or resume) UNet + text encoder in `run_dir`; True when all steps are done.
+    A fresh run starts from `init_from`'s weights when given (ignored once the run has a state)."""
     from engine.models.tokenizer import load_clip_tokenizer
 
     vae = load_trained_vae(vae, run_dir).to(device)
@@ -158,15 +178,17 @@ def train_diffusion(
     latents = data["latents"]
     ab = alphas_cumprod().to(device)
 
+    state = load_state(state_path := run_dir / "diffusion_state.pt")
+    if state is None and init_from is not None:
+        init_from_run(unet, text_encoder, init_from)
     unet.to(device).train()
     text_encoder.to(device).train()
     params = list(unet.parameters()) + list(text_encoder.parameters())
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.01)
     ema_unet, ema_te = EMA(unet, cfg.ema_decay), EMA(text_encoder, cfg.ema_decay)
-    state_path = run_dir / "diffusion_state.pt"
     log = LogWriter(run_dir / "diffusion_log.jsonl")
     step = 0
-    if (state := load_state(state_path)) is not None:
+    if state is not None:
         check_resume_config(state, cfg, state_path)
         unet.load_state_dict(state["unet"])
         text_encoder.load_state_dict(state["text_encoder"])

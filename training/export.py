@@ -11,6 +11,7 @@ import torch
 
 from engine.models.builtin import SCHEDULER, build_builtin_modules, builtin_paths
 from engine.models.configs import write_config_folder
+from engine.models.coord_unet import grow_conv_in
 from engine.models.ldm_convert import save_sd_checkpoint
 from training.common import load_state
 
@@ -24,7 +25,7 @@ def trained_modules(run_dir: Path, build=build_builtin_modules):
     if vae_state is None or diffusion_state is None:
         raise FileNotFoundError(f"{run_dir} lacks vae_state.pt or diffusion_state.pt: train first")
     vae.load_state_dict(vae_state["ema"])
-    unet.load_state_dict(diffusion_state["ema_unet"])
+    unet.load_state_dict(grow_conv_in(diffusion_state["ema_unet"], unet))
     text_encoder.load_state_dict(diffusion_state["ema_text_encoder"])
     vae.register_to_config(scaling_factor=float(diffusion_state["scale"]))
     return unet.eval(), vae.eval(), text_encoder.eval()

@@ -48,11 +48,15 @@ def build_builtin_modules(seed: int = SEED) -> tuple[Any, Any, Any]:
 
     Sized for training on a 2-core CPU and a ≤ 25 MB fp16 bundle: a ×8 VAE (4 blocks, ~1 M
     parameters), a 64/128/128 UNet with cross-attention at 16×16 and 8×8 (sample 16 → 128 px,
-    ~5.9 M), and a 64-wide, 4-layer CLIP text encoder over the full 49 408-token CLIP vocabulary —
-    the vocabulary table dominates its size, hence the narrow width (128 wide would not fit).
+    ~5.9 M) whose first convolution also reads x/y coordinate planes (`coord_unet`: how position
+    words become places), and a 64-wide, 4-layer CLIP text encoder over the full 49 408-token CLIP
+    vocabulary — the vocabulary table dominates its size, hence the narrow width (128 wide would
+    not fit).
     """
-    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from diffusers import AutoencoderKL
     from transformers import CLIPTextConfig, CLIPTextModel
+
+    from engine.models.coord_unet import CoordUNet2DConditionModel
 
     # fork_rng: seeding must not disturb the caller's global RNG stream.
     with torch.random.fork_rng(devices=[]):
@@ -69,7 +73,7 @@ def build_builtin_modules(seed: int = SEED) -> tuple[Any, Any, Any]:
             sample_size=128,
             scaling_factor=0.18215,
         )
-        unet = UNet2DConditionModel(
+        unet = CoordUNet2DConditionModel(
             sample_size=16,
             in_channels=4,
             out_channels=4,

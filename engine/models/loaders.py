@@ -99,9 +99,11 @@ def load_vae_file(vae_path: Path, config_dir: Path, dtype: torch.dtype = torch.f
 
 
 def _load_single_file(info: CheckpointInfo, dtype: torch.dtype) -> tuple[dict[str, Any], Path]:
-    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from diffusers import AutoencoderKL
     from diffusers.loaders.single_file_utils import create_diffusers_clip_model_from_ldm
     from transformers import CLIPTextModel
+
+    from engine.models.coord_unet import unet_class_for_config
 
     state = load_state_dict(info.path)
     plan = _plan_single_file(info.path, state)
@@ -111,7 +113,8 @@ def _load_single_file(info: CheckpointInfo, dtype: torch.dtype) -> tuple[dict[st
     if not plan.is_sidecar and plan.traits.unet_in_channels != 4:
         unet_overrides["in_channels"] = plan.traits.unet_in_channels  # inpainting on a shipped config
     try:
-        unet = UNet2DConditionModel.from_single_file(state, subfolder="unet", **common, **unet_overrides)
+        unet_cls = unet_class_for_config(configs.component_config(plan.config_dir, "unet"))
+        unet = unet_cls.from_single_file(state, subfolder="unet", **common, **unet_overrides)
         vae = AutoencoderKL.from_single_file(state, subfolder="vae", **common)
         text_encoder = create_diffusers_clip_model_from_ldm(
             CLIPTextModel, state, subfolder="text_encoder", torch_dtype=dtype, **common
@@ -142,15 +145,18 @@ def _load_single_file(info: CheckpointInfo, dtype: torch.dtype) -> tuple[dict[st
 
 
 def _load_diffusers_folder(info: CheckpointInfo, dtype: torch.dtype) -> tuple[dict[str, Any], Path]:
-    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from diffusers import AutoencoderKL
     from transformers import CLIPTextModel
+
+    from engine.models.coord_unet import unet_class_for_config
 
     folder = info.path
     scheduler = configs.scheduler_config(folder)
     from_yaml = prediction_from_yaml(folder.with_name(folder.name + ".yaml"))
     prediction = from_yaml or configs.prediction_type_of(scheduler)
     try:
-        unet = _from_pretrained(UNet2DConditionModel, folder, "unet")
+        unet_cls = unet_class_for_config(configs.component_config(folder, "unet"))
+        unet = _from_pretrained(unet_cls, folder, "unet")
         vae = _from_pretrained(AutoencoderKL, folder, "vae")
         text_encoder = _from_pretrained(CLIPTextModel, folder, "text_encoder")
     except (OSError, RuntimeError, ValueError) as exc:
