@@ -81,7 +81,7 @@ def overhead_share(model, sampler: str, repeats: int) -> tuple[float, int]:
         width=128, height=128,
     )  # fmt: skip
     options = sampler_options(params)
-    cond, uncond = process.encode_prompt(model, params)
+    conditioning = process.encode_prompt(model, params)
     sigmas = process.make_sigmas(model, params, options)
     shares, calls = [], 0
     for i in range(repeats + 1):  # the first run warms caches and is not counted
@@ -90,7 +90,7 @@ def overhead_share(model, sampler: str, repeats: int) -> tuple[float, int]:
         timed_model = dataclasses.replace(model, unet=timed)
         x, rng = process.prepare_latents(timed_model, params, [params.seed], float(sigmas[0]))
         start = time.perf_counter()
-        process.denoise(timed_model, params, x, sigmas, cond, uncond, rng, Job(), options)
+        process.denoise(timed_model, params, x, sigmas, conditioning, rng, Job(), options)
         total = time.perf_counter() - start
         if i:
             shares.append((total - timed.seconds) / total)

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from engine import images as image_io
-from engine.conditioning.clip import encode_prompt_pair
+from engine.conditioning.schedule import Conditioning, encode_conditioning
 from engine.infotext import build_infotext
 from engine.jobs import Job, JobInterrupted, JobSkipped
 from engine.models.types import LoadedModel
@@ -46,11 +46,17 @@ def check_inputs(model: LoadedModel, params: GenerationParams) -> None:
 
 
 # -- 2. encode prompt -----------------------------------------------------------------------------
-def encode_prompt(model: LoadedModel, params: GenerationParams) -> tuple[torch.Tensor, torch.Tensor]:
-    cond, uncond = encode_prompt_pair(
-        model.tokenizer, model.text_encoder, params.prompt, params.negative_prompt, model.device
+def encode_prompt(model: LoadedModel, params: GenerationParams) -> Conditioning:
+    """Every text the prompt and negative prompt take over the run (editing, alternation, AND)."""
+    conditioning = encode_conditioning(
+        model.tokenizer,
+        model.text_encoder,
+        params.prompt,
+        params.negative_prompt,
+        params.steps,
+        model.device,
     )
-    return cond.to(model.dtype), uncond.to(model.dtype)
+    return conditioning.to(model.dtype)
 
 
 # -- 3. prepare latents ---------------------------------------------------------------------------
@@ -85,16 +91,20 @@ def make_denoiser(model: LoadedModel) -> SigmaDenoiser:
 
 
 def denoise(
-    model, params, x, sigmas, cond, uncond, rng: ImageRNG, job: Job, options: SamplerOptions | None = None
+    model,
+    params,
+    x,
+    sigmas,
+    conditioning: Conditioning,
+    rng: ImageRNG,
+    job: Job,
+    options: SamplerOptions | None = None,
 ) -> torch.Tensor:
     """Run the sampler. On interrupt/skip, returns the latest x̂₀ estimate (A1111's behaviour).
     `rng` is the sampler's noise source: fresh per-image noise, and Brownian paths for SDE samplers."""
     options = options or SamplerOptions()
     rng.apply_noise_seed_delta(options.eta_noise_seed_delta)
-    n = x.shape[0]
-    guider = CFGGuider(
-        make_denoiser(model), cond.expand(n, -1, -1), uncond.expand(n, -1, -1), params.cfg_scale
-    )
+    guider = CFGGuider(make_denoiser(model), conditioning, params.cfg_scale, sigmas=sigmas)
     last = {"denoised": x}
 
     def on_step(info: StepInfo) -> None:
@@ -153,7 +163,7 @@ def txt2img(
     params = params.with_seed(resolve_seed(params.seed))
     result = GenerationResult(params=params)
     job.begin(params.n_iter, params.steps)
-    cond, uncond = encode_prompt(model, params)  # 2 (once: the prompt is the same for every image)
+    conditioning = encode_prompt(model, params)  # 2 (once: the prompt is the same for every image)
     options = sampler_options(params)  # the job's sampler parameters (A1111 defaults where unset)
     sigmas = make_sigmas(model, params, options)
     for batch in range(params.n_iter):
@@ -161,7 +171,7 @@ def txt2img(
         seeds = [params.seed + batch * params.batch_size + i for i in range(params.batch_size)]
         x, rng = prepare_latents(model, params, seeds, float(sigmas[0]))  # 3
         try:
-            latents = denoise(model, params, x, sigmas, cond, uncond, rng, job, options)  # 4
+            latents = denoise(model, params, x, sigmas, conditioning, rng, job, options)  # 4
         except _Stopped as stopped:
             latents, result.interrupted = stopped.latents, True
         pictures = to_pil(decode(model, latents, result.notes))  # 5, 6

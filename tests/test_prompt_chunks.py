@@ -74,10 +74,11 @@ def test_the_empty_prompt_is_one_padded_chunk(tokenizer):
 def test_emphasis_scales_embeddings_and_keeps_the_chunk_mean(builtin_model):
     import torch
 
-    from engine.conditioning.clip import encode_prompt_pair, encode_weighted
+    from engine.conditioning.clip import encode_weighted
+    from engine.conditioning.schedule import encode_conditioning
 
     tok, te, cpu = builtin_model.tokenizer, builtin_model.text_encoder, torch.device("cpu")
-    plain, _ = encode_prompt_pair(tok, te, "a red circle", "", cpu)
+    plain = encode_conditioning(tok, te, "a red circle", "", 20, cpu).at(0)[0][0]
     with torch.no_grad():  # a plain prompt is exactly the encoder's output, as diffusers has it
         reference = te(torch.tensor(tokenize_chunks(tok, "a red circle")))[0]
     assert torch.equal(plain[0], reference[0])

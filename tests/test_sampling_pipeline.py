@@ -110,10 +110,10 @@ def test_sde_samplers_reproduce_and_batch_images_equal_single_runs(model, sample
 
 def run_denoise(model, p: GenerationParams, options: SamplerOptions | None) -> torch.Tensor:
     sigmas = process.make_sigmas(model, p, options)
-    cond, uncond = process.encode_prompt(model, p)
+    conditioning = process.encode_prompt(model, p)
     x, rng = process.prepare_latents(model, p, [p.seed], float(sigmas[0]))
     with torch.inference_mode():
-        return process.denoise(model, p, x, sigmas, cond, uncond, rng, Job(), options)
+        return process.denoise(model, p, x, sigmas, conditioning, rng, Job(), options)
 
 
 def test_sampler_options_reach_the_sampler_and_the_schedule(model):
@@ -135,7 +135,7 @@ def test_cfg_guider_offers_the_unconditional_prediction():
         return x * cond.mean(dim=(1, 2)).view(-1, 1)
 
     cond, uncond = torch.full((2, 3, 4), 0.8), torch.full((2, 3, 4), 0.2)
-    guider = CFGGuider(denoiser, cond, uncond, scale=5.0)
+    guider = CFGGuider.plain(denoiser, cond, uncond, scale=5.0)
     x, sigma = torch.randn(2, 6), torch.tensor(1.0)
     guided, unconditional = guider.with_uncond(x, sigma)
     assert torch.allclose(guided, guider(x, sigma))

@@ -131,8 +131,8 @@ def test_v_prediction_model_generates(tmp_path):
 
 def test_long_prompt_is_encoded_in_chunks_not_cut(model):
     long_prompt = ", ".join(["a red circle on a blue background"] * 12)  # > 75 tokens
-    cond, uncond = process.encode_prompt(model, params(prompt=long_prompt))
-    assert cond.shape[1] == uncond.shape[1] == 77 * 2
+    conds, _, uncond = process.encode_prompt(model, params(prompt=long_prompt)).at(0)
+    assert conds[0].shape[1] == uncond.shape[1] == 77 * 2
     a = process.txt2img(model, params(prompt=long_prompt)).images[0]
     b = process.txt2img(model, params(prompt=long_prompt + ", green")).images[0]
     assert not np.array_equal(pixels(a), pixels(b))  # text past token 75 changes the picture

@@ -28,21 +28,6 @@ def count_tokens(tokenizer, text: str) -> int:
     return len(tokenizer(text, add_special_tokens=False, truncation=False)["input_ids"])
 
 
-def encode_prompt_pair(
-    tokenizer, text_encoder, prompt: str, negative: str, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(cond, uncond) with A1111's emphasis and BREAK, padded to the same number of chunks with
-    empty chunks as A1111 does. Both go through the text encoder in one batch."""
-    cond_chunks, _ = tokenize_weighted(tokenizer, prompt)
-    uncond_chunks, _ = tokenize_weighted(tokenizer, negative)
-    n = max(len(cond_chunks), len(uncond_chunks))
-    empty = tokenize_weighted(tokenizer, "")[0][0]
-    cond_chunks += [empty] * (n - len(cond_chunks))
-    uncond_chunks += [empty] * (n - len(uncond_chunks))
-    both = encode_weighted(text_encoder, cond_chunks + uncond_chunks, device)
-    return both[:n].reshape(1, -1, both.shape[-1]), both[n:].reshape(1, -1, both.shape[-1])
-
-
 @torch.no_grad()
 def encode_weighted(text_encoder, chunks: list[PromptChunk], device: torch.device) -> torch.Tensor:
     """[n_chunks, 77, hidden] embeddings with emphasis applied as A1111's "Original" mode: each

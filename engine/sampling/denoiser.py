@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from engine.conditioning.schedule import Conditioning
 from engine.sampling.schedules import ModelSigmas
 
 PREDICTION_TYPES = ("epsilon", "v_prediction")
@@ -58,22 +59,48 @@ class GuidanceHooks:
 
 
 class CFGGuider:
-    """Classifier-free guidance: x̂₀ = uncond + scale · (cond − uncond), one batched model call."""
+    """Classifier-free guidance with composable sub-prompts (AND) and prompt schedules.
+
+    x̂₀ = uncond + scale · Σᵢ wᵢ (condᵢ − uncond), all passes in one batched model call, with the
+    embeddings of the current step (`Conditioning.at`). The step is read off σ — the last step
+    of `sigmas` whose σ is ≥ the σ asked for — so a sampler that evaluates the model twice per
+    step (Heun, DPM2) sees the prompt of the noise level it evaluates, whatever its order.
+    """
 
     def __init__(
         self,
         denoiser: SigmaDenoiser,
-        cond: torch.Tensor,
-        uncond: torch.Tensor,
+        conditioning: Conditioning,
         scale: float,
+        sigmas: torch.Tensor | None = None,
         hooks: GuidanceHooks | None = None,
     ):
-        self.denoiser, self.cond, self.uncond, self.scale = denoiser, cond, uncond, scale
+        if conditioning.changes and sigmas is None:
+            raise ValueError("a scheduled prompt needs the sampler's sigmas to know the step")
+        self.denoiser, self.conditioning, self.scale = denoiser, conditioning, scale
+        self.sigmas = None if sigmas is None else sigmas.detach().float().cpu()
         self.hooks = hooks or GuidanceHooks()
 
+    @classmethod
+    def plain(cls, denoiser: SigmaDenoiser, cond: torch.Tensor, uncond: torch.Tensor, scale: float, **kw):
+        """One prompt, one negative prompt, nothing scheduled."""
+        return cls(denoiser, Conditioning.constant(cond, uncond), scale, **kw)
+
+    def step_at(self, sigma: torch.Tensor) -> int:
+        if self.sigmas is None:
+            return 0
+        s = float(sigma.reshape(-1)[0])
+        above = int((self.sigmas[:-1] >= s * (1 - 1e-5)).sum())
+        return max(0, min(above - 1, len(self.sigmas) - 2))
+
+    def _batch(self, embeddings: list[torch.Tensor], n: int) -> torch.Tensor:
+        return torch.cat([e.expand(n, -1, -1) for e in embeddings])
+
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        if self.scale == 1.0:  # uncond has no effect: skip half the work, as A1111 does
-            guided = self.denoiser(x, sigma, self.cond)
+        if self.scale == 1.0 and self.conditioning.is_single:
+            # uncond has no effect: skip half the work, as A1111 does
+            conds, _, _ = self.conditioning.at(self.step_at(sigma))
+            guided = self.denoiser(x, sigma, self._batch(conds, x.shape[0]))
             for hook in self.hooks.post_cfg:
                 guided = hook(guided, sigma)
             return guided
@@ -83,9 +110,16 @@ class CFGGuider:
         self, x: torch.Tensor, sigma: torch.Tensor, scale_multiplier: float = 1.0
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(guided x̂₀ at scale · scale_multiplier, unconditional x̂₀), both from one batched call.
-        Samplers that step along the unconditional prediction (DDIM CFG++) call this directly."""
-        both = self.denoiser(torch.cat([x, x]), sigma, torch.cat([self.uncond, self.cond]))
-        uncond_x0, cond_x0 = both.chunk(2)
+        Samplers that step along the unconditional prediction (DDIM CFG++) call this directly.
+        Pre-CFG hooks see (uncond, uncond + Σ wᵢ (condᵢ − uncond)): one combined conditional."""
+        conds, weights, uncond = self.conditioning.at(self.step_at(sigma))
+        n, k = x.shape[0], len(conds)
+        sigma_batch = sigma.reshape(-1)
+        if sigma_batch.numel() > 1:
+            sigma_batch = sigma_batch.repeat(k + 1)
+        out = self.denoiser(torch.cat([x] * (k + 1)), sigma_batch, self._batch([uncond, *conds], n))
+        uncond_x0, *cond_x0s = out.chunk(k + 1)
+        cond_x0 = uncond_x0 + sum(w * (c - uncond_x0) for w, c in zip(weights, cond_x0s, strict=True))
         for hook in self.hooks.pre_cfg:
             uncond_x0, cond_x0 = hook(uncond_x0, cond_x0, sigma)
         guided = uncond_x0 + self.scale * scale_multiplier * (cond_x0 - uncond_x0)

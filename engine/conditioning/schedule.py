@@ -1,0 +1,99 @@
+"""A prompt's conditioning over the whole run: prompt editing, alternation and composable AND.
+
+`encode_conditioning` turns (prompt, negative prompt, steps) into a `Conditioning`: for the
+positive side one `ScheduledCond` per AND-ed sub-prompt with its weight, for the negative side one
+`ScheduledCond`. Each schedule is A1111's list of (end_at_step, embedding); the sampler asks for
+the embeddings at a step with `Conditioning.at(step)`.
+
+Every distinct text is encoded once (keyed by its tokens and weights: "[a:b:10]" and "a AND [a|b]"
+cost two encodings, not one per step), and all embeddings are padded with empty chunks to one length so
+that conditional and unconditional passes share one batch, as A1111 pads them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from engine.conditioning.clip import PromptChunk, encode_weighted, tokenize_weighted
+from engine.conditioning.prompt_parser import prompt_schedule, split_and
+
+
+@dataclass(frozen=True)
+class ScheduledCond:
+    """(end_at_step, embedding [1, tokens, hidden]) pairs; entry i holds while step ≤ end_at_step."""
+
+    entries: tuple[tuple[int, torch.Tensor], ...]
+
+    def at(self, step: int) -> torch.Tensor:
+        for end, embedding in self.entries:
+            if step <= end:
+                return embedding
+        return self.entries[-1][1]
+
+    @property
+    def changes(self) -> bool:
+        return len(self.entries) > 1
+
+
+@dataclass(frozen=True)
+class Conditioning:
+    """Everything the guider needs: weighted positive schedules (AND) and the negative schedule."""
+
+    cond: tuple[tuple[ScheduledCond, float], ...]
+    uncond: ScheduledCond
+
+    def at(self, step: int) -> tuple[list[torch.Tensor], list[float], torch.Tensor]:
+        """([cond embedding per sub-prompt], [weights], uncond embedding) at a 0-based step."""
+        return [c.at(step) for c, _ in self.cond], [w for _, w in self.cond], self.uncond.at(step)
+
+    @classmethod
+    def constant(cls, cond: torch.Tensor, uncond: torch.Tensor) -> Conditioning:
+        """One prompt and one negative prompt for every step (embeddings [1, tokens, hidden])."""
+        return cls(((ScheduledCond(((0, cond),)), 1.0),), ScheduledCond(((0, uncond),)))
+
+    @property
+    def is_single(self) -> bool:
+        """One sub-prompt of weight 1 (no AND): at CFG 1 the negative prompt has no effect."""
+        return len(self.cond) == 1 and self.cond[0][1] == 1.0
+
+    @property
+    def changes(self) -> bool:
+        return self.uncond.changes or any(c.changes for c, _ in self.cond)
+
+    def to(self, dtype: torch.dtype) -> Conditioning:
+        def cast(s: ScheduledCond) -> ScheduledCond:
+            return ScheduledCond(tuple((end, e.to(dtype)) for end, e in s.entries))
+
+        return Conditioning(tuple((cast(c), w) for c, w in self.cond), cast(self.uncond))
+
+
+def encode_conditioning(
+    tokenizer, text_encoder, prompt: str, negative: str, steps: int, device: torch.device
+) -> Conditioning:
+    """The run's conditioning; each distinct text of any schedule goes through CLIP exactly once."""
+    positive = [(prompt_schedule(text, steps), weight) for text, weight in split_and(prompt)]
+    negative_schedule = prompt_schedule(negative, steps)
+    texts = [e.text for schedule, _ in positive for e in schedule] + [e.text for e in negative_schedule]
+    # Keyed by what CLIP sees (tokens and weights), so " a cat" and "a cat" share one encoding.
+    chunks_of = {text: tokenize_weighted(tokenizer, text)[0] for text in dict.fromkeys(texts)}
+    key_of = {text: tuple((tuple(c.tokens), tuple(c.weights)) for c in ch) for text, ch in chunks_of.items()}
+    distinct = {key_of[text]: chunks_of[text] for text in chunks_of}
+    n = max(len(c) for c in distinct.values())
+    empty = tokenize_weighted(tokenizer, "")[0][0]
+    flat: list[PromptChunk] = []
+    for chunks in distinct.values():  # pad every text to n chunks so all embeddings batch together
+        flat += chunks + [empty] * (n - len(chunks))
+    hidden = encode_weighted(text_encoder, flat, device)
+    width = hidden.shape[-1]
+    by_key = {key: hidden[i * n : (i + 1) * n].reshape(1, -1, width) for i, key in enumerate(distinct)}
+    embedding = {text: by_key[key_of[text]] for text in chunks_of}
+
+    def scheduled(schedule) -> ScheduledCond:
+        return ScheduledCond(tuple((e.end_at_step, embedding[e.text]) for e in schedule))
+
+    return Conditioning(
+        tuple((scheduled(s), w) for s, w in positive),
+        scheduled(negative_schedule),
+    )
