@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 from engine import images as image_io
+from engine.conditioning.clip import clip_layers
 from engine.conditioning.schedule import Conditioning, encode_conditioning
 from engine.infotext import build_infotext
 from engine.jobs import Job, JobInterrupted, JobSkipped
@@ -43,6 +44,11 @@ def check_inputs(model: LoadedModel, params: GenerationParams) -> None:
         raise ValueError(f"width and height must be multiples of {factor} for this model")
     if params.sampler_name not in SAMPLERS:
         raise ValueError(f"unknown sampler {params.sampler_name!r}")
+    layers = clip_layers(model.text_encoder)
+    if (params.CLIP_stop_at_last_layers or 1) > layers:
+        raise ValueError(
+            f"Clip skip {params.CLIP_stop_at_last_layers} exceeds this model's {layers} CLIP layers"
+        )
 
 
 # -- 2. encode prompt -----------------------------------------------------------------------------
@@ -55,6 +61,8 @@ def encode_prompt(model: LoadedModel, params: GenerationParams) -> Conditioning:
         params.negative_prompt,
         params.steps,
         model.device,
+        emphasis=params.emphasis or "Original",
+        clip_skip=params.CLIP_stop_at_last_layers or 1,
     )
     return conditioning.to(model.dtype)
 

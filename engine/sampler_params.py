@@ -1,5 +1,8 @@
 # ruff: noqa: E501  (one row per line keeps the table readable)
-"""A1111's sampler parameters as one table: Settings defaults, per-job overrides, infotext keys.
+"""A1111's per-job options as one table: Settings defaults, per-job overrides, infotext keys.
+
+Mostly the sampler parameters; CLIP skip and the emphasis mode ride along (group "conditioning"):
+they are the same kind of thing in A1111 (an option a job or an infotext may override).
 
 Each row is an A1111 option name (the `shared.opts` key, also accepted in API `override_settings`),
 its A1111 default, its infotext key, and the Sampler settings tab's label. From the table come:
@@ -16,6 +19,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
+from engine.conditioning.clip import EMPHASIS_MODES
 from engine.sampling.base import SamplerOptions
 
 
@@ -27,6 +31,7 @@ class Row:
     infotext: str
     label: str
     constraints: dict[str, Any]
+    group: str = "sampler"  # "sampler": a SamplerOptions field; "conditioning": read by the prompt encoder
 
 
 ROWS: tuple[Row, ...] = (
@@ -47,16 +52,19 @@ ROWS: tuple[Row, ...] = (
     Row("uni_pc_lower_order_final", bool, True, "UniPC lower order final", "UniPC: lower order on the final steps", {}),
     Row("beta_dist_alpha", float, 0.6, "Beta schedule alpha", "Beta schedule alpha", {"gt": 0, "le": 10}),
     Row("beta_dist_beta", float, 0.6, "Beta schedule beta", "Beta schedule beta", {"gt": 0, "le": 10}),
+    Row("CLIP_stop_at_last_layers", int, 1, "Clip skip", "Clip skip: use CLIP's hidden state this many layers from the end (1 = the last)", {"ge": 1, "le": 12}, "conditioning"),
+    Row("emphasis", Literal[EMPHASIS_MODES], "Original", "Emphasis", "Emphasis mode for (word:1.2): Original (mean restored), No norm, Ignore (weights unused), None (brackets are plain text)", {}, "conditioning"),
 )  # fmt: skip
 NAMES: tuple[str, ...] = tuple(r.name for r in ROWS)
+SAMPLER_NAMES: tuple[str, ...] = tuple(r.name for r in ROWS if r.group == "sampler")
 A1111_DEFAULTS: dict[str, Any] = {r.name: r.default for r in ROWS}
 _OPTION_FIELDS = {f.name for f in fields(SamplerOptions)}
-assert set(NAMES) <= _OPTION_FIELDS, "every row must be a SamplerOptions field"
+assert set(SAMPLER_NAMES) <= _OPTION_FIELDS, "every sampler row must be a SamplerOptions field"
 
 
 def check_sampler_options(values: dict[str, Any]) -> None:
     """Cross-field rules (σ_min < σ_max, ...) live in SamplerOptions; reuse them."""
-    given = {k: v for k, v in values.items() if k in NAMES and v is not None}
+    given = {k: v for k, v in values.items() if k in SAMPLER_NAMES and v is not None}
     SamplerOptions(**given)  # raises ValueError with a readable message
 
 
@@ -108,7 +116,7 @@ def resolve_overrides(params: Any, settings: Any) -> dict[str, Any]:
 
 def sampler_options(params: Any) -> SamplerOptions:
     """What the sampler runs with: the job's values, A1111's defaults where still unset."""
-    values = {name: getattr(params, name) for name in NAMES}
+    values = {name: getattr(params, name) for name in SAMPLER_NAMES}
     return SamplerOptions(**{k: (A1111_DEFAULTS[k] if v is None else v) for k, v in values.items()})
 
 

@@ -118,3 +118,57 @@ def test_and_on_the_builtin_model(builtin_model) -> None:
     assert np.abs(_image(builtin_model, f"{RED}:0.5 AND {RED}:0.5") - plain_red).max() <= 2
     # and a real second sub-prompt changes the picture
     assert np.abs(_image(builtin_model, f"{RED} AND {GREEN}") - plain_red).mean() > 5
+
+
+def _chunks(tok, text: str, emphasis: str = "Original"):
+    from engine.conditioning.clip import tokenize_weighted
+
+    return tokenize_weighted(tok, text, emphasis=emphasis)[0]
+
+
+def test_emphasis_modes(builtin_model) -> None:
+    from engine.conditioning.clip import encode_weighted
+
+    tok, te = builtin_model.tokenizer, builtin_model.text_encoder
+    weighted = _chunks(tok, "a (red:1.5) circle")
+    plain = encode_weighted(te, _chunks(tok, "a red circle"), CPU)
+    original = encode_weighted(te, weighted, CPU, emphasis="Original")
+    no_norm = encode_weighted(te, weighted, CPU, emphasis="No norm")
+    red = 2  # BOS, "a", "red"
+    assert torch.allclose(no_norm[0, red], plain[0, red] * 1.5)  # scaled, nothing else touched
+    assert torch.equal(no_norm[0, red + 1], plain[0, red + 1])
+    assert not torch.allclose(original, no_norm) and torch.allclose(original.mean(), plain.mean(), atol=1e-6)
+    assert torch.equal(encode_weighted(te, weighted, CPU, emphasis="Ignore"), plain)
+    # "None": brackets are words, so the tokens differ from the parsed prompt's
+    literal = _chunks(tok, "a (red:1.5) circle", emphasis="None")
+    assert literal[0].tokens != weighted[0].tokens and set(literal[0].weights) == {1.0}
+    assert _chunks(tok, "a BREAK b", emphasis="None")[0].tokens == _chunks(tok, "a break b")[0].tokens
+
+
+def test_clip_skip_takes_an_earlier_layer_through_the_final_norm(builtin_model) -> None:
+    from engine.conditioning.clip import encode_weighted
+
+    tok, te = builtin_model.tokenizer, builtin_model.text_encoder
+    chunks = _chunks(tok, "a red circle")
+    ids = torch.tensor([chunks[0].tokens])
+    with torch.no_grad():
+        states = te(ids, output_hidden_states=True).hidden_states
+        expected = te.final_layer_norm(states[-2])
+    assert torch.equal(encode_weighted(te, chunks, CPU, clip_skip=2), expected)
+    assert torch.equal(encode_weighted(te, chunks, CPU, clip_skip=1), te(ids)[0])
+
+
+def test_clip_skip_and_emphasis_reach_the_picture_and_the_infotext(builtin_model) -> None:
+    from engine.infotext import params_from_infotext
+
+    prompt = "a large (red:1.4) circle in the center on a blue background"
+    base = _image(builtin_model, prompt)
+    assert np.abs(_image(builtin_model, prompt, CLIP_stop_at_last_layers=2) - base).mean() > 1
+    assert np.abs(_image(builtin_model, prompt, emphasis="No norm") - base).mean() > 0
+    params = GenerationParams(prompt=prompt, steps=2, width=128, height=128, CLIP_stop_at_last_layers=2)
+    result = txt2img(builtin_model, params)
+    assert "Clip skip: 2" in result.infotexts[0]
+    assert params_from_infotext(result.infotexts[0])[0].CLIP_stop_at_last_layers == 2
+    too_deep = params.model_copy(update={"CLIP_stop_at_last_layers": 12})
+    with pytest.raises(ValueError, match="Clip skip 12 exceeds this model's 4 CLIP layers"):
+        txt2img(builtin_model, too_deep)

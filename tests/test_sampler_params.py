@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from engine import process
 from engine.infotext import build_infotext, params_from_infotext
 from engine.params import GenerationParams
-from engine.sampler_params import A1111_DEFAULTS, NAMES, resolve_overrides, sampler_options
+from engine.sampler_params import A1111_DEFAULTS, NAMES, SAMPLER_NAMES, resolve_overrides, sampler_options
 from engine.sampling.base import SamplerOptions
 from engine.settings import Settings
 from tests.test_txt2img import model, params  # noqa: F401  (fixture)
@@ -24,7 +24,7 @@ def test_defaults_are_a1111s_and_match_the_sampler_options():
     for name in NAMES:
         assert getattr(settings, name) == A1111_DEFAULTS[name]
         assert getattr(GenerationParams(), name) is None  # unset: the settings decide
-        if name != "s_tmax":  # A1111's setting says 0 for "no limit"; the sampler holds inf
+        if name in SAMPLER_NAMES and name != "s_tmax":  # s_tmax: A1111 says 0 for "no limit", the sampler inf
             assert getattr(options, name) == A1111_DEFAULTS[name], name
     assert sampler_options(GenerationParams()) == SamplerOptions(s_tmax=0.0)
     assert SamplerOptions(s_tmax=0.0).churn_tmax == float("inf")

@@ -11,7 +11,7 @@ from typing import Any, Literal, get_args, get_origin
 
 import gradio as gr
 
-from engine.sampler_params import NAMES as SAMPLER_PARAMS
+from engine.sampler_params import SAMPLER_NAMES as SAMPLER_PARAMS
 from engine.settings import Settings
 from ui.common import EngineLike, error_message, message_html
 

@@ -28,23 +28,48 @@ def count_tokens(tokenizer, text: str) -> int:
     return len(tokenizer(text, add_special_tokens=False, truncation=False)["input_ids"])
 
 
+EMPHASIS_MODES = ("Original", "No norm", "Ignore", "None")  # A1111's "emphasis" option
+
+
 @torch.no_grad()
-def encode_weighted(text_encoder, chunks: list[PromptChunk], device: torch.device) -> torch.Tensor:
-    """[n_chunks, 77, hidden] embeddings with emphasis applied as A1111's "Original" mode: each
-    token's embedding scaled by its weight, then the chunk rescaled to its unweighted mean. A chunk
-    whose weights are all 1 is left exactly as the encoder made it."""
+def encode_weighted(
+    text_encoder,
+    chunks: list[PromptChunk],
+    device: torch.device,
+    emphasis: str = "Original",
+    clip_skip: int = 1,
+) -> torch.Tensor:
+    """[n_chunks, 77, hidden] embeddings with emphasis applied as A1111 does.
+
+    "Original": each token's embedding scaled by its weight, then the chunk rescaled to its
+    unweighted mean; "No norm": scaled, not rescaled; "Ignore" and "None": weights unused. A chunk
+    whose weights are all 1 is left exactly as the encoder made it. `clip_skip` N > 1 takes the
+    hidden state N - 1 layers before the last, through the final layer norm, as A1111 does.
+    """
     ids = torch.tensor([c.tokens for c in chunks], dtype=torch.long, device=device)
-    hidden = text_encoder(ids)[0]
+    if clip_skip > 1:
+        out = text_encoder(ids, output_hidden_states=True)
+        # transformers 5 keeps the layer norm on the model; 4.x on its `text_model`
+        final_norm = getattr(text_encoder, "text_model", text_encoder).final_layer_norm
+        hidden = final_norm(out.hidden_states[-clip_skip])
+    else:
+        hidden = text_encoder(ids)[0]
     weights = torch.tensor([c.weights for c in chunks], dtype=torch.float32, device=device)
     weighted = (weights != 1).any(dim=1)
-    if weighted.any():
+    if emphasis in ("Original", "No norm") and weighted.any():
         z = hidden[weighted].float()
         before = z.mean(dim=(1, 2), keepdim=True)
         z = z * weights[weighted][..., None]
-        z = z * (before / z.mean(dim=(1, 2), keepdim=True))
+        if emphasis == "Original":
+            z = z * (before / z.mean(dim=(1, 2), keepdim=True))
         hidden = hidden.clone()
         hidden[weighted] = z.to(hidden.dtype)
     return hidden
+
+
+def clip_layers(text_encoder) -> int:
+    """How many transformer layers the text encoder has: the largest CLIP skip it allows."""
+    return int(text_encoder.config.num_hidden_layers)
 
 
 @dataclass
@@ -59,11 +84,12 @@ COMMA_BACKTRACK = 20  # A1111's "comma padding backtrack" default
 
 
 def tokenize_weighted(
-    tokenizer, text: str, comma_backtrack: int = COMMA_BACKTRACK
+    tokenizer, text: str, comma_backtrack: int = COMMA_BACKTRACK, emphasis: str = "Original"
 ) -> tuple[list[PromptChunk], int]:
     """(chunks, tokens used) of a prompt with emphasis and BREAK, chunked as A1111 does.
 
-    Each emphasis run is tokenized on its own. `BREAK` starts a new chunk. A chunk that fills up
+    Each emphasis run is tokenized on its own; with emphasis "None" the text is not parsed at all
+    (brackets and BREAK are plain words), as A1111 does. `BREAK` starts a new chunk. A chunk that fills up
     within `comma_backtrack` tokens of its last comma is cut after that comma, and the words after
     it move to the next chunk, so a phrase is not split across two chunks. Padding is EOS.
     """
@@ -86,7 +112,7 @@ def tokenize_weighted(
         chunks.append(chunk)
         chunk, last_comma = PromptChunk(), -1
 
-    runs = parse_emphasis(text)
+    runs = [(text, 1.0)] if emphasis == "None" else parse_emphasis(text)
     pieces = tokenizer([t for t, _ in runs], add_special_tokens=False, truncation=False)["input_ids"]
     for (run_text, weight), ids in zip(runs, pieces, strict=True):
         if (run_text, weight) == BREAK:

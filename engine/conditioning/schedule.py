@@ -70,22 +70,33 @@ class Conditioning:
 
 
 def encode_conditioning(
-    tokenizer, text_encoder, prompt: str, negative: str, steps: int, device: torch.device
+    tokenizer,
+    text_encoder,
+    prompt: str,
+    negative: str,
+    steps: int,
+    device: torch.device,
+    *,
+    emphasis: str = "Original",
+    clip_skip: int = 1,
 ) -> Conditioning:
-    """The run's conditioning; each distinct text of any schedule goes through CLIP exactly once."""
+    """The run's conditioning; each distinct text of any schedule goes through CLIP exactly once.
+    `emphasis` is one of `EMPHASIS_MODES`; `clip_skip` 1 uses CLIP's last layer."""
     positive = [(prompt_schedule(text, steps), weight) for text, weight in split_and(prompt)]
     negative_schedule = prompt_schedule(negative, steps)
     texts = [e.text for schedule, _ in positive for e in schedule] + [e.text for e in negative_schedule]
     # Keyed by what CLIP sees (tokens and weights), so " a cat" and "a cat" share one encoding.
-    chunks_of = {text: tokenize_weighted(tokenizer, text)[0] for text in dict.fromkeys(texts)}
+    chunks_of = {
+        text: tokenize_weighted(tokenizer, text, emphasis=emphasis)[0] for text in dict.fromkeys(texts)
+    }
     key_of = {text: tuple((tuple(c.tokens), tuple(c.weights)) for c in ch) for text, ch in chunks_of.items()}
     distinct = {key_of[text]: chunks_of[text] for text in chunks_of}
     n = max(len(c) for c in distinct.values())
-    empty = tokenize_weighted(tokenizer, "")[0][0]
+    empty = tokenize_weighted(tokenizer, "", emphasis=emphasis)[0][0]
     flat: list[PromptChunk] = []
     for chunks in distinct.values():  # pad every text to n chunks so all embeddings batch together
         flat += chunks + [empty] * (n - len(chunks))
-    hidden = encode_weighted(text_encoder, flat, device)
+    hidden = encode_weighted(text_encoder, flat, device, emphasis=emphasis, clip_skip=clip_skip)
     width = hidden.shape[-1]
     by_key = {key: hidden[i * n : (i + 1) * n].reshape(1, -1, width) for i, key in enumerate(distinct)}
     embedding = {text: by_key[key_of[text]] for text in chunks_of}
