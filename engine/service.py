@@ -120,6 +120,13 @@ class Engine:
     def schedule_hint(self, sampler: str) -> str:
         return schedule_hint(sampler)
 
+    def count_tokens(self, prompt: str, steps: int, *, is_negative: bool = False) -> tuple[int, int]:
+        """(tokens used, limit) for the counter beside a prompt box. Every SD 1.x/2.x model uses
+        the same CLIP BPE, so this needs no loaded model (the shared tokenizer loads in ~0.06 s)."""
+        from engine.conditioning.schedule import count_prompt_tokens
+
+        return count_prompt_tokens(prompt, steps, is_negative=is_negative)
+
     # -- generation -------------------------------------------------------------------------------
     def _run_txt2img(self, params: GenerationParams, *, job: Job) -> GenerationResult:
         settings = self._settings

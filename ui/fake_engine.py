@@ -76,6 +76,11 @@ class FakeEngine:
     def schedule_hint(self, sampler: str) -> str:
         return f"Automatic = Uniform, the usual choice for {sampler}"
 
+    def count_tokens(self, prompt: str, steps: int, *, is_negative: bool = False) -> tuple[int, int]:
+        from engine.conditioning.schedule import count_prompt_tokens  # real and cheap: no model
+
+        return count_prompt_tokens(prompt, steps, is_negative=is_negative)
+
     def submit_txt2img(self, params: GenerationParams) -> Job:
         self.submitted.append(params)
         return self.queue.submit(Job("txt2img", preview_every=1), self._run, params)

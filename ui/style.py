@@ -11,6 +11,17 @@ CSS = """
 #txt2img_actions { justify-content: flex-start; }
 #txt2img_generate, #txt2img_seed_row button { height: 2.6em; align-self: flex-end; margin-bottom: 0.35em; }
 
+/* Token counters in the top-right corner of each prompt box, as in A1111. */
+.prompt-box { position: relative; }
+.token-counter {
+  position: absolute; top: 0.35em; right: 0.6em; z-index: 10; pointer-events: none;
+  min-height: 0 !important; padding: 0 !important; border: none !important; background: none !important;
+}
+.token-count {
+  font-size: 0.8em; font-variant-numeric: tabular-nums; color: var(--body-text-color-subdued);
+  background: var(--block-background-fill); padding: 0.05em 0.4em; border-radius: 4px; opacity: 0.85;
+}
+
 /* Our own progress bar (Gradio's overlay is hidden for Generate). */
 .atelier-progress {
   position: relative; height: 1.8em; border-radius: 6px; overflow: hidden;

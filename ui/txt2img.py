@@ -90,6 +90,11 @@ def _to_outputs(update: RunUpdate) -> tuple[Any, ...]:
     )
 
 
+def counter_html(used: int, limit: int) -> str:
+    """A1111's "used/limit" token count shown in the corner of a prompt box."""
+    return f'<span class="token-count" title="tokens used / chunk limit">{used}/{limit}</span>'
+
+
 def build_txt2img_tab(engine: EngineLike, jobs: SessionJobs) -> Txt2ImgUI:
     """Lay out the tab inside the current gr.Tab context and wire its events."""
     settings = engine.settings
@@ -98,22 +103,32 @@ def build_txt2img_tab(engine: EngineLike, jobs: SessionJobs) -> Txt2ImgUI:
 
     with gr.Row(elem_id="txt2img_toprow", equal_height=True):
         with gr.Column(scale=6):
-            f["prompt"] = gr.Textbox(
-                label="Prompt",
-                lines=3,
-                max_lines=8,
-                placeholder=PROMPT_PLACEHOLDER,
-                elem_id="txt2img_prompt",
-                show_label=False,
-            )
-            f["negative_prompt"] = gr.Textbox(
-                label="Negative prompt",
-                lines=2,
-                max_lines=6,
-                placeholder="Negative prompt",
-                elem_id="txt2img_neg_prompt",
-                show_label=False,
-            )
+            with gr.Group(elem_classes=["prompt-box"]):
+                f["prompt"] = gr.Textbox(
+                    label="Prompt",
+                    lines=3,
+                    max_lines=8,
+                    placeholder=PROMPT_PLACEHOLDER,
+                    elem_id="txt2img_prompt",
+                    show_label=False,
+                )
+                token_counter = gr.HTML(
+                    counter_html(0, 75), elem_id="txt2img_token_counter", elem_classes=["token-counter"]
+                )
+            with gr.Group(elem_classes=["prompt-box"]):
+                f["negative_prompt"] = gr.Textbox(
+                    label="Negative prompt",
+                    lines=2,
+                    max_lines=6,
+                    placeholder="Negative prompt",
+                    elem_id="txt2img_neg_prompt",
+                    show_label=False,
+                )
+                negative_counter = gr.HTML(
+                    counter_html(0, 75),
+                    elem_id="txt2img_negative_token_counter",
+                    elem_classes=["token-counter"],
+                )
         with gr.Column(scale=1, min_width=240, elem_id="txt2img_actions"):
             generate = gr.Button("Generate", variant="primary", elem_id="txt2img_generate", size="lg")
             with gr.Row():
@@ -258,6 +273,26 @@ def build_txt2img_tab(engine: EngineLike, jobs: SessionJobs) -> Txt2ImgUI:
         queue=False,
         api_visibility="private",
     )
+    # Token counters: recounted as the user types (only the latest keystroke's count is kept)
+    # and when the step count changes, since prompt editing schedules depend on it.
+    for box, counter, negative in (
+        (f["prompt"], token_counter, False),
+        (f["negative_prompt"], negative_counter, True),
+    ):
+
+        def recount(text: str, steps: float, negative: bool = negative) -> str:
+            return counter_html(*engine.count_tokens(text or "", int(steps or 1), is_negative=negative))
+
+        for trigger in (box.change, f["steps"].change):
+            trigger(
+                recount,
+                inputs=[box, f["steps"]],
+                outputs=counter,
+                queue=False,
+                show_progress="hidden",
+                trigger_mode="always_last",
+                api_visibility="private",
+            )
     interrupt.click(on_interrupt, queue=False, api_visibility="private")
     skip.click(on_skip, queue=False, api_visibility="private")
     random_button.click(random_seed, outputs=f["seed"], queue=False, api_visibility="private")

@@ -13,10 +13,11 @@ that conditional and unconditional passes share one batch, as A1111 pads them.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import torch
 
-from engine.conditioning.clip import PromptChunk, encode_weighted, tokenize_weighted
+from engine.conditioning.clip import CHUNK_TOKENS, PromptChunk, encode_weighted, tokenize_weighted
 from engine.conditioning.prompt_parser import prompt_schedule, split_and
 
 
@@ -108,3 +109,25 @@ def encode_conditioning(
         tuple((scheduled(s), w) for s, w in positive),
         scheduled(negative_schedule),
     )
+
+
+def token_counter(tokenizer, prompt: str, steps: int, *, is_negative: bool = False) -> tuple[int, int]:
+    """(tokens used, token limit) as A1111's counter beside a prompt box shows them: the longest
+    text the prompt takes over the run (every AND-ed sub-prompt and schedule entry), and the limit
+    of the chunks it fills (75, 150, ...)."""
+    parts = [(prompt, 1.0)] if is_negative else split_and(prompt)
+    texts = [entry.text for text, _ in parts for entry in prompt_schedule(text, steps)]
+    used = max(tokenize_weighted(tokenizer, text)[1] for text in texts)
+    return used, CHUNK_TOKENS * max(1, -(-used // CHUNK_TOKENS))
+
+
+@lru_cache(maxsize=1)
+def _clip_tokenizer():
+    from engine.models.tokenizer import load_clip_tokenizer
+
+    return load_clip_tokenizer()
+
+
+def count_prompt_tokens(prompt: str, steps: int, *, is_negative: bool = False) -> tuple[int, int]:
+    """`token_counter` with the CLIP tokenizer every SD 1.x/2.x model shares: no model needed."""
+    return token_counter(_clip_tokenizer(), prompt, steps, is_negative=is_negative)

@@ -145,3 +145,27 @@ def test_pasted_sampler_parameters_become_per_job_overrides(page, tmp_path):
     assert "Sigma noise: 0.9" in page.inner_text("#txt2img_infotext")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "txt2img-overrides.png"), full_page=True)
+
+
+def _counter(page, elem_id: str) -> str:
+    return page.inner_text(f"#{elem_id} .token-count")
+
+
+def test_token_counters_follow_typing(page):
+    prompt = page.locator("#txt2img_prompt textarea")
+    prompt.fill("")
+    prompt.press_sequentially("a red circle")  # keystroke by keystroke, as a person types
+    page.wait_for_function(
+        "() => document.querySelector('#txt2img_token_counter .token-count')?.innerText === '3/75'"
+    )
+    prompt.fill(", ".join(["a red circle"] * 30))  # 119 tokens: a second chunk
+    page.wait_for_function(
+        "() => document.querySelector('#txt2img_token_counter .token-count')?.innerText === '119/150'"
+    )
+    page.locator("#txt2img_neg_prompt textarea").fill("blurry, (ugly:1.3)")
+    page.wait_for_function(
+        "() => document.querySelector('#txt2img_negative_token_counter .token-count')?.innerText === '3/75'"
+    )
+    assert _counter(page, "txt2img_token_counter") == "119/150"
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.locator("#txt2img_toprow").screenshot(path=str(ARTIFACTS / "txt2img-token-counter.png"))
