@@ -52,6 +52,9 @@ class GenerationParams(SamplerOverrides):
     n_iter: int = Field(1, ge=1, le=100, json_schema_extra=_label(None))
     # Title or name of the checkpoint; None keeps the one that is loaded.
     checkpoint: str | None = Field(None, json_schema_extra=_label("Model"))
+    # Names of styles (styles.csv) merged into the prompts when the job is submitted; the infotext
+    # then holds the merged prompts, as in A1111.
+    styles: tuple[str, ...] = Field((), max_length=64, json_schema_extra=_label(None))
 
     @model_validator(mode="before")
     @classmethod

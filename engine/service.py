@@ -20,8 +20,10 @@ from engine.results import GenerationResult
 from engine.sampler_params import resolve_overrides
 from engine.sampling.registry import sampler_names, schedule_hint, schedule_names
 from engine.settings import Settings, load_settings, save_settings
+from engine.styles import Style, StyleFile, with_styles_applied
 
 CONFIG_FILE = "config.json"
+STYLES_FILE = "styles.csv"
 
 
 class Engine:
@@ -120,6 +122,15 @@ class Engine:
     def schedule_hint(self, sampler: str) -> str:
         return schedule_hint(sampler)
 
+    # -- styles -----------------------------------------------------------------------------------
+    def styles(self) -> StyleFile:
+        """styles.csv as it is now (re-read each time: users edit it by hand)."""
+        return StyleFile.read(self.data_dir / STYLES_FILE)
+
+    def save_style(self, name: str, prompt: str, negative_prompt: str) -> StyleFile:
+        with self._settings_lock:  # one writer at a time
+            return self.styles().save(Style(name, prompt, negative_prompt))
+
     def count_tokens(self, prompt: str, steps: int, *, is_negative: bool = False) -> tuple[int, int]:
         """(tokens used, limit) for the counter beside a prompt box. Every SD 1.x/2.x model uses
         the same CLIP BPE, so this needs no loaded model (the shared tokenizer loads in ~0.06 s)."""
@@ -142,6 +153,7 @@ class Engine:
         # Unset sampler parameters take the Sampler settings values now, so the job (and its
         # infotext) keeps them even if the settings change while it waits in the queue.
         params = params.model_copy(update=resolve_overrides(params, settings))
+        params = with_styles_applied(params, self.styles())  # unknown names raise ValueError
         job = Job("txt2img", preview_every=settings.show_progress_every_n_steps)
         return self.queue.submit(job, self._run_txt2img, params)
 

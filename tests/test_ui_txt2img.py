@@ -54,8 +54,9 @@ def test_build_params_applies_override_entries_and_rejects_unknown_ones():
     params = build_params(*VALUES, ["Eta DDIM: 0.3", "UniPC order: 2", "Schedule rho: 5"])
     assert (params.eta_ddim, params.uni_pc_order, params.rho) == (0.3, 2, 5.0)
     assert params.eta_ancestral is None  # not overridden: the Sampler settings tab decides
-    with pytest.raises(ValueError, match="unknown override 'Clip skip: 2'"):
-        build_params(*VALUES, ["Clip skip: 2"])
+    assert build_params(*VALUES, ["Clip skip: 2"]).CLIP_stop_at_last_layers == 2
+    with pytest.raises(ValueError, match="unknown override 'Hypernet strength: 2'"):
+        build_params(*VALUES, ["Hypernet strength: 2"])
     with pytest.raises(ValidationError):  # a known key with a value out of range
         build_params(*VALUES, ["Eta: 7"])
 

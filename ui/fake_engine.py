@@ -8,7 +8,9 @@ and paints flat-colour images "step by step" so progress, preview and interrupt 
 from __future__ import annotations
 
 import random
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 from PIL import Image
@@ -17,6 +19,7 @@ from engine.jobs import Job, JobInterrupted, JobQueue, JobSkipped
 from engine.params import GenerationParams
 from engine.results import GenerationResult
 from engine.settings import Settings
+from engine.styles import Style, StyleFile, with_styles_applied
 
 
 def fake_infotext(params: GenerationParams, seed: int) -> str:
@@ -32,8 +35,15 @@ def fake_infotext(params: GenerationParams, seed: int) -> str:
 
 
 class FakeEngine:
-    def __init__(self, *, step_seconds: float = 0.0, checkpoints: list[str] | None = None):
+    def __init__(
+        self,
+        *,
+        step_seconds: float = 0.0,
+        checkpoints: list[str] | None = None,
+        styles_path: Path | None = None,
+    ):
         self.step_seconds = step_seconds
+        self.styles_path = styles_path or Path(tempfile.mkdtemp(prefix="fake-engine-")) / "styles.csv"
         self._settings = Settings()
         self.checkpoints = checkpoints if checkpoints is not None else ["builtin [0000000000]"]
         self.loaded: str | None = None
@@ -81,7 +91,14 @@ class FakeEngine:
 
         return count_prompt_tokens(prompt, steps, is_negative=is_negative)
 
+    def styles(self) -> StyleFile:
+        return StyleFile.read(self.styles_path)
+
+    def save_style(self, name: str, prompt: str, negative_prompt: str) -> StyleFile:
+        return self.styles().save(Style(name, prompt, negative_prompt))
+
     def submit_txt2img(self, params: GenerationParams) -> Job:
+        params = with_styles_applied(params, self.styles())
         self.submitted.append(params)
         return self.queue.submit(Job("txt2img", preview_every=1), self._run, params)
 

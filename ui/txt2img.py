@@ -14,6 +14,7 @@ import gradio as gr
 from engine.params import field_limits
 from ui.common import EngineLike, message_html
 from ui.progress import SessionJobs
+from ui.styles import build_styles
 from ui.txt2img_run import (
     PARAM_FIELDS,
     GenInfo,
@@ -134,6 +135,8 @@ def build_txt2img_tab(engine: EngineLike, jobs: SessionJobs) -> Txt2ImgUI:
             with gr.Row():
                 interrupt = gr.Button("Interrupt", elem_id="txt2img_interrupt", visible=False, min_width=100)
                 skip = gr.Button("Skip", elem_id="txt2img_skip", visible=False, min_width=100)
+            styles = build_styles(engine, f["prompt"], f["negative_prompt"])
+            f["styles"] = styles.picker
 
     with gr.Row(elem_id="txt2img_main"):
         with gr.Column(scale=1, elem_id="txt2img_settings"):
@@ -221,6 +224,7 @@ def build_txt2img_tab(engine: EngineLike, jobs: SessionJobs) -> Txt2ImgUI:
         n_iter: float,
         batch_size: float,
         override_settings: list[str] | None,
+        styles: list[str] | None,
         request: gr.Request,
     ) -> Iterator[tuple[Any, ...]]:
         values = (
@@ -236,6 +240,7 @@ def build_txt2img_tab(engine: EngineLike, jobs: SessionJobs) -> Txt2ImgUI:
             n_iter,
             batch_size,
             override_settings,
+            styles,
         )
         for update in run_txt2img(engine, jobs, request.session_hash or "", values):
             if update.message:

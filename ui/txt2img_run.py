@@ -33,6 +33,7 @@ PARAM_FIELDS = (
     "n_iter",
     "batch_size",
     "override_settings",
+    "styles",
 )
 
 
@@ -57,6 +58,7 @@ def build_params(
     n_iter: float,
     batch_size: float,
     override_settings: list[str] | None = None,
+    styles: list[str] | None = None,
 ) -> GenerationParams:
     """UI values → GenerationParams. Raises pydantic's ValidationError on invalid values, and
     ValueError for an override entry that is not a sampler parameter."""
@@ -72,6 +74,7 @@ def build_params(
         height=_as_number(height),
         n_iter=_as_number(n_iter),
         batch_size=_as_number(batch_size),
+        styles=tuple(styles or ()),
         **overrides_from_entries(override_settings),
     )
 
