@@ -61,7 +61,10 @@ def build_ui(engine: EngineLike) -> gr.Blocks:
             override = gr.Dropdown(choices=overrides, value=overrides, visible=bool(overrides))
             return (*values, override, gr.Tabs(selected="txt2img"))
 
-        send_button.click(on_send, inputs=png_text, outputs=[*send_outputs, tabs], api_visibility="private")
+        sent = send_button.click(
+            on_send, inputs=png_text, outputs=[*send_outputs, tabs], api_visibility="private"
+        )
+        txt2img.recount_after(sent)
 
         # Defaults come from the settings as they are when the page opens, so "Apply settings"
         # takes effect on reload without a restart. Only values that changed since the page was

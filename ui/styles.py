@@ -5,6 +5,7 @@ prompt boxes (🖌️), or save the current prompts as a new style (💾). The r
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import gradio as gr
 
@@ -17,6 +18,7 @@ class StylesUI:
     apply: gr.Button
     name: gr.Textbox
     save: gr.Button
+    applied: Any  # the 🖌️ click event, for chaining
 
 
 def style_choices(engine: EngineLike) -> tuple[list[str], str | None]:
@@ -74,7 +76,7 @@ def build_styles(engine: EngineLike, prompt: gr.Textbox, negative: gr.Textbox) -
         fresh, trouble = style_choices(engine)  # styles.csv may have been edited by hand
         return gr.Dropdown(choices=fresh, info=trouble)
 
-    apply.click(
+    applied = apply.click(
         on_apply, inputs=[prompt, negative, picker], outputs=[prompt, negative, picker],
         queue=False, api_visibility="private",
     )  # fmt: skip
@@ -86,4 +88,4 @@ def build_styles(engine: EngineLike, prompt: gr.Textbox, negative: gr.Textbox) -
         api_visibility="private",
     )
     picker.focus(on_focus, outputs=picker, queue=False, api_visibility="private")
-    return StylesUI(picker, apply, name, save)
+    return StylesUI(picker, apply, name, save, applied)

@@ -5,7 +5,7 @@ Only layout and wiring live here; what the buttons do is in `ui.txt2img_run` (pl
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +41,9 @@ class Txt2ImgUI:
     gallery: gr.Gallery
     infotext: gr.HTML
     progress: gr.HTML
+    # Chain a recount of both token counters after an event that sets the prompts from code
+    # (a function's output does not fire the boxes' change event).
+    recount_after: Callable[[Any], None]
 
 
 def _slider(name: str, label: str, value: float | None = None, **overrides: Any) -> gr.Slider:
@@ -102,7 +105,7 @@ def build_txt2img_tab(engine: EngineLike, jobs: SessionJobs) -> Txt2ImgUI:
     size = engine.default_size()
     f: dict[str, gr.components.Component] = {}
 
-    with gr.Row(elem_id="txt2img_toprow", equal_height=True):
+    with gr.Row(elem_id="txt2img_toprow"):  # not equal_height: the styles box must not stretch the prompts
         with gr.Column(scale=6):
             with gr.Group(elem_classes=["prompt-box"]):
                 f["prompt"] = gr.Textbox(
@@ -280,24 +283,27 @@ def build_txt2img_tab(engine: EngineLike, jobs: SessionJobs) -> Txt2ImgUI:
     )
     # Token counters: recounted as the user types (only the latest keystroke's count is kept)
     # and when the step count changes, since prompt editing schedules depend on it.
-    for box, counter, negative in (
-        (f["prompt"], token_counter, False),
-        (f["negative_prompt"], negative_counter, True),
-    ):
+    counters = ((f["prompt"], token_counter, False), (f["negative_prompt"], negative_counter, True))
 
-        def recount(text: str, steps: float, negative: bool = negative) -> str:
+    def make_recount(negative: bool) -> Callable[[str, float], str]:
+        def recount(text: str, steps: float) -> str:
             return counter_html(*engine.count_tokens(text or "", int(steps or 1), is_negative=negative))
 
+        return recount
+
+    counter_events = dict(queue=False, show_progress="hidden", api_visibility="private")
+    for box, counter, negative in counters:
         for trigger in (box.change, f["steps"].change):
             trigger(
-                recount,
-                inputs=[box, f["steps"]],
-                outputs=counter,
-                queue=False,
-                show_progress="hidden",
-                trigger_mode="always_last",
-                api_visibility="private",
-            )
+                make_recount(negative), inputs=[box, f["steps"]], outputs=counter,
+                trigger_mode="always_last", **counter_events,
+            )  # fmt: skip
+
+    def recount_after(event: Any) -> None:
+        for box, counter, negative in counters:
+            event.then(make_recount(negative), inputs=[box, f["steps"]], outputs=counter, **counter_events)
+
+    recount_after(styles.applied)
     interrupt.click(on_interrupt, queue=False, api_visibility="private")
     skip.click(on_skip, queue=False, api_visibility="private")
     random_button.click(random_seed, outputs=f["seed"], queue=False, api_visibility="private")
@@ -320,4 +326,5 @@ def build_txt2img_tab(engine: EngineLike, jobs: SessionJobs) -> Txt2ImgUI:
         gallery=gallery,
         infotext=infotext,
         progress=progress,
+        recount_after=recount_after,
     )

@@ -169,3 +169,36 @@ def test_token_counters_follow_typing(page):
     assert _counter(page, "txt2img_token_counter") == "119/150"
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.locator("#txt2img_toprow").screenshot(path=str(ARTIFACTS / "txt2img-token-counter.png"))
+
+
+def test_styles_save_pick_and_apply(page):
+    prompt = page.locator("#txt2img_prompt textarea")
+    prompt.fill("{prompt}, watercolour")
+    page.locator("#txt2img_neg_prompt textarea").fill("photo")
+    page.click("#txt2img_style_save_box")  # open the accordion
+    name = page.locator("#txt2img_style_name textarea, #txt2img_style_name input").first
+    name.wait_for(state="visible")
+    name.fill("E2E watercolour")
+    page.click("#txt2img_style_save")
+    page.wait_for_function(  # saved: the name box is cleared for the next one
+        "() => (document.querySelector('#txt2img_style_name textarea, #txt2img_style_name input')"
+        "?.value ?? 'x') === ''",
+        timeout=60_000,
+    )
+
+    prompt.fill("a red circle")
+    page.locator("#txt2img_neg_prompt textarea").fill("")
+    page.locator("#txt2img_styles input").click()
+    page.get_by_role("option", name="E2E watercolour").click()
+    page.click("#txt2img_style_apply")
+    page.wait_for_function(
+        "() => document.querySelector('#txt2img_prompt textarea').value === 'a red circle, watercolour'"
+    )
+    assert page.locator("#txt2img_neg_prompt textarea").input_value() == "photo"
+    # the counters follow text that a button wrote, not only typing
+    page.wait_for_function(
+        "() => document.querySelector('#txt2img_token_counter .token-count')?.innerText === '5/75'"
+        " && document.querySelector('#txt2img_negative_token_counter .token-count')?.innerText === '1/75'"
+    )
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "txt2img-styles.png"))
