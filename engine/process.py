@@ -17,6 +17,7 @@ from PIL import Image
 
 from engine import images as image_io
 from engine.conditioning.clip import clip_layers
+from engine.conditioning.embeddings import EmbeddingDatabase
 from engine.conditioning.schedule import Conditioning, encode_conditioning
 from engine.infotext import build_infotext
 from engine.jobs import Job, JobInterrupted, JobSkipped
@@ -52,8 +53,11 @@ def check_inputs(model: LoadedModel, params: GenerationParams) -> None:
 
 
 # -- 2. encode prompt -----------------------------------------------------------------------------
-def encode_prompt(model: LoadedModel, params: GenerationParams) -> Conditioning:
-    """Every text the prompt and negative prompt take over the run (editing, alternation, AND)."""
+def encode_prompt(
+    model: LoadedModel, params: GenerationParams, embeddings: EmbeddingDatabase | None = None
+) -> Conditioning:
+    """Every text the prompt and negative prompt take over the run (editing, alternation, AND),
+    with textual-inversion `embeddings` used where their names appear."""
     conditioning = encode_conditioning(
         model.tokenizer,
         model.text_encoder,
@@ -63,6 +67,7 @@ def encode_prompt(model: LoadedModel, params: GenerationParams) -> Conditioning:
         model.device,
         emphasis=params.emphasis or "Original",
         clip_skip=params.CLIP_stop_at_last_layers or 1,
+        embeddings=embeddings,
     )
     return conditioning.to(model.dtype)
 
@@ -164,14 +169,22 @@ def to_pil(images: torch.Tensor) -> list[Image.Image]:
 # -- the pipeline ---------------------------------------------------------------------------------
 @torch.inference_mode()
 def txt2img(
-    model: LoadedModel, params: GenerationParams, *, job: Job | None = None, save: SaveOptions | None = None
+    model: LoadedModel,
+    params: GenerationParams,
+    *,
+    job: Job | None = None,
+    save: SaveOptions | None = None,
+    embeddings: EmbeddingDatabase | None = None,
 ) -> GenerationResult:
     job = job or Job()
     check_inputs(model, params)  # 1
     params = params.with_seed(resolve_seed(params.seed))
     result = GenerationResult(params=params)
     job.begin(params.n_iter, params.steps)
-    conditioning = encode_prompt(model, params)  # 2 (once: the prompt is the same for every image)
+    conditioning = encode_prompt(model, params, embeddings)  # 2 (once: the same for every image)
+    extra = {}
+    if conditioning.embeddings_used:  # A1111: TI hashes: "name: hash, ..."
+        extra["TI hashes"] = ", ".join(f"{name}: {h}" for name, h in conditioning.embeddings_used)
     options = sampler_options(params)  # the job's sampler parameters (A1111 defaults where unset)
     sigmas = make_sigmas(model, params, options)
     for batch in range(params.n_iter):
@@ -190,6 +203,7 @@ def txt2img(
                 model_name=model.info.name,
                 model_hash=model.short_hash,
                 batch_pos=i if params.batch_size > 1 else None,
+                extra=extra,
             )
             path = image_io.save_image(image, save.outdir, seed=seed, infotext=infotext) if save else None
             result.images.append(image)  # 7

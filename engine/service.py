@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from engine import process
+from engine.conditioning.embeddings import EmbeddingDatabase
 from engine.jobs import Job, JobQueue
 from engine.models.builtin import builtin_model_path
 from engine.models.manager import ModelManager
@@ -24,6 +25,7 @@ from engine.styles import Style, StyleFile, with_styles_applied
 
 CONFIG_FILE = "config.json"
 STYLES_FILE = "styles.csv"
+EMBEDDINGS_DIR = "embeddings"
 
 
 class Engine:
@@ -53,6 +55,7 @@ class Engine:
             no_half_vae=no_half_vae,
         )
         self.queue = JobQueue()
+        self._embeddings: tuple[Any, EmbeddingDatabase] | None = None  # (folder signature, db)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Engine:
@@ -146,7 +149,21 @@ class Engine:
         if settings.save_images:
             outdir = self.outdir / "txt2img-images" if self.outdir else settings.txt2img_outdir(self.data_dir)
             save = process.SaveOptions(outdir=outdir)
-        return process.txt2img(model, params, job=job, save=save)
+        return process.txt2img(model, params, job=job, save=save, embeddings=self.embeddings_for(model))
+
+    def embeddings_for(self, model: Any) -> EmbeddingDatabase:
+        """The embeddings in `<data dir>/embeddings` that fit `model`'s text encoder; re-read when a
+        file there is added, removed or changed (A1111 also picks up new files without a restart)."""
+        folder = self.data_dir / EMBEDDINGS_DIR
+        dim = int(model.text_encoder.config.hidden_size)
+        files = sorted(folder.rglob("*")) if folder.is_dir() else []
+        signature = (
+            dim,
+            tuple((str(f), f.stat().st_mtime_ns, f.stat().st_size) for f in files if f.is_file()),
+        )
+        if self._embeddings is None or self._embeddings[0] != signature:
+            self._embeddings = (signature, EmbeddingDatabase.load(folder, dim))
+        return self._embeddings[1]
 
     def submit_txt2img(self, params: GenerationParams) -> Job:
         settings = self._settings

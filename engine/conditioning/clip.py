@@ -9,6 +9,7 @@ prompt_parser). A plain prompt of ≤ 75 tokens gives exactly what diffusers' pi
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -46,14 +47,17 @@ def encode_weighted(
     whose weights are all 1 is left exactly as the encoder made it. `clip_skip` N > 1 takes the
     hidden state N - 1 layers before the last, through the final layer norm, as A1111 does.
     """
+    from engine.conditioning.embeddings import inject
+
     ids = torch.tensor([c.tokens for c in chunks], dtype=torch.long, device=device)
-    if clip_skip > 1:
-        out = text_encoder(ids, output_hidden_states=True)
-        # transformers 5 keeps the layer norm on the model; 4.x on its `text_model`
-        final_norm = getattr(text_encoder, "text_model", text_encoder).final_layer_norm
-        hidden = final_norm(out.hidden_states[-clip_skip])
-    else:
-        hidden = text_encoder(ids)[0]
+    with inject(text_encoder, [c.fixes for c in chunks]):
+        if clip_skip > 1:
+            out = text_encoder(ids, output_hidden_states=True)
+            # transformers 5 keeps the layer norm on the model; 4.x on its `text_model`
+            final_norm = getattr(text_encoder, "text_model", text_encoder).final_layer_norm
+            hidden = final_norm(out.hidden_states[-clip_skip])
+        else:
+            hidden = text_encoder(ids)[0]
     weights = torch.tensor([c.weights for c in chunks], dtype=torch.float32, device=device)
     weighted = (weights != 1).any(dim=1)
     if emphasis in ("Original", "No norm") and weighted.any():
@@ -78,18 +82,27 @@ class PromptChunk:
 
     tokens: list[int] = field(default_factory=list)
     weights: list[float] = field(default_factory=list)
+    # (offset among the 77 ids, embedding): textual-inversion vectors that replace the placeholder
+    # ids from that offset on (engine.conditioning.embeddings.inject)
+    fixes: list[tuple[int, Any]] = field(default_factory=list)
 
 
 COMMA_BACKTRACK = 20  # A1111's "comma padding backtrack" default
 
 
 def tokenize_weighted(
-    tokenizer, text: str, comma_backtrack: int = COMMA_BACKTRACK, emphasis: str = "Original"
+    tokenizer,
+    text: str,
+    comma_backtrack: int = COMMA_BACKTRACK,
+    emphasis: str = "Original",
+    embeddings: list[tuple[list[int], Any]] | None = None,
 ) -> tuple[list[PromptChunk], int]:
     """(chunks, tokens used) of a prompt with emphasis and BREAK, chunked as A1111 does.
 
     Each emphasis run is tokenized on its own; with emphasis "None" the text is not parsed at all
-    (brackets and BREAK are plain words), as A1111 does. `BREAK` starts a new chunk. A chunk that fills up
+    (brackets and BREAK are plain words), as A1111 does. `embeddings` ((name ids, Embedding),
+    longest first) turns each occurrence of a name into one slot per vector; an embedding that does
+    not fit in the current chunk starts the next one. `BREAK` starts a new chunk. A chunk that fills up
     within `comma_backtrack` tokens of its last comma is cut after that comma, and the words after
     it move to the next chunk, so a phrase is not split across two chunks. Padding is EOS.
     """
@@ -112,30 +125,56 @@ def tokenize_weighted(
         chunks.append(chunk)
         chunk, last_comma = PromptChunk(), -1
 
+    def add(token: int, weight: float) -> None:
+        nonlocal chunk, last_comma
+        if token == comma:
+            last_comma = len(chunk.tokens)
+        elif (
+            comma_backtrack
+            and len(chunk.tokens) == CHUNK_TOKENS
+            and last_comma != -1
+            and len(chunk.tokens) - last_comma <= comma_backtrack
+        ):
+            cut = last_comma + 1
+            moved = PromptChunk(
+                chunk.tokens[cut:],
+                chunk.weights[cut:],
+                [(offset - cut, emb) for offset, emb in chunk.fixes if offset - 1 >= cut],
+            )
+            chunk.tokens, chunk.weights = chunk.tokens[:cut], chunk.weights[:cut]
+            chunk.fixes = [(offset, emb) for offset, emb in chunk.fixes if offset - 1 < cut]
+            close()
+            chunk = moved
+        if len(chunk.tokens) == CHUNK_TOKENS:
+            close()
+        chunk.tokens.append(token)
+        chunk.weights.append(weight)
+
+    def add_embedding(emb: Any, weight: float) -> None:
+        n = len(emb.vectors)
+        if len(chunk.tokens) + n > CHUNK_TOKENS and n <= CHUNK_TOKENS:
+            close()
+        chunk.fixes.append((len(chunk.tokens) + 1, emb))  # + 1: BOS comes first
+        for _ in range(n):  # placeholder ids; their embeddings are replaced
+            chunk.tokens.append(pad)
+            chunk.weights.append(weight)
+
     runs = [(text, 1.0)] if emphasis == "None" else parse_emphasis(text)
     pieces = tokenizer([t for t, _ in runs], add_special_tokens=False, truncation=False)["input_ids"]
+    table = embeddings or []
     for (run_text, weight), ids in zip(runs, pieces, strict=True):
         if (run_text, weight) == BREAK:
             close()
             continue
-        for token in ids:
-            if token == comma:
-                last_comma = len(chunk.tokens)
-            elif (
-                comma_backtrack
-                and len(chunk.tokens) == CHUNK_TOKENS
-                and last_comma != -1
-                and len(chunk.tokens) - last_comma <= comma_backtrack
-            ):
-                cut = last_comma + 1
-                moved = PromptChunk(chunk.tokens[cut:], chunk.weights[cut:])
-                chunk.tokens, chunk.weights = chunk.tokens[:cut], chunk.weights[:cut]
-                close()
-                chunk = moved
-            if len(chunk.tokens) == CHUNK_TOKENS:
-                close()
-            chunk.tokens.append(token)
-            chunk.weights.append(weight)
+        i = 0
+        while i < len(ids):
+            match = next(((name, emb) for name, emb in table if ids[i : i + len(name)] == name), None)
+            if match is not None:
+                add_embedding(match[1], weight)
+                i += len(match[0])
+                continue
+            add(ids[i], weight)
+            i += 1
     if chunk.tokens or not chunks:
         close(is_last=True)
     return chunks, used

@@ -18,6 +18,7 @@ from functools import lru_cache
 import torch
 
 from engine.conditioning.clip import CHUNK_TOKENS, PromptChunk, encode_weighted, tokenize_weighted
+from engine.conditioning.embeddings import EmbeddingDatabase
 from engine.conditioning.prompt_parser import prompt_schedule, split_and
 
 
@@ -44,6 +45,7 @@ class Conditioning:
 
     cond: tuple[tuple[ScheduledCond, float], ...]
     uncond: ScheduledCond
+    embeddings_used: tuple[tuple[str, str], ...] = ()  # (name, short hash) for "TI hashes"
 
     def at(self, step: int) -> tuple[list[torch.Tensor], list[float], torch.Tensor]:
         """([cond embedding per sub-prompt], [weights], uncond embedding) at a 0-based step."""
@@ -67,7 +69,8 @@ class Conditioning:
         def cast(s: ScheduledCond) -> ScheduledCond:
             return ScheduledCond(tuple((end, e.to(dtype)) for end, e in s.entries))
 
-        return Conditioning(tuple((cast(c), w) for c, w in self.cond), cast(self.uncond))
+        cond = tuple((cast(c), w) for c, w in self.cond)
+        return Conditioning(cond, cast(self.uncond), self.embeddings_used)
 
 
 def encode_conditioning(
@@ -80,17 +83,22 @@ def encode_conditioning(
     *,
     emphasis: str = "Original",
     clip_skip: int = 1,
+    embeddings: EmbeddingDatabase | None = None,
 ) -> Conditioning:
     """The run's conditioning; each distinct text of any schedule goes through CLIP exactly once.
-    `emphasis` is one of `EMPHASIS_MODES`; `clip_skip` 1 uses CLIP's last layer."""
+    `emphasis` is one of `EMPHASIS_MODES`; `clip_skip` 1 uses CLIP's last layer; names of
+    `embeddings` in the prompts are replaced by their vectors."""
     positive = [(prompt_schedule(text, steps), weight) for text, weight in split_and(prompt)]
     negative_schedule = prompt_schedule(negative, steps)
     texts = [e.text for schedule, _ in positive for e in schedule] + [e.text for e in negative_schedule]
     # Keyed by what CLIP sees (tokens and weights), so " a cat" and "a cat" share one encoding.
+    table = embeddings.token_table(tokenizer) if embeddings is not None else None
     chunks_of = {
-        text: tokenize_weighted(tokenizer, text, emphasis=emphasis)[0] for text in dict.fromkeys(texts)
+        text: tokenize_weighted(tokenizer, text, emphasis=emphasis, embeddings=table)[0]
+        for text in dict.fromkeys(texts)
     }
-    key_of = {text: tuple((tuple(c.tokens), tuple(c.weights)) for c in ch) for text, ch in chunks_of.items()}
+    key_of = {text: tuple(_chunk_key(c) for c in ch) for text, ch in chunks_of.items()}
+    used = {emb.name: emb.short_hash for ch in chunks_of.values() for c in ch for _, emb in c.fixes}
     distinct = {key_of[text]: chunks_of[text] for text in chunks_of}
     n = max(len(c) for c in distinct.values())
     empty = tokenize_weighted(tokenizer, "", emphasis=emphasis)[0][0]
@@ -108,7 +116,14 @@ def encode_conditioning(
     return Conditioning(
         tuple((scheduled(s), w) for s, w in positive),
         scheduled(negative_schedule),
+        tuple(sorted(used.items())),
     )
+
+
+def _chunk_key(chunk: PromptChunk) -> tuple:
+    """What CLIP sees for a chunk: ids, weights and which embedding vectors go where."""
+    fixes = tuple((offset, emb.name, emb.sha256) for offset, emb in chunk.fixes)
+    return tuple(chunk.tokens), tuple(chunk.weights), fixes
 
 
 def token_counter(tokenizer, prompt: str, steps: int, *, is_negative: bool = False) -> tuple[int, int]:
