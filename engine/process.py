@@ -21,6 +21,8 @@ from engine.conditioning.embeddings import EmbeddingDatabase
 from engine.conditioning.schedule import Conditioning, encode_conditioning
 from engine.infotext import build_infotext
 from engine.jobs import Job, JobInterrupted, JobSkipped
+from engine.models import lora as lora_patch
+from engine.models.lora import LoraFile, LoraLibrary, LoraRequest, extract_lora_tags
 from engine.models.types import LoadedModel
 from engine.params import GenerationParams
 from engine.results import GenerationResult
@@ -168,6 +170,23 @@ def to_pil(images: torch.Tensor) -> list[Image.Image]:
 
 # -- the pipeline ---------------------------------------------------------------------------------
 @torch.inference_mode()
+def resolve_loras(
+    params: GenerationParams, library: LoraLibrary | None, notes: list[str]
+) -> tuple[GenerationParams, list[tuple[LoraFile, LoraRequest]]]:
+    """(params whose prompts no longer hold <lora:...> tags, the LoRAs they asked for). A name
+    that is not in models/Lora is noted and skipped, as A1111 does, so pasted prompts still run."""
+    prompt, requests = extract_lora_tags(params.prompt)
+    negative, negative_requests = extract_lora_tags(params.negative_prompt)
+    found = []
+    for request in requests + negative_requests:
+        lora = library.get(request.name) if library is not None else None
+        if lora is None:
+            notes.append(f"LoRA not found: {request.name}")
+        else:
+            found.append((lora, request))
+    return params.model_copy(update={"prompt": prompt, "negative_prompt": negative}), found
+
+
 def txt2img(
     model: LoadedModel,
     params: GenerationParams,
@@ -175,16 +194,35 @@ def txt2img(
     job: Job | None = None,
     save: SaveOptions | None = None,
     embeddings: EmbeddingDatabase | None = None,
+    loras: LoraLibrary | None = None,
 ) -> GenerationResult:
     job = job or Job()
     check_inputs(model, params)  # 1
     params = params.with_seed(resolve_seed(params.seed))
     result = GenerationResult(params=params)
     job.begin(params.n_iter, params.steps)
-    conditioning = encode_prompt(model, params, embeddings)  # 2 (once: the same for every image)
+    text_params, lora_list = resolve_loras(params, loras, result.notes)
     extra = {}
-    if conditioning.embeddings_used:  # A1111: TI hashes: "name: hash, ..."
-        extra["TI hashes"] = ", ".join(f"{name}: {h}" for name, h in conditioning.embeddings_used)
+    if lora_list:  # A1111: Lora hashes: "name: hash, ..."
+        extra["Lora hashes"] = ", ".join(f"{lora.name}: {lora.short_hash}" for lora, _ in lora_list)
+    # The LoRAs are merged for the whole job and the model's own weights restored after it.
+    with lora_patch.applied(model, lora_list, result.notes):
+        conditioning = encode_prompt(model, text_params, embeddings)  # 2 (once for every image)
+        if conditioning.embeddings_used:  # A1111: TI hashes: "name: hash, ..."
+            extra["TI hashes"] = ", ".join(f"{name}: {h}" for name, h in conditioning.embeddings_used)
+        _sample_batches(model, params, conditioning, job, save, result, extra)
+    return result
+
+
+def _sample_batches(
+    model: LoadedModel,
+    params: GenerationParams,
+    conditioning: Conditioning,
+    job: Job,
+    save: SaveOptions | None,
+    result: GenerationResult,
+    extra: dict[str, object],
+) -> None:
     options = sampler_options(params)  # the job's sampler parameters (A1111 defaults where unset)
     sigmas = make_sigmas(model, params, options)
     for batch in range(params.n_iter):
@@ -198,7 +236,7 @@ def txt2img(
         pictures = to_pil(decode(model, latents, result.notes))  # 5, 6
         for i, (image, seed) in enumerate(zip(pictures, seeds, strict=True)):
             infotext = build_infotext(
-                params,
+                params,  # the prompts as written, <lora:...> tags included (A1111 keeps them)
                 seed=seed,
                 model_name=model.info.name,
                 model_hash=model.short_hash,
@@ -212,4 +250,3 @@ def txt2img(
             result.paths.append(path)
         if job.interrupted:
             break
-    return result

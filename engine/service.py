@@ -15,7 +15,9 @@ from engine import process
 from engine.conditioning.embeddings import EmbeddingDatabase
 from engine.jobs import Job, JobQueue
 from engine.models.builtin import builtin_model_path
+from engine.models.lora import LoraLibrary
 from engine.models.manager import ModelManager
+from engine.models.paths import LORA_SUBDIR, models_root
 from engine.params import GenerationParams
 from engine.results import GenerationResult
 from engine.sampler_params import resolve_overrides
@@ -56,6 +58,7 @@ class Engine:
         )
         self.queue = JobQueue()
         self._embeddings: tuple[Any, EmbeddingDatabase] | None = None  # (folder signature, db)
+        self.loras = LoraLibrary(models_root(self.root) / LORA_SUBDIR)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Engine:
@@ -149,7 +152,9 @@ class Engine:
         if settings.save_images:
             outdir = self.outdir / "txt2img-images" if self.outdir else settings.txt2img_outdir(self.data_dir)
             save = process.SaveOptions(outdir=outdir)
-        return process.txt2img(model, params, job=job, save=save, embeddings=self.embeddings_for(model))
+        return process.txt2img(
+            model, params, job=job, save=save, embeddings=self.embeddings_for(model), loras=self.loras
+        )
 
     def embeddings_for(self, model: Any) -> EmbeddingDatabase:
         """The embeddings in `<data dir>/embeddings` that fit `model`'s text encoder; re-read when a

@@ -135,7 +135,9 @@ def inject(text_encoder, fixes: list[list[tuple[int, Embedding]]]) -> Iterator[N
         for row, row_fixes in enumerate(fixes):
             for offset, emb in row_fixes:
                 n = min(len(emb.vectors), output.shape[1] - offset)
-                output[row, offset : offset + n] = emb.vectors[:n].to(device=output.device, dtype=output.dtype)
+                output[row, offset : offset + n] = emb.vectors[:n].to(
+                    device=output.device, dtype=output.dtype
+                )
         return output
 
     handle = layer.register_forward_hook(hook)

@@ -9,6 +9,7 @@ APP_ROOT = Path(__file__).resolve().parents[2]
 CHECKPOINTS_SUBDIR = "Stable-diffusion"
 VAE_SUBDIR = "VAE"
 BUILTIN_SUBDIR = "builtin"
+LORA_SUBDIR = "Lora"
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt")
 VAE_SUFFIXES = (".safetensors", ".ckpt", ".pt")
