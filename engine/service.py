@@ -13,6 +13,7 @@ from typing import Any
 
 from engine import process
 from engine.conditioning.embeddings import EmbeddingDatabase
+from engine.extra_networks import NetworkCard, list_cards
 from engine.jobs import Job, JobQueue
 from engine.models.builtin import builtin_model_path
 from engine.models.lora import LoraLibrary
@@ -136,6 +137,10 @@ class Engine:
     def save_style(self, name: str, prompt: str, negative_prompt: str) -> StyleFile:
         with self._settings_lock:  # one writer at a time
             return self.styles().save(Style(name, prompt, negative_prompt))
+
+    def extra_networks(self) -> list[NetworkCard]:
+        """LoRAs in models/Lora and embeddings in <data dir>/embeddings, for the panel."""
+        return list_cards(self.loras.folder, self.data_dir / EMBEDDINGS_DIR)
 
     def count_tokens(self, prompt: str, steps: int, *, is_negative: bool = False) -> tuple[int, int]:
         """(tokens used, limit) for the counter beside a prompt box. Every SD 1.x/2.x model uses

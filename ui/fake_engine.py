@@ -15,6 +15,7 @@ from typing import Any
 
 from PIL import Image
 
+from engine.extra_networks import NetworkCard, list_cards
 from engine.jobs import Job, JobInterrupted, JobQueue, JobSkipped
 from engine.params import GenerationParams
 from engine.results import GenerationResult
@@ -43,7 +44,8 @@ class FakeEngine:
         styles_path: Path | None = None,
     ):
         self.step_seconds = step_seconds
-        self.styles_path = styles_path or Path(tempfile.mkdtemp(prefix="fake-engine-")) / "styles.csv"
+        self.data_dir = Path(tempfile.mkdtemp(prefix="fake-engine-"))
+        self.styles_path = styles_path or self.data_dir / "styles.csv"
         self._settings = Settings()
         self.checkpoints = checkpoints if checkpoints is not None else ["builtin [0000000000]"]
         self.loaded: str | None = None
@@ -96,6 +98,9 @@ class FakeEngine:
 
     def save_style(self, name: str, prompt: str, negative_prompt: str) -> StyleFile:
         return self.styles().save(Style(name, prompt, negative_prompt))
+
+    def extra_networks(self) -> list[NetworkCard]:
+        return list_cards(self.data_dir / "Lora", self.data_dir / "embeddings")
 
     def submit_txt2img(self, params: GenerationParams) -> Job:
         params = with_styles_applied(params, self.styles())

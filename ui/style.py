@@ -22,6 +22,12 @@ CSS = """
   background: var(--block-background-fill); padding: 0.05em 0.4em; border-radius: 4px; opacity: 0.85;
 }
 
+/* Extra networks: small fixed-size cards, not a stretched gallery. */
+#txt2img_extra_gallery .grid-container {
+  grid-template-columns: repeat(auto-fill, 140px) !important; justify-content: start;
+}
+#txt2img_extra_gallery .thumbnail-item { width: 140px; height: 140px; aspect-ratio: 1 / 1; }
+
 /* Our own progress bar (Gradio's overlay is hidden for Generate). */
 .atelier-progress {
   position: relative; height: 1.8em; border-radius: 6px; overflow: hidden;

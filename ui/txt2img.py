@@ -13,6 +13,7 @@ import gradio as gr
 
 from engine.params import field_limits
 from ui.common import EngineLike, message_html
+from ui.extra_networks import build_extra_networks
 from ui.progress import SessionJobs
 from ui.styles import build_styles
 from ui.txt2img_run import (
@@ -140,6 +141,8 @@ def build_txt2img_tab(engine: EngineLike, jobs: SessionJobs) -> Txt2ImgUI:
                 skip = gr.Button("Skip", elem_id="txt2img_skip", visible=False, min_width=100)
             styles = build_styles(engine, f["prompt"], f["negative_prompt"])
             f["styles"] = styles.picker
+
+    picked = build_extra_networks(engine, f["prompt"])
 
     with gr.Row(elem_id="txt2img_main"):
         with gr.Column(scale=1, elem_id="txt2img_settings"):
@@ -304,6 +307,7 @@ def build_txt2img_tab(engine: EngineLike, jobs: SessionJobs) -> Txt2ImgUI:
             event.then(make_recount(negative), inputs=[box, f["steps"]], outputs=counter, **counter_events)
 
     recount_after(styles.applied)
+    recount_after(picked)
     interrupt.click(on_interrupt, queue=False, api_visibility="private")
     skip.click(on_skip, queue=False, api_visibility="private")
     random_button.click(random_seed, outputs=f["seed"], queue=False, api_visibility="private")

@@ -202,3 +202,36 @@ def test_styles_save_pick_and_apply(page):
     )
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "txt2img-styles.png"))
+
+
+def test_extra_networks_cards_insert_and_remove_their_tag(page, atelier_server):
+    if atelier_server.data_dir is None:
+        pytest.skip("needs the test's own data dir to place an embedding in")
+    import torch
+
+    folder = atelier_server.data_dir / "embeddings"
+    folder.mkdir(exist_ok=True)
+    for name in ("e2e-style", "bad-hands", "soft-light"):
+        torch.save({"string_to_param": {"*": torch.zeros(1, 64)}}, folder / f"{name}.pt")
+    prompt = page.locator("#txt2img_prompt textarea")
+    prompt.fill("a red circle")
+    page.wait_for_function(
+        "() => document.querySelector('#txt2img_token_counter .token-count')?.innerText === '3/75'"
+    )
+    page.click("#txt2img_extra_networks")  # opening the panel reads the folders
+    card = page.locator("#txt2img_extra_gallery").get_by_text("e2e-style (embedding)")
+    card.wait_for(timeout=30_000)
+    page.wait_for_timeout(500)  # let the card images load before the screenshot
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "txt2img-extra-networks.png"))
+    card.click()
+    page.wait_for_function(
+        "() => document.querySelector('#txt2img_prompt textarea').value === 'a red circle e2e-style'"
+    )
+    page.wait_for_function(  # the counter follows a click (an embedding counts by its name's tokens)
+        "() => document.querySelector('#txt2img_token_counter .token-count')?.innerText === '8/75'"
+    )
+    card.click()
+    page.wait_for_function(
+        "() => document.querySelector('#txt2img_prompt textarea').value === 'a red circle'"
+    )
