@@ -172,3 +172,56 @@ def test_clip_skip_and_emphasis_reach_the_picture_and_the_infotext(builtin_model
     too_deep = params.model_copy(update={"CLIP_stop_at_last_layers": 12})
     with pytest.raises(ValueError, match="Clip skip 12 exceeds this model's 4 CLIP layers"):
         txt2img(builtin_model, too_deep)
+
+
+class _SpyUNet(torch.nn.Module):
+    """Wraps the UNet and records the conditional half of each call's text embeddings."""
+
+    def __init__(self, unet):
+        super().__init__()
+        self.unet, self.conds = unet, []
+
+    def forward(self, x, t, encoder_hidden_states=None, **kw):
+        self.conds.append(encoder_hidden_states[encoder_hidden_states.shape[0] // 2 :][:1].clone())
+        return self.unet(x, t, encoder_hidden_states=encoder_hidden_states, **kw)
+
+    def __getattr__(self, name):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self.unet, name)
+
+
+def _texts_seen(model, prompt: str, sampler: str, steps: int) -> list[str]:
+    """Which of the candidate texts the sampling loop conditioned on, call by call."""
+    import dataclasses
+
+    spy = _SpyUNet(model.unet)
+    spied = dataclasses.replace(model, unet=spy)
+    txt2img(
+        spied, GenerationParams(prompt=prompt, steps=steps, sampler_name=sampler, seed=1, width=64, height=64)
+    )
+    candidates = {
+        text: encode_conditioning(model.tokenizer, model.text_encoder, text, "", steps, CPU).at(0)[0][0]
+        for text in ("a red circle", "a blue star")
+    }
+    return [next(t for t, e in candidates.items() if torch.equal(c, e)) for c in spy.conds]
+
+
+def test_the_sampling_loop_switches_prompts_at_the_scheduled_step(builtin_model) -> None:
+    seen = _texts_seen(builtin_model, "[a red circle:a blue star:10]", "Euler", 20)
+    assert seen == ["a red circle"] * 11 + ["a blue star"] * 9  # steps 0–10, then 11–19
+    alternating = _texts_seen(builtin_model, "[a red circle|a blue star]", "Euler", 6)
+    # A1111's schedule ends option k at step k + 1 and its 0-based sampler step uses the first
+    # entry with step ≤ end, so steps 0 and 1 both take the first option; then it alternates.
+    assert alternating == [
+        "a red circle",
+        "a red circle",
+        "a blue star",
+        "a red circle",
+        "a blue star",
+        "a red circle",
+    ]
+    # Heun evaluates twice per step; its second evaluation is at the next step's σ
+    heun = _texts_seen(builtin_model, "[a red circle:a blue star:2]", "Heun", 4)
+    assert heun == ["a red circle"] * 5 + ["a blue star"] * 2
