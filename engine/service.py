@@ -147,7 +147,9 @@ class Engine:
         the same CLIP BPE, so this needs no loaded model (the shared tokenizer loads in ~0.06 s)."""
         from engine.conditioning.schedule import count_prompt_tokens
 
-        return count_prompt_tokens(prompt, steps, is_negative=is_negative)
+        loaded = self.models.current  # embeddings count by their vectors once a model says the width
+        embeddings = self.embeddings_for(loaded) if loaded is not None else None
+        return count_prompt_tokens(prompt, steps, is_negative=is_negative, embeddings=embeddings)
 
     # -- generation -------------------------------------------------------------------------------
     def _run_txt2img(self, params: GenerationParams, *, job: Job) -> GenerationResult:

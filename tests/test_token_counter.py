@@ -23,3 +23,17 @@ def test_the_longest_text_of_the_run_is_counted() -> None:
     assert count_prompt_tokens(f"a cat AND {long}:0.5", 20) == (119, 150)  # sub-prompts: max, not sum
     # in the negative prompt AND is an ordinary word
     assert count_prompt_tokens("a cat AND a dog", 20, is_negative=True) == (5, 75)
+
+
+def test_embeddings_count_their_vectors_and_lora_tags_count_nothing(tmp_path) -> None:
+    import torch
+
+    from engine.conditioning.embeddings import EmbeddingDatabase
+
+    (tmp_path / "embeddings").mkdir()
+    torch.save({"string_to_param": {"*": torch.zeros(6, 64)}}, tmp_path / "embeddings" / "wide-style.pt")
+    db = EmbeddingDatabase.load(tmp_path / "embeddings", dim=64)
+    assert count_prompt_tokens("a wide-style cat", 20) == (5, 75)  # no model: its name's tokens
+    assert count_prompt_tokens("a wide-style cat", 20, embeddings=db) == (8, 75)  # a, 6 vectors, cat
+    assert count_prompt_tokens("a cat <lora:ink:0.8>", 20) == (2, 75)
+    assert count_prompt_tokens("a cat <lora:ink:", 20)[0] > 2  # half-typed: counted as text

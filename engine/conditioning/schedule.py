@@ -126,13 +126,28 @@ def _chunk_key(chunk: PromptChunk) -> tuple:
     return tuple(chunk.tokens), tuple(chunk.weights), fixes
 
 
-def token_counter(tokenizer, prompt: str, steps: int, *, is_negative: bool = False) -> tuple[int, int]:
+def token_counter(
+    tokenizer,
+    prompt: str,
+    steps: int,
+    *,
+    is_negative: bool = False,
+    embeddings: EmbeddingDatabase | None = None,
+) -> tuple[int, int]:
     """(tokens used, token limit) as A1111's counter beside a prompt box shows them: the longest
     text the prompt takes over the run (every AND-ed sub-prompt and schedule entry), and the limit
-    of the chunks it fills (75, 150, ...)."""
+    of the chunks it fills (75, 150, ...). An embedding counts one token per vector; <lora:...>
+    tags count nothing (they are not sent to CLIP)."""
+    from engine.models.lora import extract_lora_tags
+
+    try:
+        prompt = extract_lora_tags(prompt)[0]
+    except ValueError:
+        pass  # a half-typed tag: count it as text
     parts = [(prompt, 1.0)] if is_negative else split_and(prompt)
     texts = [entry.text for text, _ in parts for entry in prompt_schedule(text, steps)]
-    used = max(tokenize_weighted(tokenizer, text)[1] for text in texts)
+    table = embeddings.token_table(tokenizer) if embeddings is not None else None
+    used = max(tokenize_weighted(tokenizer, text, embeddings=table)[1] for text in texts)
     return used, CHUNK_TOKENS * max(1, -(-used // CHUNK_TOKENS))
 
 
@@ -143,6 +158,8 @@ def _clip_tokenizer():
     return load_clip_tokenizer()
 
 
-def count_prompt_tokens(prompt: str, steps: int, *, is_negative: bool = False) -> tuple[int, int]:
+def count_prompt_tokens(
+    prompt: str, steps: int, *, is_negative: bool = False, embeddings: EmbeddingDatabase | None = None
+) -> tuple[int, int]:
     """`token_counter` with the CLIP tokenizer every SD 1.x/2.x model shares: no model needed."""
-    return token_counter(_clip_tokenizer(), prompt, steps, is_negative=is_negative)
+    return token_counter(_clip_tokenizer(), prompt, steps, is_negative=is_negative, embeddings=embeddings)
