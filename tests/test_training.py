@@ -29,6 +29,7 @@ DIFF_CFG = DiffusionConfig(
     offset_noise_from=2,
     pyramid_discount=0.8,
     high_t_fraction=0.5,
+    mask_loss=0.5,
 )
 CPU = torch.device("cpu")
 NEVER = Deadline(None)
@@ -154,3 +155,15 @@ def test_init_from_starts_a_fine_tune_at_another_runs_weights(straight_run: Path
     assert_same_state(te.state_dict(), source["ema_text_encoder"])
     with pytest.raises(FileNotFoundError, match="no diffusion_state.pt"):
         init_from_run(unet, te, tmp_path / "nowhere")
+
+
+def test_the_mask_head_trains_with_the_run_but_never_ships(straight_run: Path) -> None:
+    from training.diffusion_stage import scene_masks
+
+    state = load_state(straight_run / "diffusion_state.pt")
+    assert set(state["mask_head"]) == {"conv.weight", "conv.bias"}
+    assert not any(k.startswith("mask") for k in state["ema_unet"])
+    unet, _, _ = trained_modules(straight_run, build)
+    assert not unet.conv_out._forward_pre_hooks  # the exported UNet is the plain architecture
+    masks = scene_masks(DIFF_CFG, 8)
+    assert masks.shape == (16, 1, 8, 8) and masks.min() == -1 and masks.max() == 1

@@ -81,7 +81,10 @@ def check_resume_config(state: dict[str, Any], config: Any, path: Path) -> None:
     """A run resumes only with the settings it started with (else its LR schedule, noise, ... change
     mid-way and the result is neither run): say which differ."""
     stored, wanted = state.get("config", {}), config_dict(config)
-    changed = {k: (stored.get(k), v) for k, v in wanted.items() if stored.get(k) != v}
+    defaults = config_dict(type(config)())  # a setting added since the run began had its default
+    changed = {
+        k: (stored.get(k, defaults[k]), v) for k, v in wanted.items() if stored.get(k, defaults[k]) != v
+    }
     if changed:
         raise SystemExit(
             f"{path} was started with other settings {changed} (stored, given): pass the same --set"

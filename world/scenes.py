@@ -239,8 +239,8 @@ def _background(scene: Scene, size: int) -> np.ndarray:
     return base + GRADIENT_AMPLITUDE * ramp[..., None]
 
 
-def render(scene: Scene, size: int = FRAME) -> np.ndarray:
-    """Draw ``scene`` as an anti-aliased ``size``×``size`` RGB uint8 image."""
+def coverage(scene: Scene, size: int = FRAME) -> np.ndarray:
+    """The fraction of each pixel of a ``size``×``size`` frame the shape covers (float32, 0–1)."""
     hi = size * SUPERSAMPLE
     # A continuous point p (pixel i spans [i, i+1)) maps to hi-res pixel centre p*k - 0.5;
     # 4 fractional bits of cv2's fixed-point 'shift' keep sub-pixel placement.
@@ -248,7 +248,12 @@ def render(scene: Scene, size: int = FRAME) -> np.ndarray:
     fixed = np.round(points * 16).astype(np.int32)
     mask_hi = np.zeros((hi, hi), np.uint8)
     cv2.fillPoly(mask_hi, [fixed], 255, lineType=cv2.LINE_8, shift=4)
-    alpha = cv2.resize(mask_hi, (size, size), interpolation=cv2.INTER_AREA).astype(np.float32) / 255
+    return cv2.resize(mask_hi, (size, size), interpolation=cv2.INTER_AREA).astype(np.float32) / 255
+
+
+def render(scene: Scene, size: int = FRAME) -> np.ndarray:
+    """Draw ``scene`` as an anti-aliased ``size``×``size`` RGB uint8 image."""
+    alpha = coverage(scene, size)
     colour = np.asarray(PALETTE[scene.colour], dtype=np.float32)
     image = _background(scene, size) * (1 - alpha[..., None]) + colour * alpha[..., None]
     return np.clip(image + 0.5, 0, 255).astype(np.uint8)
