@@ -48,6 +48,7 @@ class Engine:
         self._settings_path = self.data_dir / CONFIG_FILE
         self._settings = load_settings(self._settings_path)
         self._settings_lock = threading.Lock()
+        self._styles_lock = threading.Lock()
         builtin_model_path(self.root)  # logs when the install lacks it
         self.models = ModelManager(
             root=self.root,
@@ -135,7 +136,7 @@ class Engine:
         return StyleFile.read(self.data_dir / STYLES_FILE)
 
     def save_style(self, name: str, prompt: str, negative_prompt: str) -> StyleFile:
-        with self._settings_lock:  # one writer at a time
+        with self._styles_lock:  # one writer at a time: read-modify-write of the file
             return self.styles().save(Style(name, prompt, negative_prompt))
 
     def extra_networks(self) -> list[NetworkCard]:
