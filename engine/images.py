@@ -136,3 +136,51 @@ def image_grid(images: Sequence[Image.Image], rows: int | None = None) -> Image.
     for i, im in enumerate(images):
         grid.paste(im, ((i % cols) * cell_w, (i // cols) * cell_h))
     return grid
+
+
+def flatten(image: Image.Image, background: str = "#ffffff") -> Image.Image:
+    """RGB of any image; transparent pixels sit on `background` (A1111's img2img background)."""
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        canvas = Image.new("RGBA", rgba.size, background)
+        canvas.alpha_composite(rgba)
+        return canvas.convert("RGB")
+    return image.convert("RGB")
+
+
+def resize_image(mode: int, image: Image.Image, width: int, height: int) -> Image.Image:
+    """A1111's resize modes for img2img inputs (and their masks):
+
+    0 Just resize: stretch to width × height.
+    1 Crop and resize: scale to cover, crop the centre (keeps the aspect ratio, loses edges).
+    2 Resize and fill: scale to fit inside, centre, fill the bands by stretching the edge pixels.
+    3 Just resize (latent upscale): handled in latent space by the pipeline; here as mode 0.
+    """
+    resample = Image.Resampling.LANCZOS
+    if mode in (0, 3) or image.size == (width, height):
+        return image.resize((width, height), resample)
+    ratio, src_ratio = width / height, image.width / image.height
+    if mode == 1:
+        scale = width / image.width if ratio > src_ratio else height / image.height
+        w, h = max(1, round(image.width * scale)), max(1, round(image.height * scale))
+        resized = image.resize((w, h), resample)
+        left, top = (w - width) // 2, (h - height) // 2
+        return resized.crop((left, top, left + width, top + height))
+    if mode != 2:
+        raise ValueError(f"unknown resize mode {mode}")
+    scale = width / image.width if ratio < src_ratio else height / image.height
+    w, h = max(1, round(image.width * scale)), max(1, round(image.height * scale))
+    resized = image.resize((w, h), resample)
+    canvas = Image.new(image.mode, (width, height))
+    left, top = (width - w) // 2, (height - h) // 2
+    canvas.paste(resized, (left, top))
+    # Fill each empty band with the nearest edge row/column of the picture, stretched.
+    if top > 0:
+        canvas.paste(resized.crop((0, 0, w, 1)).resize((w, top)), (left, 0))
+    if top + h < height:
+        canvas.paste(resized.crop((0, h - 1, w, h)).resize((w, height - top - h)), (left, top + h))
+    if left > 0:
+        canvas.paste(resized.crop((0, 0, 1, h)).resize((left, h)), (0, top))
+    if left + w < width:
+        canvas.paste(resized.crop((w - 1, 0, w, h)).resize((width - left - w, h)), (left + w, top))
+    return canvas

@@ -47,10 +47,11 @@ _PROMPT_FIELDS = {"Prompt": "prompt", "Negative prompt": "negative_prompt"}
 
 
 @cache
-def labelled_fields() -> dict[str, tuple[str, ...]]:
-    """Infotext key -> the GenerationParams fields written under it, in schema order."""
+def labelled_fields(cls: type[GenerationParams] = GenerationParams) -> dict[str, tuple[str, ...]]:
+    """Infotext key -> the fields of `cls` (GenerationParams or a subclass) written under it, in
+    schema order."""
     groups: dict[str, list[str]] = {}
-    for name, info in GenerationParams.model_fields.items():
+    for name, info in cls.model_fields.items():
         extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
         label = extra.get("infotext")
         if isinstance(label, str) and label:
@@ -58,12 +59,26 @@ def labelled_fields() -> dict[str, tuple[str, ...]]:
     return {label: tuple(names) for label, names in groups.items()}
 
 
-def _is_unwritten_default(names: tuple[str, ...], parts: list[object]) -> bool:
-    """Sampler parameters at A1111's default are left out of the infotext, as A1111 does."""
+def _extra(cls: type[GenerationParams], name: str) -> dict[str, Any]:
+    extra = cls.model_fields[name].json_schema_extra
+    return extra if isinstance(extra, dict) else {}
+
+
+def _is_unwritten_default(cls: type[GenerationParams], names: tuple[str, ...], parts: list[object]) -> bool:
+    """Values at A1111's default are left out of the infotext, as A1111 does (sampler parameters,
+    "Noise multiplier: 1", "Masked content: original", ...)."""
     if len(names) != 1:
         return False
-    extra = GenerationParams.model_fields[names[0]].json_schema_extra
-    return isinstance(extra, dict) and "infotext_default" in extra and parts[0] == extra["infotext_default"]
+    extra = _extra(cls, names[0])
+    return "infotext_default" in extra and parts[0] == extra["infotext_default"]
+
+
+def _field_text(cls: type[GenerationParams], name: str, value: object) -> str:
+    """A field's infotext spelling: a choice field (an A1111 API number) is written by its name."""
+    choices = _extra(cls, name).get("choices")
+    if choices is not None and isinstance(value, int) and 0 <= value < len(choices):
+        return choices[value]
+    return _format_value(value)
 
 
 def _format_value(value: object) -> str:
@@ -101,13 +116,16 @@ def build_infotext(
     extra: dict[str, object] | None = None,
 ) -> str:
     """A1111's 'parameters' text for one image of a job."""
-    labels = labelled_fields()
+    cls = type(params)
+    labels = labelled_fields(cls)
     values: dict[str, object] = {}
     for label, names in labels.items():
         parts = [getattr(params, name) for name in names]
-        if any(part is None for part in parts) or _is_unwritten_default(names, parts):
+        if any(part is None for part in parts) or _is_unwritten_default(cls, names, parts):
             continue
-        values[label] = _COMPOSED_SEPARATOR.join(_format_value(p) for p in parts)
+        values[label] = _COMPOSED_SEPARATOR.join(
+            _field_text(cls, n, p) for n, p in zip(names, parts, strict=True)
+        )
     values["Seed"] = seed  # the image's resolved seed, never the request's -1
     if model_name is not None:
         values["Model"] = model_name  # what was actually loaded wins over the request
@@ -179,9 +197,11 @@ def parse_infotext(text: str) -> dict[str, str]:
     return result
 
 
-def _try_update(current: dict[str, Any], update: dict[str, Any]) -> dict[str, Any] | None:
+def _try_update(
+    cls: type[GenerationParams], current: dict[str, Any], update: dict[str, Any]
+) -> dict[str, Any] | None:
     try:
-        return GenerationParams.model_validate({**current, **update}).model_dump()
+        return cls.model_validate({**current, **update}).model_dump()
     except (ValidationError, ValueError, TypeError):
         return None
 
@@ -196,6 +216,7 @@ def params_from_infotext(
     their raw text. A rejected value keeps the base value for its field; nothing here raises.
     """
     base = base or GenerationParams()
+    cls = type(base)
     try:
         parsed = parse_infotext(text)
     except Exception:  # defensive: input is untrusted; a parse bug must not break a page
@@ -204,7 +225,7 @@ def params_from_infotext(
 
     current = base.model_dump()
     leftovers: dict[str, str] = {}
-    labels = labelled_fields()
+    labels = labelled_fields(cls)
     present = [label for label in labels if label in parsed]
     # The schedule goes before the sampler so that a legacy sampler name ("DPM++ 2M Karras")
     # is split against the text's own schedule type, or against Automatic when it has none.
@@ -217,7 +238,7 @@ def params_from_infotext(
         update: dict[str, Any] = dict(zip(names, values, strict=False))
         if "sampler_name" in update and "scheduler" not in update:
             update["scheduler"] = current["scheduler"] if schedule_applied else "Automatic"
-        validated = _try_update(current, update) if len(values) == len(names) else None
+        validated = _try_update(cls, current, update) if len(values) == len(names) else None
         if validated is None:
             log.info("infotext: ignoring bad value for %s: %r", label, raw[:200])
             leftovers[label] = raw
@@ -225,7 +246,7 @@ def params_from_infotext(
         current = validated
         schedule_applied = schedule_applied or "scheduler" in names
     leftovers.update(parsed)
-    return GenerationParams.model_validate(current), leftovers
+    return cls.model_validate(current), leftovers
 
 
 def read_png_parameters(path_or_image: Any) -> str | None:

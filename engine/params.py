@@ -94,3 +94,85 @@ def field_limits(name: str) -> dict[str, Any]:
     if "step" in extra:
         limits["step"] = extra["step"]
     return limits
+
+
+RESIZE_MODES = ("Just resize", "Crop and resize", "Resize and fill", "Just resize (latent upscale)")
+MASKED_CONTENT = ("fill", "original", "latent noise", "latent nothing")  # A1111's order (API: 0..3)
+MASK_MODES = ("Inpaint masked", "Inpaint not masked")
+INPAINT_AREAS = ("Whole picture", "Only masked")
+
+
+def _unwritten_at(default: Any, key: str, **extra: Any) -> dict[str, Any]:
+    """An infotext key A1111 leaves out while the value is at `default`."""
+    return _label(key, infotext_default=default, **extra)
+
+
+class Img2ImgParams(GenerationParams):
+    """An img2img / inpaint job: GenerationParams plus A1111's img2img and inpainting options.
+
+    The pictures themselves (init images, mask) are not parameters: they travel beside them
+    (`engine.img2img.Img2ImgInputs`). The mask options are written to the infotext only when
+    the job has a mask (the pipeline clears them otherwise), with A1111's keys and spellings."""
+
+    denoising_strength: float = Field(
+        0.75, ge=0.0, le=1.0, allow_inf_nan=False, json_schema_extra=_label("Denoising strength", step=0.01)
+    )
+    resize_mode: int = Field(0, ge=0, le=len(RESIZE_MODES) - 1, json_schema_extra=_label(None))
+    # A1111 "img2img_fix_steps": run exactly `steps` steps whatever the strength (steps / strength
+    # schedule, last `steps` of it) instead of strength × steps.
+    img2img_fix_steps: bool = Field(False, json_schema_extra=_label(None))
+    initial_noise_multiplier: float = Field(
+        1.0, ge=0.0, le=1.5, allow_inf_nan=False, json_schema_extra=_unwritten_at(1.0, "Noise multiplier")
+    )
+    mask_blur: int | None = Field(4, ge=0, le=64, json_schema_extra=_unwritten_at(0, "Mask blur"))
+    inpainting_mask_invert: int | None = Field(
+        0, ge=0, le=1, json_schema_extra=_unwritten_at(0, "Mask mode", choices=MASK_MODES)
+    )
+    inpainting_fill: int | None = Field(
+        1, ge=0, le=3, json_schema_extra=_unwritten_at(1, "Masked content", choices=MASKED_CONTENT)
+    )
+    inpaint_full_res: int | None = Field(
+        0, ge=0, le=1, json_schema_extra=_unwritten_at(0, "Inpaint area", choices=INPAINT_AREAS)
+    )
+    inpaint_full_res_padding: int | None = Field(
+        32, ge=0, le=256, json_schema_extra=_label("Masked area padding")
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _choice_names(cls, data: Any) -> Any:
+        """The infotext (and users) name the choices ("latent noise"); the fields hold A1111's
+        API numbers. Accept either."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for name, choices in _CHOICE_FIELDS.items():
+            value = data.get(name)
+            if isinstance(value, str) and value in choices:
+                data[name] = choices.index(value)
+            elif isinstance(value, str) and value.strip().lstrip("-").isdigit():
+                data[name] = int(value)
+        return data
+
+    def without_mask_options(self) -> Img2ImgParams:
+        """What the infotext of a job without a mask records (A1111 writes no mask keys then)."""
+        return self.model_copy(update=dict.fromkeys(MASK_FIELDS))
+
+    @property
+    def masked_content(self) -> str:
+        return MASKED_CONTENT[self.inpainting_fill if self.inpainting_fill is not None else 1]
+
+
+_CHOICE_FIELDS = {
+    "resize_mode": RESIZE_MODES,
+    "inpainting_mask_invert": MASK_MODES,
+    "inpainting_fill": MASKED_CONTENT,
+    "inpaint_full_res": INPAINT_AREAS,
+}
+MASK_FIELDS = (
+    "mask_blur",
+    "inpainting_mask_invert",
+    "inpainting_fill",
+    "inpaint_full_res",
+    "inpaint_full_res_padding",
+)

@@ -8,6 +8,8 @@ loop is ours (a σ-space sampler from `engine.sampling`), not a diffusers pipeli
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +30,7 @@ from engine.params import GenerationParams
 from engine.results import GenerationResult
 from engine.rng import ImageRNG, resolve_seed
 from engine.sampler_params import sampler_options
-from engine.sampling.denoiser import CFGGuider, SigmaDenoiser
+from engine.sampling.denoiser import CFGGuider, GuidanceHooks, SigmaDenoiser
 from engine.sampling.registry import SAMPLERS
 from engine.sampling.samplers import SamplerOptions, StepInfo
 from engine.sampling.schedules import ModelSigmas, build_sigmas
@@ -97,8 +99,14 @@ def prepare_latents(model: LoadedModel, params: GenerationParams, seeds: list[in
 
 
 # -- 4. denoise -----------------------------------------------------------------------------------
-def make_denoiser(model: LoadedModel) -> SigmaDenoiser:
+def make_denoiser(model: LoadedModel, image_cond: torch.Tensor | None = None) -> SigmaDenoiser:
+    """`image_cond`: an inpainting UNet's extra input channels (mask + masked-image latents),
+    one row per image; the CFG batch repeats the images, so the rows are tiled to match."""
+
     def unet(x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        if image_cond is not None:
+            extra = image_cond.to(x).repeat(x.shape[0] // image_cond.shape[0], 1, 1, 1)
+            x = torch.cat([x, extra], dim=1)
         return model.unet(x.to(model.dtype), t, encoder_hidden_states=cond).sample.float()
 
     sigmas = ModelSigmas.from_alphas_cumprod(model.alphas_cumprod)
@@ -114,12 +122,20 @@ def denoise(
     rng: ImageRNG,
     job: Job,
     options: SamplerOptions | None = None,
+    *,
+    hooks: GuidanceHooks | None = None,
+    image_cond: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Run the sampler. On interrupt/skip, returns the latest x̂₀ estimate (A1111's behaviour).
-    `rng` is the sampler's noise source: fresh per-image noise, and Brownian paths for SDE samplers."""
+    `rng` is the sampler's noise source: fresh per-image noise, and Brownian paths for SDE samplers.
+    `hooks` reach into guidance (inpainting blends the kept latents there); `image_cond` feeds an
+    inpainting UNet."""
     options = options or SamplerOptions()
     rng.apply_noise_seed_delta(options.eta_noise_seed_delta)
-    guider = CFGGuider(make_denoiser(model), conditioning, params.cfg_scale, sigmas=sigmas)
+    if model.is_inpainting and image_cond is None:
+        raise ValueError("an inpainting model needs image conditioning")
+    denoiser = make_denoiser(model, image_cond)
+    guider = CFGGuider(denoiser, conditioning, params.cfg_scale, sigmas=sigmas, hooks=hooks)
     last = {"denoised": x}
 
     def on_step(info: StepInfo) -> None:
@@ -162,6 +178,37 @@ def decode(model: LoadedModel, latents: torch.Tensor, notes: list[str] | None = 
     return (images.float() / 2 + 0.5).clamp(0, 1)
 
 
+def encode(model: LoadedModel, images: torch.Tensor) -> torch.Tensor:
+    """Images in [0, 1] → scaled latents. The posterior's mean, not a sample: the same picture
+    and seed then give the same result on every run (A1111 samples with the global RNG)."""
+    vae = model.vae
+    dist = vae.encode((images * 2 - 1).to(model.device, model.vae_dtype)).latent_dist
+    z = dist.mean.float()
+    if getattr(vae.config, "shift_factor", None):
+        z = z - vae.config.shift_factor
+    return z * vae.config.scaling_factor
+
+
+def inpaint_conditioning(model: LoadedModel, images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The 5 extra input channels of an SD inpainting UNet: [mask, latents of the masked image].
+    `images` in [0, 1] (N, 3, H, W); `mask` (N or 1, 1, H, W), 1 = repaint. The masked image is
+    the picture with the repainted area set to 0 in [-1, 1] (mid-grey), as the model was trained."""
+    mask = mask.round().to(images)
+    masked = images * (1 - mask) + 0.5 * mask
+    latents = encode(model, masked)
+    small = torch.nn.functional.interpolate(mask, size=latents.shape[-2:]).expand(latents.shape[0], 1, -1, -1)
+    return torch.cat([small.to(latents), latents], dim=1)
+
+
+def txt2img_conditioning(model: LoadedModel, batch: int, height: int, width: int) -> torch.Tensor | None:
+    """An inpainting model run without a picture: everything masked, the masked image all grey."""
+    if not model.is_inpainting:
+        return None
+    grey = torch.full((1, 3, height, width), 0.5, device=model.device)
+    mask = torch.ones((1, 1, height, width), device=model.device)
+    return inpaint_conditioning(model, grey, mask).expand(batch, -1, -1, -1)
+
+
 # -- 6. postprocess -------------------------------------------------------------------------------
 def to_pil(images: torch.Tensor) -> list[Image.Image]:
     arr = (images.permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype(np.uint8)
@@ -169,7 +216,6 @@ def to_pil(images: torch.Tensor) -> list[Image.Image]:
 
 
 # -- the pipeline ---------------------------------------------------------------------------------
-@torch.inference_mode()
 def resolve_loras(
     params: GenerationParams, library: LoraLibrary | None, notes: list[str]
 ) -> tuple[GenerationParams, list[tuple[LoraFile, LoraRequest]]]:
@@ -187,6 +233,28 @@ def resolve_loras(
     return params.model_copy(update={"prompt": prompt, "negative_prompt": negative}), found
 
 
+@contextlib.contextmanager
+def text_conditioning(
+    model: LoadedModel,
+    params: GenerationParams,
+    result: GenerationResult,
+    embeddings: EmbeddingDatabase | None,
+    loras: LoraLibrary | None,
+) -> Iterator[tuple[Conditioning, dict[str, object]]]:
+    """Stage 2 for every kind of job: (the encoded prompts, the infotext extras they bring).
+    The LoRAs are merged for the whole block and the model's own weights restored after it."""
+    text_params, lora_list = resolve_loras(params, loras, result.notes)
+    extra: dict[str, object] = {}
+    if lora_list:  # A1111: Lora hashes: "name: hash, ..."
+        extra["Lora hashes"] = ", ".join(f"{lora.name}: {lora.short_hash}" for lora, _ in lora_list)
+    with lora_patch.applied(model, lora_list, result.notes):
+        conditioning = encode_prompt(model, text_params, embeddings)  # once for every image
+        if conditioning.embeddings_used:  # A1111: TI hashes: "name: hash, ..."
+            extra["TI hashes"] = ", ".join(f"{name}: {h}" for name, h in conditioning.embeddings_used)
+        yield conditioning, extra
+
+
+@torch.no_grad()  # sampling needs no autograd graph
 def txt2img(
     model: LoadedModel,
     params: GenerationParams,
@@ -201,17 +269,24 @@ def txt2img(
     params = params.with_seed(resolve_seed(params.seed))
     result = GenerationResult(params=params)
     job.begin(params.n_iter, params.steps)
-    text_params, lora_list = resolve_loras(params, loras, result.notes)
-    extra = {}
-    if lora_list:  # A1111: Lora hashes: "name: hash, ..."
-        extra["Lora hashes"] = ", ".join(f"{lora.name}: {lora.short_hash}" for lora, _ in lora_list)
-    # The LoRAs are merged for the whole job and the model's own weights restored after it.
-    with lora_patch.applied(model, lora_list, result.notes):
-        conditioning = encode_prompt(model, text_params, embeddings)  # 2 (once for every image)
-        if conditioning.embeddings_used:  # A1111: TI hashes: "name: hash, ..."
-            extra["TI hashes"] = ", ".join(f"{name}: {h}" for name, h in conditioning.embeddings_used)
+    with text_conditioning(model, params, result, embeddings, loras) as (conditioning, extra):  # 2
         _sample_batches(model, params, conditioning, job, save, result, extra)
     return result
+
+
+def emit_image(
+    result: GenerationResult,
+    image: Image.Image,
+    infotext: str,
+    seed: int,
+    save: SaveOptions | None,
+) -> None:
+    """Stage 7: save (when asked) and add one picture to the result."""
+    path = image_io.save_image(image, save.outdir, seed=seed, infotext=infotext) if save else None
+    result.images.append(image)
+    result.infotexts.append(infotext)
+    result.seeds.append(seed)
+    result.paths.append(path)
 
 
 def _sample_batches(
@@ -229,8 +304,11 @@ def _sample_batches(
         job.progress.batch = batch
         seeds = [params.seed + batch * params.batch_size + i for i in range(params.batch_size)]
         x, rng = prepare_latents(model, params, seeds, float(sigmas[0]))  # 3
+        image_cond = txt2img_conditioning(model, len(seeds), params.height, params.width)
         try:
-            latents = denoise(model, params, x, sigmas, conditioning, rng, job, options)  # 4
+            latents = denoise(
+                model, params, x, sigmas, conditioning, rng, job, options, image_cond=image_cond
+            )  # 4
         except _Stopped as stopped:
             latents, result.interrupted = stopped.latents, True
         pictures = to_pil(decode(model, latents, result.notes))  # 5, 6
@@ -243,10 +321,6 @@ def _sample_batches(
                 batch_pos=i if params.batch_size > 1 else None,
                 extra=extra,
             )
-            path = image_io.save_image(image, save.outdir, seed=seed, infotext=infotext) if save else None
-            result.images.append(image)  # 7
-            result.infotexts.append(infotext)
-            result.seeds.append(seed)
-            result.paths.append(path)
+            emit_image(result, image, infotext, seed, save)  # 7
         if job.interrupted:
             break

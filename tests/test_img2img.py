@@ -1,0 +1,259 @@
+"""The img2img / inpainting pipeline on tiny seeded components: A1111's step semantics, exact
+kept pixels, every masked-content mode, only-masked inpainting, 9-channel inpainting models,
+infotext keys, and the clear errors for bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from engine import img2img as i2i
+from engine.infotext import params_from_infotext, parse_infotext
+from engine.jobs import Job
+from engine.models.loaders import load_checkpoint
+from engine.models.registry import scan_folder
+from engine.params import Img2ImgParams
+
+SIZE = 64
+
+
+def load(path, dtype=torch.float32):
+    (info,) = [i for i in scan_folder(path.parent) if i.path == path]
+    return load_checkpoint(info, "cpu", dtype, torch.float32)
+
+
+@pytest.fixture(scope="module")
+def model(tiny_diffusers_dir):
+    return load(tiny_diffusers_dir)
+
+
+@pytest.fixture(scope="module")
+def inpainting_model(tmp_path_factory):
+    from tests.tiny_models import tiny_components, write_single_file
+
+    parts = tiny_components(seed=3, in_channels=9)
+    path = write_single_file(parts, tmp_path_factory.mktemp("inpaint") / "tiny-inpainting.safetensors")
+    return load(path)
+
+
+def params(**kw) -> Img2ImgParams:
+    base = dict(prompt="a red circle", steps=10, sampler_name="Euler", seed=7, width=SIZE, height=SIZE)
+    return Img2ImgParams(**{**base, **kw})
+
+
+def picture(size=(SIZE, SIZE), seed=0) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    array = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    return Image.fromarray(array)
+
+
+def box_mask(size=(SIZE, SIZE), box=(16, 16, 48, 48)) -> Image.Image:
+    mask = Image.new("L", size, 0)
+    mask.paste(255, box)
+    return mask
+
+
+def px(image) -> np.ndarray:
+    return np.asarray(image.convert("RGB"), dtype=np.int16)
+
+
+def run(model, p, inputs, job=None):
+    return i2i.img2img(model, p, inputs, job=job)
+
+
+def test_strength_zero_returns_the_input(model):
+    src = picture()
+    result = run(model, params(denoising_strength=0.0), i2i.Img2ImgInputs([src]))
+    assert np.array_equal(px(result.images[0]), px(src))
+    assert "Denoising strength: 0" in result.infotexts[0]
+
+
+@pytest.mark.parametrize(
+    ("strength", "fix", "expected"),
+    [(0.5, False, 6), (1.0, False, 10), (0.25, False, 3), (0.5, True, 10), (0.3, True, 10)],
+)
+def test_steps_follow_a1111(model, strength, fix, expected):
+    # A1111: int(strength·steps) + 1 steps are run; with "img2img_fix_steps" exactly `steps`.
+    job = Job("img2img")
+    run(
+        model, params(denoising_strength=strength, img2img_fix_steps=fix), i2i.Img2ImgInputs([picture()]), job
+    )
+    assert job.progress.job_steps == expected
+    assert job.progress.job_step == expected
+
+
+def test_low_strength_stays_closer_to_the_input_than_high(model):
+    src = picture()
+    low = run(model, params(denoising_strength=0.2), i2i.Img2ImgInputs([src])).images[0]
+    high = run(model, params(denoising_strength=0.9), i2i.Img2ImgInputs([src])).images[0]
+    assert np.abs(px(low) - px(src)).mean() < np.abs(px(high) - px(src)).mean()
+
+
+def test_same_inputs_reproduce(model):
+    inputs = i2i.Img2ImgInputs([picture()], box_mask())
+    a = run(model, params(), inputs).images[0]
+    b = run(model, params(), inputs).images[0]
+    assert np.array_equal(px(a), px(b))
+
+
+@pytest.mark.parametrize("content", [0, 1, 2, 3])
+def test_inpainting_keeps_every_unmasked_pixel(model, content):
+    src, mask = picture(), box_mask()
+    out = run(model, params(inpainting_fill=content, mask_blur=0), i2i.Img2ImgInputs([src], mask)).images[0]
+    keep = np.asarray(mask) == 0
+    assert np.array_equal(px(out)[keep], px(src)[keep])
+    assert np.abs(px(out) - px(src))[~keep].mean() > 5  # and the masked area did change
+
+
+def test_blurred_edge_is_blended_and_far_pixels_kept(model):
+    src, mask = picture(), box_mask()
+    out = px(run(model, params(mask_blur=4), i2i.Img2ImgInputs([src], mask)).images[0])
+    far = np.ones((SIZE, SIZE), bool)
+    far[16 - 12 : 48 + 12, 16 - 12 : 48 + 12] = False  # beyond 3σ of the blur
+    assert np.array_equal(out[far], px(src)[far])
+    ring = np.zeros((SIZE, SIZE), bool)
+    ring[14:50, 14:50] = True
+    ring[16:48, 16:48] = False
+    assert np.abs(out - px(src))[ring].mean() > 0  # the seam is blended, not a hard cut
+
+
+def test_masked_content_modes_differ(model):
+    src, mask = picture(), box_mask()
+    inputs = i2i.Img2ImgInputs([src], mask)
+    outs = [
+        px(
+            run(
+                model, params(inpainting_fill=c, denoising_strength=0.6), i2i.Img2ImgInputs([src], mask)
+            ).images[0]
+        )
+        for c in range(4)
+    ]
+    inside = np.asarray(mask) > 0
+    for a in range(4):
+        for b in range(a + 1, 4):
+            assert np.abs(outs[a] - outs[b])[inside].mean() > 0.5, (a, b)
+
+
+def test_inpaint_not_masked_repaints_the_outside(model):
+    src, mask = picture(), box_mask()
+    out = px(
+        run(model, params(inpainting_mask_invert=1, mask_blur=0), i2i.Img2ImgInputs([src], mask)).images[0]
+    )
+    inside = np.asarray(mask) > 0
+    assert np.array_equal(out[inside], px(src)[inside])
+    assert np.abs(out - px(src))[~inside].mean() > 5
+
+
+def test_only_masked_returns_the_original_size_and_keeps_the_rest(model):
+    src = picture((128, 96))
+    mask = box_mask((128, 96), (80, 20, 100, 40))
+    p = params(inpaint_full_res=1, inpaint_full_res_padding=8, mask_blur=0)
+    result = run(model, p, i2i.Img2ImgInputs([src], mask))
+    out = px(result.images[0])
+    assert out.shape == (96, 128, 3)
+    keep = np.asarray(mask) == 0
+    assert np.array_equal(out[keep], px(src)[keep])
+    assert np.abs(out - px(src))[~keep].mean() > 5
+    info = parse_infotext(result.infotexts[0])
+    assert info["Inpaint area"] == "Only masked" and info["Masked area padding"] == "8"
+
+
+def test_only_masked_padding_changes_the_result(model):
+    src = picture((128, 96))
+    mask = box_mask((128, 96), (80, 20, 100, 40))
+    a = run(model, params(inpaint_full_res=1, inpaint_full_res_padding=4), i2i.Img2ImgInputs([src], mask))
+    b = run(model, params(inpaint_full_res=1, inpaint_full_res_padding=40), i2i.Img2ImgInputs([src], mask))
+    assert np.abs(px(a.images[0]) - px(b.images[0])).mean() > 0.1
+
+
+def test_infotext_keys_and_round_trip(model):
+    p = params(inpainting_fill=2, mask_blur=6, inpainting_mask_invert=1, initial_noise_multiplier=0.9)
+    text = run(model, p, i2i.Img2ImgInputs([picture()], box_mask())).infotexts[0]
+    info = parse_infotext(text)
+    assert info["Denoising strength"] == "0.75"
+    assert info["Mask blur"] == "6"
+    assert info["Masked content"] == "latent noise"
+    assert info["Mask mode"] == "Inpaint not masked"
+    assert info["Noise multiplier"] == "0.9"
+    assert "Inpaint area" not in info and "Masked area padding" not in info  # whole picture: A1111 omits
+    back, leftovers = params_from_infotext(text, Img2ImgParams())
+    assert (back.inpainting_fill, back.mask_blur, back.inpainting_mask_invert) == (2, 6, 1)
+    assert back.denoising_strength == 0.75 and back.initial_noise_multiplier == 0.9
+    assert "Masked content" not in leftovers
+
+
+def test_plain_img2img_writes_no_mask_keys(model):
+    info = parse_infotext(run(model, params(), i2i.Img2ImgInputs([picture()])).infotexts[0])
+    assert "Mask blur" not in info and "Masked content" not in info and "Noise multiplier" not in info
+
+
+@pytest.mark.parametrize("mode", [0, 1, 2, 3])
+def test_resize_modes_give_the_requested_size(model, mode):
+    src = picture((100, 60))
+    out = run(model, params(resize_mode=mode, width=64, height=96), i2i.Img2ImgInputs([src])).images[0]
+    assert out.size == (64, 96)
+
+
+def test_batch_uses_one_picture_for_every_image(model):
+    result = run(model, params(batch_size=2, n_iter=2), i2i.Img2ImgInputs([picture()]))
+    assert len(result.images) == 4 and result.seeds == [7, 8, 9, 10]
+    assert np.abs(px(result.images[0]) - px(result.images[1])).mean() > 1
+
+
+def test_a_mask_of_another_size_is_resized_with_a_note(model):
+    result = run(model, params(), i2i.Img2ImgInputs([picture()], box_mask((32, 32), (8, 8, 24, 24))))
+    assert any("resized" in note for note in result.notes)
+    assert result.images[0].size == (SIZE, SIZE)
+
+
+def test_an_empty_mask_is_refused(model):
+    with pytest.raises(ValueError, match="mask"):
+        run(model, params(), i2i.Img2ImgInputs([picture()], Image.new("L", (SIZE, SIZE), 0)))
+
+
+def test_a_huge_picture_is_refused(model, monkeypatch):
+    monkeypatch.setattr(i2i, "MAX_INPUT_PIXELS", 64 * 64)
+    with pytest.raises(ValueError, match="limit"):
+        run(model, params(), i2i.Img2ImgInputs([picture((80, 80))]))
+
+
+def test_no_picture_is_refused(model):
+    with pytest.raises(ValueError, match="input picture"):
+        run(model, params(), i2i.Img2ImgInputs([]))
+
+
+def test_inpainting_model_is_detected_and_runs(inpainting_model):
+    assert inpainting_model.is_inpainting
+    src, mask = picture(), box_mask()
+    out = px(run(inpainting_model, params(mask_blur=0), i2i.Img2ImgInputs([src], mask)).images[0])
+    keep = np.asarray(mask) == 0
+    assert np.array_equal(out[keep], px(src)[keep])
+    assert np.abs(out - px(src))[~keep].mean() > 5
+    plain = run(inpainting_model, params(), i2i.Img2ImgInputs([src])).images[0]  # img2img on it too
+    assert plain.size == (SIZE, SIZE)
+
+
+def test_inpainting_model_feeds_the_mask_to_the_unet(inpainting_model):
+    seen = []
+    unet = inpainting_model.unet
+    handle = unet.conv_in.register_forward_pre_hook(lambda m, args: seen.append(args[0].detach().clone()))
+    try:
+        run(inpainting_model, params(steps=2, mask_blur=0), i2i.Img2ImgInputs([picture()], box_mask()))
+    finally:
+        handle.remove()
+    x = seen[0]
+    assert x.shape[1] == 9
+    mask_channel = x[0, 4]
+    assert mask_channel[2:6, 2:6].min() == 1 and mask_channel[0, 0] == 0  # the box, in latent cells
+
+
+def test_txt2img_runs_on_an_inpainting_model(inpainting_model):
+    from engine import process
+    from engine.params import GenerationParams
+
+    result = process.txt2img(
+        inpainting_model, GenerationParams(prompt="x", steps=2, width=SIZE, height=SIZE, seed=1)
+    )
+    assert result.images[0].size == (SIZE, SIZE)
