@@ -123,12 +123,7 @@ def test_masked_content_modes_differ(model):
     src, mask = picture(), box_mask()
     inputs = i2i.Img2ImgInputs([src], mask)
     outs = [
-        px(
-            run(
-                model, params(inpainting_fill=c, denoising_strength=0.6), i2i.Img2ImgInputs([src], mask)
-            ).images[0]
-        )
-        for c in range(4)
+        px(run(model, params(inpainting_fill=c, denoising_strength=0.6), inputs).images[0]) for c in range(4)
     ]
     inside = np.asarray(mask) > 0
     for a in range(4):
