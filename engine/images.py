@@ -114,6 +114,34 @@ def save_image(
             tmp.unlink()
 
 
+def save_image_named(image: Image.Image, folder: Path, stem: str, *, infotext: str) -> Path:
+    """Write `folder/<stem>.png` (batch img2img keeps the input's name). An existing file is never
+    replaced: the name then gets `-1`, `-2`, ... ."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = _UNSAFE_SUFFIX_RE.sub("_", stem) or "image"
+    fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=_TEMP_PREFIX, suffix=".png")
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(_png_bytes(image, infotext))
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)
+        for n in range(100000):
+            final = folder / (f"{stem}.png" if n == 0 else f"{stem}-{n}.png")
+            try:
+                _publish(tmp, final)
+                break
+            except FileExistsError:
+                continue
+        _fsync_dir(folder)
+        return final
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
 def grid_rows(count: int) -> int:
     """A1111's automatic row count: the largest divisor of `count` not above its square root."""
     rows = max(1, math.isqrt(count))

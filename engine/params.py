@@ -82,9 +82,9 @@ class GenerationParams(SamplerOverrides):
         return self.model_copy(update={"seed": seed})
 
 
-def field_limits(name: str) -> dict[str, Any]:
+def field_limits(name: str, cls: type[GenerationParams] | None = None) -> dict[str, Any]:
     """min/max/step of a numeric field, read from its constraints (for UI sliders)."""
-    info = GenerationParams.model_fields[name]
+    info = (cls or GenerationParams).model_fields[name]
     limits: dict[str, Any] = {"default": info.default}
     for meta in info.metadata:
         for attr, key in (("ge", "minimum"), ("le", "maximum"), ("multiple_of", "step")):

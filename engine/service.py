@@ -11,15 +11,18 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from engine import img2img as img2img_pipeline
 from engine import process
 from engine.conditioning.embeddings import EmbeddingDatabase
 from engine.extra_networks import NetworkCard, list_cards
+from engine.img2img import Img2ImgInputs
+from engine.img2img_batch import BatchReport, run_batch
 from engine.jobs import Job, JobQueue
 from engine.models.builtin import builtin_model_path
 from engine.models.lora import LoraLibrary
 from engine.models.manager import ModelManager
 from engine.models.paths import LORA_SUBDIR, models_root
-from engine.params import GenerationParams
+from engine.params import GenerationParams, Img2ImgParams
 from engine.results import GenerationResult
 from engine.sampler_params import resolve_overrides
 from engine.sampling.registry import sampler_names, schedule_hint, schedule_names
@@ -154,15 +157,43 @@ class Engine:
 
     # -- generation -------------------------------------------------------------------------------
     def _run_txt2img(self, params: GenerationParams, *, job: Job) -> GenerationResult:
-        settings = self._settings
-        model = self.models.get(params.checkpoint or self.current_checkpoint(), vae=settings.sd_vae)
-        save = None
-        if settings.save_images:
-            outdir = self.outdir / "txt2img-images" if self.outdir else settings.txt2img_outdir(self.data_dir)
-            save = process.SaveOptions(outdir=outdir)
+        model = self.models.get(params.checkpoint or self.current_checkpoint(), vae=self._settings.sd_vae)
+        save = self._save_options("txt2img")
         return process.txt2img(
             model, params, job=job, save=save, embeddings=self.embeddings_for(model), loras=self.loras
         )
+
+    def _save_options(self, kind: str) -> process.SaveOptions | None:
+        settings = self._settings
+        if not settings.save_images:
+            return None
+        if self.outdir:
+            return process.SaveOptions(outdir=self.outdir / f"{kind}-images")
+        folder = settings.txt2img_outdir if kind == "txt2img" else settings.img2img_outdir
+        return process.SaveOptions(outdir=folder(self.data_dir))
+
+    def _run_img2img(self, params: Img2ImgParams, inputs: Img2ImgInputs, *, job: Job) -> GenerationResult:
+        model = self.models.get(params.checkpoint or self.current_checkpoint(), vae=self._settings.sd_vae)
+        return img2img_pipeline.img2img(
+            model,
+            params,
+            inputs,
+            job=job,
+            save=self._save_options("img2img"),
+            embeddings=self.embeddings_for(model),
+            loras=self.loras,
+        )
+
+    def _run_img2img_batch(self, params: Img2ImgParams, folders: dict[str, Any], *, job: Job) -> BatchReport:
+        model = self.models.get(params.checkpoint or self.current_checkpoint(), vae=self._settings.sd_vae)
+        embeddings = self.embeddings_for(model)
+
+        def run_one(one: Img2ImgParams, inputs: Img2ImgInputs) -> GenerationResult:
+            return img2img_pipeline.img2img(
+                model, one, inputs, job=job, embeddings=embeddings, loras=self.loras
+            )
+
+        return run_batch(run_one, params, should_stop=lambda: job.interrupted, **folders)
 
     def embeddings_for(self, model: Any) -> EmbeddingDatabase:
         """The embeddings in `<data dir>/embeddings` that fit `model`'s text encoder; re-read when a
@@ -178,17 +209,52 @@ class Engine:
             self._embeddings = (signature, EmbeddingDatabase.load(folder, dim))
         return self._embeddings[1]
 
-    def submit_txt2img(self, params: GenerationParams) -> Job:
-        settings = self._settings
+    def _resolved(self, params: GenerationParams) -> GenerationParams:
         # Unset sampler parameters take the Sampler settings values now, so the job (and its
         # infotext) keeps them even if the settings change while it waits in the queue.
-        params = params.model_copy(update=resolve_overrides(params, settings))
-        params = with_styles_applied(params, self.styles())  # unknown names raise ValueError
-        job = Job("txt2img", preview_every=settings.show_progress_every_n_steps)
-        return self.queue.submit(job, self._run_txt2img, params)
+        params = params.model_copy(update=resolve_overrides(params, self._settings))
+        return with_styles_applied(params, self.styles())  # unknown names raise ValueError
+
+    def submit_txt2img(self, params: GenerationParams) -> Job:
+        job = Job("txt2img", preview_every=self._settings.show_progress_every_n_steps)
+        return self.queue.submit(job, self._run_txt2img, self._resolved(params))
+
+    def submit_img2img(self, params: Img2ImgParams, inputs: Img2ImgInputs) -> Job:
+        """img2img, sketch, inpainting and outpainting jobs (outpainting arrives as the inpainting
+        job `engine.outpaint.outpaint_job` builds)."""
+        job = Job("img2img", preview_every=self._settings.show_progress_every_n_steps)
+        return self.queue.submit(job, self._run_img2img, self._resolved(params), inputs)
+
+    def submit_img2img_batch(
+        self,
+        params: Img2ImgParams,
+        input_dir: Path,
+        output_dir: Path,
+        mask_dir: Path | None = None,
+        use_png_info: bool = False,
+    ) -> Job:
+        """Batch img2img; the job's result is a `BatchReport`. Folders are checked now, so a typo
+        is an immediate error rather than a failed job."""
+        for folder in filter(None, (input_dir, mask_dir)):
+            if not Path(folder).is_dir():
+                raise ValueError(f"folder not found: {folder}")
+        job = Job("img2img", preview_every=0)
+        folders = {
+            "input_dir": Path(input_dir),
+            "output_dir": Path(output_dir),
+            "mask_dir": Path(mask_dir) if mask_dir else None,
+        }
+        folders["use_png_info"] = use_png_info
+        return self.queue.submit(job, self._run_img2img_batch, self._resolved(params), folders)
+
+    def img2img(self, params: Img2ImgParams, inputs: Img2ImgInputs) -> GenerationResult:
+        return self._wait(self.submit_img2img(params, inputs))
 
     def txt2img(self, params: GenerationParams) -> GenerationResult:
-        job = self.submit_txt2img(params)
+        return self._wait(self.submit_txt2img(params))
+
+    @staticmethod
+    def _wait(job: Job) -> Any:
         job.wait()
         if job.error is not None:
             raise job.error

@@ -28,6 +28,9 @@ class Settings(SamplerDefaults):
     outdir_txt2img_samples: str = Field(
         "outputs/txt2img-images", description="Output folder for txt2img images"
     )
+    outdir_img2img_samples: str = Field(
+        "outputs/img2img-images", description="Output folder for img2img and inpainting images"
+    )
     save_images: bool = Field(True, description="Save every generated image")
     samples_format: str = Field("png", pattern="^png$", description="File format for images")
     show_progress_every_n_steps: int = Field(
@@ -43,8 +46,13 @@ class Settings(SamplerDefaults):
     )
 
     def txt2img_outdir(self, base: Path) -> Path:
-        folder = self.outdir_samples or self.outdir_txt2img_samples
-        path = Path(folder)
+        return self._outdir(base, self.outdir_txt2img_samples)
+
+    def img2img_outdir(self, base: Path) -> Path:
+        return self._outdir(base, self.outdir_img2img_samples)
+
+    def _outdir(self, base: Path, folder: str) -> Path:
+        path = Path(self.outdir_samples or folder)
         return path if path.is_absolute() else base / path
 
 

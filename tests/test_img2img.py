@@ -252,3 +252,80 @@ def test_txt2img_runs_on_an_inpainting_model(inpainting_model):
         inpainting_model, GenerationParams(prompt="x", steps=2, width=SIZE, height=SIZE, seed=1)
     )
     assert result.images[0].size == (SIZE, SIZE)
+
+
+def test_outpainting_extends_keeps_and_fills(model):
+    from engine.outpaint import outpaint_job
+
+    src = picture((64, 48))
+    p, inputs = outpaint_job(params(mask_blur=0, inpainting_fill=0, denoising_strength=0.9), src, 16)
+    assert (p.width, p.height) == (96, 80)
+    out = px(run(model, p, inputs).images[0])
+    assert out.shape == (80, 96, 3)
+    assert np.array_equal(out[16:64, 16:80], px(src))  # the original, exactly, where it was
+    border = np.ones((80, 96), bool)
+    border[16:64, 16:80] = False
+    assert out[border].std() > 1  # the new area is painted, not a flat pad
+
+
+def test_outpainting_rounds_to_multiples_of_8_and_blends_the_seam(model):
+    from engine.outpaint import outpaint_job
+
+    src = picture((64, 64))
+    p, inputs = outpaint_job(params(mask_blur=4), src, 13, ["left"])
+    assert (p.width, p.height) == (80, 64)  # 64 + 13 rounded up; the extra on the left
+    out = px(run(model, p, inputs).images[0])
+    offset = 16
+    assert np.array_equal(out[:, offset + 4 + 12 :], px(src)[:, 4 + 12 :])  # beyond the blurred seam
+    with pytest.raises(ValueError, match="direction"):
+        outpaint_job(params(), src, 8, ["sideways"])
+
+
+def test_batch_processes_every_picture_and_skips_bad_files(model, tmp_path):
+    from engine.img2img_batch import run_batch
+    from engine.infotext import read_png_parameters
+
+    src, out, masks = tmp_path / "in", tmp_path / "out", tmp_path / "masks"
+    for d in (src, out, masks):
+        d.mkdir()
+    picture(seed=1).save(src / "one.png")
+    picture(seed=2).convert("RGB").save(src / "two.jpg")
+    (src / "notes.txt").write_text("not a picture")
+    (src / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 20)
+    box_mask().save(masks / "one.png")
+    (out / "two.png").write_bytes(b"already here")  # must survive
+
+    def run_one(p, inputs):
+        return run(model, p, inputs)
+
+    report = run_batch(run_one, params(steps=2), src, out, mask_dir=masks)
+    names = sorted(path.name for path in report.written)
+    assert names == ["one.png", "two-1.png"]
+    assert (out / "two.png").read_bytes() == b"already here"
+    assert sorted(name for name, _ in report.skipped) == ["broken.png", "notes.txt"]
+    assert any("two.jpg: no mask" in note for note in report.notes)
+    assert "Mask blur" in read_png_parameters(out / "one.png")  # inpainted with its mask
+    assert "Mask blur" not in read_png_parameters(out / "two-1.png")
+
+
+def test_batch_takes_prompts_from_png_info(model, tmp_path):
+    from engine.img2img_batch import run_batch
+    from engine.infotext import read_png_parameters
+
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    info.add_text("parameters", "a blue star\nSteps: 3, Sampler: Euler, CFG scale: 5, Seed: 99, Size: 64x64")
+    picture().save(src / "a.png", pnginfo=info)
+    report = run_batch(lambda p, i: run(model, p, i), params(), src, out, use_png_info=True)
+    text = read_png_parameters(report.written[0])
+    assert text.startswith("a blue star") and "Seed: 99" in text and "Steps: 3" in text
+
+
+def test_batch_refuses_missing_folders(model, tmp_path):
+    from engine.img2img_batch import run_batch
+
+    with pytest.raises(ValueError, match="input folder"):
+        run_batch(lambda p, i: None, params(), tmp_path / "nope", tmp_path / "out")

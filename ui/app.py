@@ -1,4 +1,5 @@
-"""The Gradio app: quick-settings bar on top, then the txt2img / PNG Info / Settings tabs.
+"""The Gradio app: quick-settings bar on top, then the txt2img / img2img / Inpaint / PNG Info /
+Settings tabs.
 
 `build_ui(engine)` only lays out components and wires handlers; it never loads a model, so the
 server is up in seconds. `serve(args)` creates the engine, launches, and then warms the model up
@@ -19,9 +20,11 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import gradio as gr  # noqa: E402
 
 from ui.common import EngineLike, error_message  # noqa: E402
-from ui.png_info import SEND_FIELDS, build_png_info_tab, infotext_to_fields  # noqa: E402
+from ui.img2img import build_img2img_tab  # noqa: E402
+from ui.png_info import SEND_FIELDS, build_png_info_tab, infotext_to_fields, read_picture  # noqa: E402
 from ui.progress import SessionJobs  # noqa: E402
 from ui.quicksettings import build_quicksettings, current_checkpoint_update  # noqa: E402
+from ui.send_to import editor_value, selected_infotext, selected_picture  # noqa: E402
 from ui.settings_tab import build_sampler_settings_tab, build_settings_tab  # noqa: E402
 from ui.style import CSS  # noqa: E402
 from ui.txt2img import build_txt2img_tab  # noqa: E402
@@ -39,8 +42,12 @@ def build_ui(engine: EngineLike) -> gr.Blocks:
         with gr.Tabs(elem_id="tabs") as tabs:
             with gr.Tab("txt2img", id="txt2img", elem_id="tab_txt2img"):
                 txt2img = build_txt2img_tab(engine, jobs)
+            with gr.Tab("img2img", id="img2img", elem_id="tab_img2img"):
+                img2img = build_img2img_tab(engine, jobs, tab="img2img")
+            with gr.Tab("Inpaint", id="inpaint", elem_id="tab_inpaint"):
+                inpaint = build_img2img_tab(engine, jobs, tab="inpaint")
             with gr.Tab("PNG Info", id="pnginfo", elem_id="tab_pnginfo"):
-                png_text, send_button = build_png_info_tab()
+                png_text, send_button, send_img2img_button, png_image = build_png_info_tab()
             with gr.Tab("Sampler settings", id="sampler_settings", elem_id="tab_sampler_settings"):
                 sampler_controls, sampler_names = build_sampler_settings_tab(engine)
             with gr.Tab("Settings", id="settings", elem_id="tab_settings"):
@@ -50,21 +57,7 @@ def build_ui(engine: EngineLike) -> gr.Blocks:
                 setting_names + sampler_names,
             )
 
-        send_outputs = [txt2img.fields[name] for name in (*SEND_FIELDS, "override_settings")]
-
-        def on_send(text: str) -> tuple[Any, ...]:
-            try:
-                values, overrides = infotext_to_fields(text)
-            except Exception as exc:  # unparsable or invalid parameters: say so, stay on the tab
-                gr.Warning(f"Cannot send to txt2img: {error_message(exc)}")
-                return (gr.skip(),) * (len(send_outputs) + 1)
-            override = gr.Dropdown(choices=overrides, value=overrides, visible=bool(overrides))
-            return (*values, override, gr.Tabs(selected="txt2img"))
-
-        sent = send_button.click(
-            on_send, inputs=png_text, outputs=[*send_outputs, tabs], api_visibility="private"
-        )
-        txt2img.recount_after(sent)
+        _wire_sending(tabs, txt2img, img2img, inpaint, png_text, png_image, send_button, send_img2img_button)
 
         # Defaults come from the settings as they are when the page opens, so "Apply settings"
         # takes effect on reload without a restart. Only values that changed since the page was
@@ -93,6 +86,81 @@ def build_ui(engine: EngineLike) -> gr.Blocks:
             api_visibility="private",
         )
     return demo
+
+
+def _paste_handler(target: Any, name: str, with_picture: bool):
+    """A handler filling `target`'s prompt/sampling fields from an infotext (and, with a picture,
+    its input picture), then switching to its tab. Returns (handler, outputs)."""
+    outputs = [target.fields[n] for n in (*SEND_FIELDS, "override_settings")]
+    picture_outputs: list[Any] = []
+    if with_picture:
+        picture_outputs = [target.fields["inpaint" if name == "inpaint" else "init_image"]]
+        if name == "img2img":  # show the img2img mode and make it the selected one
+            picture_outputs += [target.fields["mode"], target.mode_tabs]
+
+    def handler(text: str, picture: Any) -> tuple[Any, ...]:
+        try:
+            values, overrides = infotext_to_fields(text) if text else (None, [])
+        except Exception as exc:  # unparsable or invalid parameters: say so, stay on the tab
+            gr.Warning(f"Cannot send to {name}: {error_message(exc)}")
+            return (gr.skip(),) * (len(outputs) + len(picture_outputs) + 1)
+        fields = (
+            (*values, gr.Dropdown(choices=overrides, value=overrides, visible=bool(overrides)))
+            if values is not None
+            else (gr.skip(),) * len(outputs)  # a picture without parameters: keep the fields
+        )
+        extra: tuple[Any, ...] = ()
+        if with_picture:
+            extra = (editor_value(picture) if name == "inpaint" else picture,)
+            if name == "img2img":
+                extra += ("img2img", gr.Tabs(selected="img2img"))
+        return (*fields, *extra, gr.Tabs(selected=name))
+
+    return handler, [*outputs, *picture_outputs]
+
+
+def _wire_sending(tabs, txt2img, img2img, inpaint, png_text, png_image, send_txt2img, send_img2img) -> None:
+    """PNG Info → txt2img / img2img, and every gallery's "Send to img2img / inpaint"."""
+    events = dict(api_visibility="private")
+    handler, outputs = _paste_handler(txt2img, "txt2img", with_picture=False)
+    sent = send_txt2img.click(
+        lambda text: handler(text, None), inputs=png_text, outputs=[*outputs, tabs], **events
+    )
+    txt2img.recount_after(sent)
+
+    handler, outputs = _paste_handler(img2img, "img2img", with_picture=True)
+
+    def from_png_info(text: str, path: str | None) -> tuple[Any, ...]:
+        try:
+            picture = read_picture(path)
+        except Exception as exc:
+            gr.Warning(f"Cannot send to img2img: {error_message(exc)}")
+            return (gr.skip(),) * (len(outputs) + 1)
+        return handler(text, picture)
+
+    sent = send_img2img.click(from_png_info, inputs=[png_text, png_image], outputs=[*outputs, tabs], **events)
+    img2img.recount_after(sent)
+
+    for source in (txt2img, img2img, inpaint):
+        for target, name in ((img2img, "img2img"), (inpaint, "inpaint")):
+            handler, outputs = _paste_handler(target, name, with_picture=True)
+
+            def from_gallery(gallery: Any, info: Any, handler=handler, outputs=outputs) -> tuple[Any, ...]:
+                try:
+                    picture = selected_picture(gallery, info)
+                except Exception as exc:
+                    gr.Warning(error_message(exc))
+                    return (gr.skip(),) * (len(outputs) + 1)
+                return handler(selected_infotext(info), picture)
+
+            button = source.results.send_buttons[name]
+            sent = button.click(
+                from_gallery,
+                inputs=[source.results.gallery, source.gen_info],
+                outputs=[*outputs, tabs],
+                **events,
+            )
+            target.recount_after(sent)
 
 
 def launch_kwargs(args: argparse.Namespace) -> dict[str, Any]:

@@ -12,8 +12,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 from pydantic import ValidationError
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from engine.extra_networks import NetworkCard
-    from engine.params import GenerationParams
+    from engine.img2img import Img2ImgInputs
+    from engine.params import GenerationParams, Img2ImgParams
     from engine.settings import Settings
     from engine.styles import StyleFile
 
@@ -38,6 +41,15 @@ class EngineLike(Protocol):
     def save_style(self, name: str, prompt: str, negative_prompt: str) -> StyleFile: ...
     def extra_networks(self) -> list[NetworkCard]: ...
     def submit_txt2img(self, params: GenerationParams) -> Any: ...
+    def submit_img2img(self, params: Img2ImgParams, inputs: Img2ImgInputs) -> Any: ...
+    def submit_img2img_batch(
+        self,
+        params: Img2ImgParams,
+        input_dir: Path,
+        output_dir: Path,
+        mask_dir: Path | None = None,
+        use_png_info: bool = False,
+    ) -> Any: ...
 
 
 def _field_message(error: dict[str, Any]) -> str:

@@ -33,16 +33,16 @@ def gallery_items(cards: list[NetworkCard]) -> list[tuple[Any, str]]:
     return items
 
 
-def build_extra_networks(engine: EngineLike, prompt: gr.Textbox) -> Any:
+def build_extra_networks(engine: EngineLike, prompt: gr.Textbox, tab: str = "txt2img") -> Any:
     """Lay out the panel; returns the card-click event (prompt text written from code)."""
     cards_state = gr.State([])
-    with gr.Accordion("Extra networks", open=False, elem_id="txt2img_extra_networks") as panel:
+    with gr.Accordion("Extra networks", open=False, elem_id=f"{tab}_extra_networks") as panel:
         with gr.Row():
             gr.Markdown(
                 "LoRAs from `models/Lora`, embeddings from `embeddings/`. Click a card to add it "
                 "to the prompt, again to remove it.",
             )
-            refresh = gr.Button("🔄", elem_id="txt2img_extra_refresh", min_width=40, scale=0)
+            refresh = gr.Button("🔄", elem_id=f"{tab}_extra_refresh", min_width=40, scale=0)
         gallery = gr.Gallery(
             value=[],
             columns=8,
@@ -51,7 +51,8 @@ def build_extra_networks(engine: EngineLike, prompt: gr.Textbox) -> Any:
             preview=False,
             object_fit="contain",
             show_label=False,
-            elem_id="txt2img_extra_gallery",
+            elem_id=f"{tab}_extra_gallery",
+            elem_classes=["extra-gallery"],
         )
 
     def on_refresh() -> tuple[list[tuple[Any, str]], list[NetworkCard]]:

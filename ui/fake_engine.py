@@ -16,8 +16,9 @@ from typing import Any
 from PIL import Image
 
 from engine.extra_networks import NetworkCard, list_cards
+from engine.img2img import Img2ImgInputs
 from engine.jobs import Job, JobInterrupted, JobQueue, JobSkipped
-from engine.params import GenerationParams
+from engine.params import GenerationParams, Img2ImgParams
 from engine.results import GenerationResult
 from engine.settings import Settings
 from engine.styles import Style, StyleFile, with_styles_applied
@@ -50,6 +51,7 @@ class FakeEngine:
         self.checkpoints = checkpoints if checkpoints is not None else ["builtin [0000000000]"]
         self.loaded: str | None = None
         self.submitted: list[GenerationParams] = []
+        self.submitted_inputs: list[Img2ImgInputs] = []
         self.queue = JobQueue()
 
     @property
@@ -106,6 +108,42 @@ class FakeEngine:
         params = with_styles_applied(params, self.styles())
         self.submitted.append(params)
         return self.queue.submit(Job("txt2img", preview_every=1), self._run, params)
+
+    def submit_img2img(self, params: Img2ImgParams, inputs: Img2ImgInputs) -> Job:
+        """Like the engine: the params as submitted are recorded, with their pictures."""
+        params = with_styles_applied(params, self.styles())
+        self.submitted.append(params)
+        self.submitted_inputs.append(inputs)
+        return self.queue.submit(Job("img2img", preview_every=1), self._run, params)
+
+    def submit_img2img_batch(
+        self,
+        params: Img2ImgParams,
+        input_dir: Path,
+        output_dir: Path,
+        mask_dir: Path | None = None,
+        use_png_info: bool = False,
+    ) -> Job:
+        from engine.img2img_batch import run_batch
+
+        if not Path(input_dir).is_dir():
+            raise ValueError(f"folder not found: {input_dir}")
+        self.submitted.append(params)
+
+        def run_one(one: Img2ImgParams, inputs: Img2ImgInputs, job: Job) -> GenerationResult:
+            return self._run(one, job=job)
+
+        def run(p: Img2ImgParams, *, job: Job):
+            return run_batch(
+                lambda one, i: run_one(one, i, job),
+                p,
+                input_dir,
+                output_dir,
+                mask_dir=mask_dir,
+                use_png_info=use_png_info,
+            )
+
+        return self.queue.submit(Job("img2img"), run, params)
 
     def txt2img(self, params: GenerationParams) -> GenerationResult:
         job = self.submit_txt2img(params)

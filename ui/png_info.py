@@ -82,8 +82,18 @@ def infotext_to_fields(text: str) -> tuple[tuple[Any, ...], list[str]]:
     return tuple(getattr(params, name) for name in SEND_FIELDS), override_entries(params)
 
 
-def build_png_info_tab() -> tuple[gr.Textbox, gr.Button]:
-    """Lay out the tab; returns (raw text box, "Send to txt2img" button) for app.py to wire."""
+def read_picture(path: str | None) -> Image.Image:
+    """The PNG Info picture, for "Send to img2img"."""
+    if not path:
+        raise ValueError("There is no picture to send: drop one first.")
+    with Image.open(path) as image:
+        image.load()
+        return image.copy()
+
+
+def build_png_info_tab() -> tuple[gr.Textbox, gr.Button, gr.Button, gr.Image]:
+    """Lay out the tab; returns (raw text box, "Send to txt2img" button, "Send to img2img" button,
+    the picture) for app.py to wire."""
     with gr.Row(elem_id="pnginfo_main"):
         with gr.Column(scale=1):
             image = gr.Image(
@@ -104,6 +114,8 @@ def build_png_info_tab() -> tuple[gr.Textbox, gr.Button]:
                 buttons=["copy"],
             )
             table = gr.HTML("", elem_id="pnginfo_parsed")
-            send = gr.Button("Send to txt2img", elem_id="pnginfo_send_txt2img")
+            with gr.Row():
+                send = gr.Button("Send to txt2img", elem_id="pnginfo_send_txt2img")
+                send_img2img = gr.Button("Send to img2img", elem_id="pnginfo_send_img2img")
     image.change(show_png_info, inputs=image, outputs=[text, table], api_visibility="private")
-    return text, send
+    return text, send, send_img2img, image

@@ -8,8 +8,11 @@ CSS = """
 #refresh_sd_model_checkpoint { max-width: 3em; height: 2.6em; }
 
 /* Top row: prompts on the left, a tall Generate button on the right. */
-#txt2img_actions { justify-content: flex-start; }
-#txt2img_generate, #txt2img_seed_row button { height: 2.6em; align-self: flex-end; margin-bottom: 0.35em; }
+#txt2img_actions, #img2img_actions, #inpaint_actions { justify-content: flex-start; }
+#txt2img_generate, #img2img_generate, #inpaint_generate,
+#txt2img_seed_row button, #img2img_seed_row button, #inpaint_seed_row button {
+  height: 2.6em; align-self: flex-end; margin-bottom: 0.35em;
+}
 
 /* Token counters in the top-right corner of each prompt box, as in A1111. */
 .prompt-box { position: relative; }
@@ -23,10 +26,13 @@ CSS = """
 }
 
 /* Extra networks: small fixed-size cards, not a stretched gallery. */
-#txt2img_extra_gallery .grid-container {
+.extra-gallery .grid-container {
   grid-template-columns: repeat(auto-fill, 140px) !important; justify-content: start;
 }
-#txt2img_extra_gallery .thumbnail-item { width: 140px; height: 140px; aspect-ratio: 1 / 1; }
+.extra-gallery .thumbnail-item { width: 140px; height: 140px; aspect-ratio: 1 / 1; }
+
+/* img2img / Inpaint: the "Send to" buttons sit in one compact row under the gallery. */
+#txt2img_send_row, #img2img_send_row, #inpaint_send_row { gap: 0.4em; }
 
 /* Our own progress bar (Gradio's overlay is hidden for Generate). */
 .atelier-progress {

@@ -37,23 +37,25 @@ def save_style(engine: EngineLike, name: str, prompt: str, negative: str) -> lis
     return engine.save_style((name or "").strip(), prompt or "", negative or "").names
 
 
-def build_styles(engine: EngineLike, prompt: gr.Textbox, negative: gr.Textbox) -> StylesUI:
+def build_styles(
+    engine: EngineLike, prompt: gr.Textbox, negative: gr.Textbox, tab: str = "txt2img"
+) -> StylesUI:
     names, problem = style_choices(engine)
-    with gr.Row(elem_id="txt2img_styles_row", equal_height=True):
+    with gr.Row(elem_id=f"{tab}_styles_row", equal_height=True):
         picker = gr.Dropdown(
             names,
             value=[],
             multiselect=True,
             label="Styles",
             info=problem,
-            elem_id="txt2img_styles",
+            elem_id=f"{tab}_styles",
             scale=5,
         )
-        apply = gr.Button("🖌️", elem_id="txt2img_style_apply", min_width=40, scale=1)
-    with gr.Accordion("Save prompts as a style", open=False, elem_id="txt2img_style_save_box"):
+        apply = gr.Button("🖌️", elem_id=f"{tab}_style_apply", min_width=40, scale=1)
+    with gr.Accordion("Save prompts as a style", open=False, elem_id=f"{tab}_style_save_box"):
         with gr.Row(equal_height=True):
-            name = gr.Textbox(label="Style name", elem_id="txt2img_style_name", scale=4)
-            save = gr.Button("💾", elem_id="txt2img_style_save", min_width=40, scale=1)
+            name = gr.Textbox(label="Style name", elem_id=f"{tab}_style_name", scale=4)
+            save = gr.Button("💾", elem_id=f"{tab}_style_save", min_width=40, scale=1)
 
     def on_apply(p: str, n: str, selected: list[str] | None):
         try:

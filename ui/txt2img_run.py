@@ -7,7 +7,7 @@ lays out the tab and wires them to its components.
 from __future__ import annotations
 
 import html
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -129,14 +129,22 @@ def run_txt2img(
     values: Sequence[Any],
     poll_seconds: float = POLL_SECONDS,
 ) -> Iterator[RunUpdate]:
-    """Submit a job and report on it until it finishes: progress, previews, then the images.
+    """Submit a txt2img job and report on it until it finishes; `values` are the UI values in
+    PARAM_FIELDS order."""
+    yield from follow_job(jobs, session, lambda: engine.submit_txt2img(build_params(*values)), poll_seconds)
 
-    `values` are the UI values in PARAM_FIELDS order. Errors come back as `RunUpdate.message`.
-    If the caller stops iterating early (the browser went away), the job is interrupted.
-    """
+
+def follow_job(
+    jobs: SessionJobs,
+    session: str,
+    submit: Callable[[], Any],
+    poll_seconds: float = POLL_SECONDS,
+) -> Iterator[RunUpdate]:
+    """Submit a job (`submit()` builds the request and returns the Job) and report on it until it
+    finishes: progress, previews, then the images. Errors come back as `RunUpdate.message`.
+    If the caller stops iterating early (the browser went away), the job is interrupted."""
     try:
-        params = build_params(*values)
-        job = engine.submit_txt2img(params)
+        job = submit()
     except Exception as exc:  # invalid params or a refused submit: a message, never a traceback
         yield RunUpdate(progress="", running=False, message=error_message(exc))
         return
@@ -163,6 +171,12 @@ def run_txt2img(
         yield RunUpdate(progress="", running=False, message=error_message(job.error))
         return
     result = job.result
+    if not hasattr(result, "images"):  # a batch job reports what it wrote (engine BatchReport)
+        notes = [result.summary(), *result.notes]
+        if result.interrupted:
+            notes.append("Interrupted: the remaining pictures were not processed.")
+        yield RunUpdate(progress="", running=False, info=GenInfo(notes=notes))
+        return
     info = GenInfo(infotexts=list(result.infotexts), seeds=list(result.seeds), notes=list(result.notes))
     if result.interrupted:
         info.notes.append("Interrupted: showing the images finished so far.")

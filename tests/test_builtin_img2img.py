@@ -1,0 +1,111 @@
+"""img2img, inpainting and outpainting on the built-in model, judged the way a user would: strength 1
+is txt2img, a middle strength keeps the picture's layout, the painted area turns into what the
+prompt asks for while every other pixel stays, and outpainting grows the canvas around the
+original. The automatic scorer (world.scorer) reads colour, shape and place."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from engine import img2img as i2i
+from engine import process
+from engine.outpaint import outpaint_job
+from engine.params import GenerationParams, Img2ImgParams
+from world.scenes import render, scene_from_caption
+from world.scorer import describe
+
+SIZE = 128
+BASE = dict(steps=20, sampler_name="Euler a", seed=11, width=SIZE, height=SIZE)
+SOURCE_CAPTION = "a large red circle at the top left on a blue background"
+PROMPT = "a large green square at the bottom right on a yellow background"
+
+
+@pytest.fixture(scope="module")
+def source() -> Image.Image:
+    return Image.fromarray(render(scene_from_caption(SOURCE_CAPTION, np.random.default_rng(0)), SIZE))
+
+
+def run(model, picture, mask=None, **kw):
+    params = Img2ImgParams(**{**BASE, "prompt": PROMPT, **kw})
+    return np.asarray(i2i.img2img(model, params, i2i.Img2ImgInputs([picture], mask)).images[0])
+
+
+def test_strength_zero_returns_the_input(builtin_model, source):
+    assert np.array_equal(run(builtin_model, source, denoising_strength=0.0), np.asarray(source))
+
+
+def test_strength_one_is_txt2img_with_the_same_seed(builtin_model, source):
+    txt = np.asarray(process.txt2img(builtin_model, GenerationParams(prompt=PROMPT, **BASE)).images[0])
+    out = run(builtin_model, source, denoising_strength=1.0)
+    assert np.abs(out.astype(int) - txt.astype(int)).mean() < 3  # the input's latents barely count at σ_max
+    seen = describe(out)
+    assert (seen.background, seen.colour, seen.shape) == ("yellow", "green", "square")
+
+
+def test_a_middle_strength_keeps_the_layout_and_follows_the_prompt(builtin_model, source):
+    out = describe(run(builtin_model, source, denoising_strength=0.5))
+    before = describe(np.asarray(source))
+    assert out.position == before.position == "top left"  # the shape stays where it was ...
+    assert np.hypot(*np.subtract(out.centroid, before.centroid)) < 8
+    assert (out.background, out.colour) == ("yellow", "green")  # ... in the prompt's colours
+
+
+@pytest.mark.parametrize("content", [0, 2, 3])  # fill, latent noise, latent nothing
+def test_inpainting_paints_the_prompt_into_the_mask_only(builtin_model, content):
+    picture = Image.new("RGB", (SIZE, SIZE), (30, 60, 200))
+    mask = Image.new("L", (SIZE, SIZE), 0)
+    mask.paste(255, (24, 24, 104, 104))
+    out = run(
+        builtin_model,
+        picture,
+        mask,
+        prompt="a large yellow circle in the center on a blue background",
+        denoising_strength=1.0,
+        inpainting_fill=content,
+        mask_blur=4,
+        seed=3,
+    )
+    far = np.ones((SIZE, SIZE), bool)
+    far[24 - 12 : 104 + 12, 24 - 12 : 104 + 12] = False  # beyond the blurred edge
+    assert np.array_equal(out[far], np.asarray(picture)[far])
+    seen = describe(out)
+    assert (seen.background, seen.colour) == ("blue", "yellow")
+    x, y = seen.centroid
+    assert 24 <= x <= 104 and 24 <= y <= 104  # the new shape is inside the painted area
+
+
+def test_only_masked_inpainting_keeps_the_size_and_the_rest(builtin_model, source):
+    mask = Image.new("L", (SIZE, SIZE), 0)
+    mask.paste(255, (72, 72, 120, 120))  # an empty corner of the picture
+    out = run(
+        builtin_model,
+        source,
+        mask,
+        prompt="a large yellow circle in the center on a blue background",
+        denoising_strength=1.0,
+        inpainting_fill=2,
+        inpaint_full_res=1,
+        inpaint_full_res_padding=16,
+        mask_blur=0,
+    )
+    assert out.shape == (SIZE, SIZE, 3)
+    keep = np.asarray(mask) == 0
+    assert np.array_equal(out[keep], np.asarray(source)[keep])
+    inside = out[72:120, 72:120].reshape(-1, 3).astype(int)
+    yellow = (inside[:, 0] > 150) & (inside[:, 1] > 150) & (inside[:, 2] < 100)
+    assert yellow.mean() > 0.1  # the crop was painted at full size: the shape fills part of it
+
+
+def test_outpainting_grows_the_canvas_around_the_original(builtin_model, source):
+    params = Img2ImgParams(**{**BASE, "prompt": SOURCE_CAPTION, "denoising_strength": 1.0}, inpainting_fill=0)
+    params, inputs = outpaint_job(params.model_copy(update={"mask_blur": 4}), source, 64)
+    out = np.asarray(i2i.img2img(builtin_model, params, inputs).images[0])
+    assert out.shape == (SIZE + 128, SIZE + 128, 3)
+    # The seam: the mask reaches blur = 4 px into the original and its blur kernel 10 px further.
+    inner = out[64 + 16 : 64 + SIZE - 16, 64 + 16 : 64 + SIZE - 16]
+    assert np.array_equal(inner, np.asarray(source)[16:-16, 16:-16])  # the original, untouched
+    border = np.concatenate([out[:48].reshape(-1, 3), out[-48:].reshape(-1, 3)]).astype(int)
+    blue = np.abs(border.mean(0) - np.asarray(source)[64, 100].astype(int)).sum()
+    assert blue < 90, border.mean(0)  # the new area continues the blue background
