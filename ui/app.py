@@ -122,45 +122,50 @@ def _paste_handler(target: Any, name: str, with_picture: bool):
 def _wire_sending(tabs, txt2img, img2img, inpaint, png_text, png_image, send_txt2img, send_img2img) -> None:
     """PNG Info → txt2img / img2img, and every gallery's "Send to img2img / inpaint"."""
     events = dict(api_visibility="private")
-    handler, outputs = _paste_handler(txt2img, "txt2img", with_picture=False)
+    to_txt2img, txt2img_outputs = _paste_handler(txt2img, "txt2img", with_picture=False)
     sent = send_txt2img.click(
-        lambda text: handler(text, None), inputs=png_text, outputs=[*outputs, tabs], **events
+        lambda text: to_txt2img(text, None), inputs=png_text, outputs=[*txt2img_outputs, tabs], **events
     )
     txt2img.recount_after(sent)
 
-    handler, outputs = _paste_handler(img2img, "img2img", with_picture=True)
+    to_img2img, img2img_outputs = _paste_handler(img2img, "img2img", with_picture=True)
 
     def from_png_info(text: str, path: str | None) -> tuple[Any, ...]:
         try:
             picture = read_picture(path)
         except Exception as exc:
             gr.Warning(f"Cannot send to img2img: {error_message(exc)}")
-            return (gr.skip(),) * (len(outputs) + 1)
-        return handler(text, picture)
+            return (gr.skip(),) * (len(img2img_outputs) + 1)
+        return to_img2img(text, picture)
 
-    sent = send_img2img.click(from_png_info, inputs=[png_text, png_image], outputs=[*outputs, tabs], **events)
+    sent = send_img2img.click(
+        from_png_info, inputs=[png_text, png_image], outputs=[*img2img_outputs, tabs], **events
+    )
     img2img.recount_after(sent)
 
     for source in (txt2img, img2img, inpaint):
         for target, name in ((img2img, "img2img"), (inpaint, "inpaint")):
-            handler, outputs = _paste_handler(target, name, with_picture=True)
+            _wire_gallery_send(tabs, source, target, name)
 
-            def from_gallery(gallery: Any, info: Any, handler=handler, outputs=outputs) -> tuple[Any, ...]:
-                try:
-                    picture = selected_picture(gallery, info)
-                except Exception as exc:
-                    gr.Warning(error_message(exc))
-                    return (gr.skip(),) * (len(outputs) + 1)
-                return handler(selected_infotext(info), picture)
 
-            button = source.results.send_buttons[name]
-            sent = button.click(
-                from_gallery,
-                inputs=[source.results.gallery, source.gen_info],
-                outputs=[*outputs, tabs],
-                **events,
-            )
-            target.recount_after(sent)
+def _wire_gallery_send(tabs: gr.Tabs, source: Any, target: Any, name: str) -> None:
+    handler, outputs = _paste_handler(target, name, with_picture=True)
+
+    def from_gallery(gallery: Any, info: Any) -> tuple[Any, ...]:
+        try:
+            picture = selected_picture(gallery, info)
+        except Exception as exc:
+            gr.Warning(error_message(exc))
+            return (gr.skip(),) * (len(outputs) + 1)
+        return handler(selected_infotext(info), picture)
+
+    sent = source.results.send_buttons[name].click(
+        from_gallery,
+        inputs=[source.results.gallery, source.gen_info],
+        outputs=[*outputs, tabs],
+        api_visibility="private",
+    )
+    target.recount_after(sent)
 
 
 def launch_kwargs(args: argparse.Namespace) -> dict[str, Any]:

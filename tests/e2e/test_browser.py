@@ -238,3 +238,79 @@ def test_extra_networks_cards_insert_and_remove_their_tag(page, atelier_server):
     page.wait_for_function(
         "() => document.querySelector('#txt2img_prompt textarea').value === 'a red circle'"
     )
+
+
+def test_inpaint_tab_paints_a_mask_and_repaints_only_there(page, atelier_server, tmp_path):
+    """The Inpaint tab as an artist uses it: upload a picture, paint over a corner with the brush,
+    Generate; the result appears, records the mask options, and changes only where it was painted."""
+    from io import BytesIO
+
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    source = Image.new("RGB", (SIZE, SIZE), (30, 60, 200))
+    ImageDraw.Draw(source).ellipse((16, 16, 56, 56), fill=(220, 30, 30))
+    source_path = tmp_path / "source.png"
+    source.save(source_path)
+
+    _open_tab(page, "Inpaint")
+    editor = page.locator("#inpaint_inpaint_editor")
+    with page.expect_file_chooser() as chooser:
+        editor.get_by_role("button", name="Upload", exact=True).click()
+    chooser.value.set_files(str(source_path))
+    page.wait_for_timeout(2000)  # the canvas draws the picture
+    editor.get_by_role("button", name="Brush", exact=True).click()
+    canvas = editor.locator("canvas").first.bounding_box()
+    # Strokes over the lower-right quarter of the picture (the canvas shows it centred).
+    x0, y0 = canvas["x"] + canvas["width"] * 0.6, canvas["y"] + canvas["height"] * 0.6
+    for row in range(5):
+        page.mouse.move(x0, y0 + row * 20)
+        page.mouse.down()
+        page.mouse.move(x0 + 120, y0 + row * 20, steps=8)
+        page.mouse.up()
+
+    prompt = "a large yellow star at the bottom right on a blue background"
+    page.locator("#inpaint_prompt textarea").fill(prompt)
+    _set_number(page, "inpaint_steps", 8)
+    _set_number(page, "inpaint_denoising_strength", 1)
+    _set_number(page, "inpaint_seed", 7)
+    page.click("#inpaint_generate")
+    page.wait_for_selector("#inpaint_gallery img", state="visible", timeout=GENERATE_TIMEOUT_MS)
+    page.wait_for_function(
+        "() => (document.querySelector('#inpaint_infotext')?.innerText || '').includes('Seed:')"
+    )
+    infotext = page.inner_text("#inpaint_infotext")
+    assert "Mask blur: 4" in infotext and "Denoising strength: 1" in infotext and "Seed: 7" in infotext
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "inpaint.png"), full_page=True)
+
+    src = page.locator("#inpaint_gallery img").first.get_attribute("src")
+    body = page.request.get(src if src.startswith("http") else atelier_server.url + src).body()
+    result = np.asarray(Image.open(BytesIO(body)).convert("RGB"), dtype=int)
+    original = np.asarray(source, dtype=int)
+    assert result.shape == original.shape
+    changed = np.abs(result - original).sum(-1) > 0
+    assert not changed[:40, :40].any()  # the unpainted top-left corner is the input's, exactly
+    assert changed[SIZE - 24 :, SIZE - 24 :].mean() > 0.5  # the painted corner was repainted
+
+
+def test_send_to_img2img_carries_the_picture_and_its_parameters(page):
+    prompt = "a large white triangle in the center on a green background"
+    _generate(page, prompt)
+    page.click("#txt2img_send_to_img2img")
+    page.wait_for_function(
+        f"() => document.querySelector('#img2img_prompt textarea')?.value === {prompt!r}", timeout=30_000
+    )
+    assert page.locator("#img2img_seed input").input_value() == str(SEED)
+    page.locator("#img2img_init_image img").first.wait_for(state="visible")
+    # Generate from it at once: the img2img job runs on the sent picture (0.3 × 12 steps: 4 run).
+    _set_number(page, "img2img_denoising_strength", 0.3)
+    _set_number(page, "img2img_steps", 12)
+    page.click("#img2img_generate")
+    page.wait_for_selector("#img2img_gallery img", state="visible", timeout=GENERATE_TIMEOUT_MS)
+    page.wait_for_function(
+        "() => (document.querySelector('#img2img_infotext')?.innerText || '')"
+        ".includes('Denoising strength: 0.3')"
+    )
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "img2img.png"), full_page=True)
