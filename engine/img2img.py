@@ -217,7 +217,7 @@ def _sample(model, params, prepared, pictures, seeds, sigmas, conditioning, job,
             init, size=(params.height // f, params.width // f), mode="bilinear"
         )
     rng = ImageRNG(seeds, tuple(init.shape[1:]), model.device)
-    noise = rng.next() * params.initial_noise_multiplier
+    noise = rng.next() * (1.0 if params.initial_noise_multiplier is None else params.initial_noise_multiplier)
     hooks, image_cond = None, None
     nmask = None
     if prepared.repaint is not None:

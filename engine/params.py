@@ -119,10 +119,11 @@ class Img2ImgParams(GenerationParams):
     )
     resize_mode: int = Field(0, ge=0, le=len(RESIZE_MODES) - 1, json_schema_extra=_label(None))
     # A1111 "img2img_fix_steps": run exactly `steps` steps whatever the strength (steps / strength
-    # schedule, last `steps` of it) instead of strength × steps.
-    img2img_fix_steps: bool = Field(False, json_schema_extra=_label(None))
-    initial_noise_multiplier: float = Field(
-        1.0, ge=0.0, le=1.5, allow_inf_nan=False, json_schema_extra=_unwritten_at(1.0, "Noise multiplier")
+    # schedule, last `steps` of it) instead of strength × steps. This and the noise multiplier
+    # are settings in A1111; None here means "the Settings value", filled in at submit time.
+    img2img_fix_steps: bool | None = Field(None, json_schema_extra=_label(None))
+    initial_noise_multiplier: float | None = Field(
+        None, ge=0.0, le=1.5, allow_inf_nan=False, json_schema_extra=_unwritten_at(1.0, "Noise multiplier")
     )
     mask_blur: int | None = Field(4, ge=0, le=64, json_schema_extra=_unwritten_at(0, "Mask blur"))
     inpainting_mask_invert: int | None = Field(
@@ -161,6 +162,12 @@ class Img2ImgParams(GenerationParams):
     @property
     def masked_content(self) -> str:
         return MASKED_CONTENT[self.inpainting_fill if self.inpainting_fill is not None else 1]
+
+
+def img2img_settings(params: Img2ImgParams, settings: Any) -> dict[str, Any]:
+    """The update that fills a job's unset img2img options from the Settings."""
+    names = ("img2img_fix_steps", "initial_noise_multiplier")
+    return {name: getattr(settings, name) for name in names if getattr(params, name) is None}
 
 
 _CHOICE_FIELDS = {

@@ -22,7 +22,7 @@ from engine.models.builtin import builtin_model_path
 from engine.models.lora import LoraLibrary
 from engine.models.manager import ModelManager
 from engine.models.paths import LORA_SUBDIR, models_root
-from engine.params import GenerationParams, Img2ImgParams
+from engine.params import GenerationParams, Img2ImgParams, img2img_settings
 from engine.results import GenerationResult
 from engine.sampler_params import resolve_overrides
 from engine.sampling.registry import sampler_names, schedule_hint, schedule_names
@@ -212,7 +212,10 @@ class Engine:
     def _resolved(self, params: GenerationParams) -> GenerationParams:
         # Unset sampler parameters take the Sampler settings values now, so the job (and its
         # infotext) keeps them even if the settings change while it waits in the queue.
-        params = params.model_copy(update=resolve_overrides(params, self._settings))
+        settings = self._settings
+        params = params.model_copy(update=resolve_overrides(params, settings))
+        if isinstance(params, Img2ImgParams):
+            params = params.model_copy(update=img2img_settings(params, settings))
         return with_styles_applied(params, self.styles())  # unknown names raise ValueError
 
     def submit_txt2img(self, params: GenerationParams) -> Job:

@@ -31,6 +31,15 @@ class Settings(SamplerDefaults):
     outdir_img2img_samples: str = Field(
         "outputs/img2img-images", description="Output folder for img2img and inpainting images"
     )
+    img2img_fix_steps: bool = Field(
+        False, description="img2img: run exactly the steps on the slider (not denoising strength × steps)"
+    )
+    initial_noise_multiplier: float = Field(
+        1.0,
+        ge=0.0,
+        le=1.5,
+        description="img2img: multiply the initial noise by this (A1111: Noise multiplier)",
+    )
     save_images: bool = Field(True, description="Save every generated image")
     samples_format: str = Field("png", pattern="^png$", description="File format for images")
     show_progress_every_n_steps: int = Field(

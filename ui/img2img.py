@@ -72,7 +72,7 @@ def _inputs_panel(tab: str, f: Fields, only_inpaint: bool) -> tuple[gr.State, gr
         with gr.Tab("img2img", id="img2img", elem_id=f"{tab}_mode_img2img") as t_img:
             f["init_image"] = gr.Image(
                 label="Picture",
-                type="pil",
+                type="filepath",
                 image_mode="RGBA",
                 sources=["upload", "clipboard"],
                 format="png",
@@ -89,14 +89,14 @@ def _inputs_panel(tab: str, f: Fields, only_inpaint: bool) -> tuple[gr.State, gr
             with gr.Row():
                 f["upload_image"] = gr.Image(
                     label="Picture",
-                    type="pil",
+                    type="filepath",
                     image_mode="RGBA",
                     format="png",
                     elem_id=f"{tab}_upload_image",
                 )
                 f["upload_mask"] = gr.Image(
                     label="Mask (white = repaint)",
-                    type="pil",
+                    type="filepath",
                     image_mode="RGBA",
                     format="png",
                     elem_id=f"{tab}_upload_mask",

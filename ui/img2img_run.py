@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from engine import masking
-from engine.img2img import Img2ImgInputs
+from engine.img2img import MAX_INPUT_PIXELS, Img2ImgInputs
 from engine.outpaint import outpaint_job
 from engine.params import INPAINT_AREAS, MASK_MODES, MASKED_CONTENT, RESIZE_MODES, Img2ImgParams
 from ui.common import EngineLike
@@ -84,6 +84,27 @@ def painted_mask(background: Image.Image, layers: list[Image.Image]) -> Image.Im
     return mask
 
 
+def open_picture(value: Any, what: str) -> Image.Image | None:
+    """An uploaded picture (a file path from Gradio, or an image already): decoded here, so a
+    corrupt or non-image upload is a clear message and an oversized one is refused before it is
+    decoded."""
+    if value is None or isinstance(value, Image.Image):
+        return value
+    try:
+        with Image.open(value) as image:
+            if image.width * image.height > MAX_INPUT_PIXELS:
+                size = f"{image.width}×{image.height}"
+                raise ValueError(f"{what}: {size} is too large; the limit is {MAX_INPUT_PIXELS:,} pixels")
+            image.load()
+            return image.copy()
+    except ValueError:
+        raise
+    except Exception as exc:  # not an image, truncated, a decompression bomb, ...
+        raise ValueError(
+            f"{what}: cannot read {Path(str(value)).name} as a picture ({type(exc).__name__})"
+        ) from exc
+
+
 def _choice(value: Any, choices: tuple[str, ...], name: str) -> int:
     if isinstance(value, str):
         if value not in choices:
@@ -95,7 +116,7 @@ def _choice(value: Any, choices: tuple[str, ...], name: str) -> int:
 def _pictures(mode: str, v: Mapping[str, Any]) -> Img2ImgInputs:
     """The job's pictures for `mode`."""
     if mode == "img2img":
-        picture = v.get("init_image")
+        picture = open_picture(v.get("init_image"), "img2img")
         if picture is None:
             raise ValueError("img2img: upload a picture first")
         return Img2ImgInputs([picture])
@@ -118,7 +139,8 @@ def _pictures(mode: str, v: Mapping[str, Any]) -> Img2ImgInputs:
         )
         return Img2ImgInputs([start], mask)
     if mode == "Inpaint upload":
-        picture, mask = v.get("upload_image"), v.get("upload_mask")
+        picture = open_picture(v.get("upload_image"), "Inpaint upload")
+        mask = open_picture(v.get("upload_mask"), "Inpaint upload mask")
         if picture is None or mask is None:
             raise ValueError("Inpaint upload: upload both the picture and its mask")
         return Img2ImgInputs([picture], mask)
