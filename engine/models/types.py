@@ -54,7 +54,8 @@ class LoadedModel:
 
     @property
     def is_inpainting(self) -> bool:
-        return int(self.unet.config.in_channels) == 9
+        config = getattr(self.unet, "config", None)  # test doubles may pass a bare function
+        return int(getattr(config, "in_channels", 4)) == 9
 
     @property
     def native_size(self) -> int:
