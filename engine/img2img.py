@@ -22,6 +22,9 @@ from PIL import Image
 from engine import images as image_io
 from engine import masking, process
 from engine.conditioning.embeddings import EmbeddingDatabase
+from engine.controlnet.apply import control_infotext, control_stack
+from engine.controlnet.models import ControlNetLibrary
+from engine.controlnet.units import ControlInput
 from engine.infotext import build_infotext
 from engine.jobs import Job
 from engine.models.lora import LoraLibrary
@@ -172,6 +175,8 @@ def img2img(
     save: process.SaveOptions | None = None,
     embeddings: EmbeddingDatabase | None = None,
     loras: LoraLibrary | None = None,
+    control: list[ControlInput] | None = None,
+    controlnets: ControlNetLibrary | None = None,
 ) -> GenerationResult:
     job = job or Job("img2img")
     params = params.with_seed(resolve_seed(params.seed))
@@ -179,6 +184,8 @@ def img2img(
     inputs = Img2ImgInputs(list(inputs.init_images), inputs.mask, inputs.latent_mask)
     check_inputs(model, params, inputs, result.notes)  # 1
     prepared = prepare_pictures(params, inputs)  # 2
+    # A unit without its own picture uses the img2img picture (A1111's default in img2img).
+    units = process._prepare_control(model, params, control, controlnets, prepared.pictures[0])
     recorded = _recorded_params(params, prepared)
     if params.denoising_strength == 0:  # nothing to denoise: the input, resized, is the answer
         job.begin(params.n_iter, 0)
@@ -187,13 +194,15 @@ def img2img(
     options = sampler_options(params)
     sigmas = img2img_sigmas(model, params, options)
     job.begin(params.n_iter, len(sigmas) - 1)
+    stack = control_stack(model, units, sigmas)
     with process.text_conditioning(model, params, result, embeddings, loras) as (conditioning, extra):  # 3
+        extra.update(control_infotext(units))
         for batch in range(params.n_iter):
             job.progress.batch = batch
             seeds = [params.seed + batch * params.batch_size + i for i in range(params.batch_size)]
             pictures = [prepared.pictures[i % len(prepared.pictures)] for i in range(len(seeds))]
             latents = _sample(
-                model, params, prepared, pictures, seeds, sigmas, conditioning, job, options, result
+                model, params, prepared, pictures, seeds, sigmas, conditioning, job, options, result, stack
             )
             decoded = process.to_pil(process.decode(model, latents, result.notes))
             for i, (image, seed) in enumerate(zip(decoded, seeds, strict=True)):
@@ -207,7 +216,7 @@ def img2img(
     return result
 
 
-def _sample(model, params, prepared, pictures, seeds, sigmas, conditioning, job, options, result):
+def _sample(model, params, prepared, pictures, seeds, sigmas, conditioning, job, options, result, stack=None):
     """Stages 4-5 for one batch: encode the pictures, add noise at the first σ, denoise."""
     images = to_tensor(pictures, model.device)
     init = process.encode(model, images)
@@ -242,7 +251,17 @@ def _sample(model, params, prepared, pictures, seeds, sigmas, conditioning, job,
     x = init + noise * sigmas[0]
     try:
         latents = process.denoise(
-            model, params, x, sigmas, conditioning, rng, job, options, hooks=hooks, image_cond=image_cond
+            model,
+            params,
+            x,
+            sigmas,
+            conditioning,
+            rng,
+            job,
+            options,
+            hooks=hooks,
+            image_cond=image_cond,
+            control=stack,
         )
     except process._Stopped as stopped:
         latents, result.interrupted = stopped.latents, True

@@ -21,6 +21,15 @@ from engine import images as image_io
 from engine.conditioning.clip import clip_layers
 from engine.conditioning.embeddings import EmbeddingDatabase
 from engine.conditioning.schedule import Conditioning, encode_conditioning
+from engine.controlnet.apply import (
+    ControlNetStack,
+    PreparedUnit,
+    control_infotext,
+    control_stack,
+    prepare_units,
+)
+from engine.controlnet.models import ControlNetLibrary
+from engine.controlnet.units import ControlInput
 from engine.infotext import build_infotext
 from engine.jobs import Job, JobInterrupted, JobSkipped
 from engine.models import lora as lora_patch
@@ -99,18 +108,27 @@ def prepare_latents(model: LoadedModel, params: GenerationParams, seeds: list[in
 
 
 # -- 4. denoise -----------------------------------------------------------------------------------
-def make_denoiser(model: LoadedModel, image_cond: torch.Tensor | None = None) -> SigmaDenoiser:
+def make_denoiser(
+    model: LoadedModel, image_cond: torch.Tensor | None = None, control: ControlNetStack | None = None
+) -> SigmaDenoiser:
     """`image_cond`: an inpainting UNet's extra input channels (mask + masked-image latents),
-    one row per image; the CFG batch repeats the images, so the rows are tiled to match."""
+    one row per image; the CFG batch repeats the images, so the rows are tiled to match.
+    `control`: ControlNet residuals added to the UNet's skip connections at every evaluation."""
 
-    def unet(x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+    def unet(x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, uncond_count: int = 0) -> torch.Tensor:
+        kwargs = {}
+        residuals = control(x, t, cond, uncond_count) if control is not None else None
+        if residuals is not None:
+            down, mid = residuals
+            kwargs["down_block_additional_residuals"] = [r.to(model.dtype) for r in down]
+            kwargs["mid_block_additional_residual"] = mid.to(model.dtype)
         if image_cond is not None:
             extra = image_cond.to(x).repeat(x.shape[0] // image_cond.shape[0], 1, 1, 1)
             x = torch.cat([x, extra], dim=1)
-        return model.unet(x.to(model.dtype), t, encoder_hidden_states=cond).sample.float()
+        return model.unet(x.to(model.dtype), t, encoder_hidden_states=cond, **kwargs).sample.float()
 
     sigmas = ModelSigmas.from_alphas_cumprod(model.alphas_cumprod)
-    return SigmaDenoiser(unet, sigmas, model.prediction_type)
+    return SigmaDenoiser(unet, sigmas, model.prediction_type, wants_uncond_count=control is not None)
 
 
 def denoise(
@@ -125,6 +143,7 @@ def denoise(
     *,
     hooks: GuidanceHooks | None = None,
     image_cond: torch.Tensor | None = None,
+    control: ControlNetStack | None = None,
 ) -> torch.Tensor:
     """Run the sampler. On interrupt/skip, returns the latest x̂₀ estimate (A1111's behaviour).
     `rng` is the sampler's noise source: fresh per-image noise, and Brownian paths for SDE samplers.
@@ -134,7 +153,7 @@ def denoise(
     rng.apply_noise_seed_delta(options.eta_noise_seed_delta)
     if model.is_inpainting and image_cond is None:
         raise ValueError("an inpainting model needs image conditioning")
-    denoiser = make_denoiser(model, image_cond)
+    denoiser = make_denoiser(model, image_cond, control)
     guider = CFGGuider(denoiser, conditioning, params.cfg_scale, sigmas=sigmas, hooks=hooks)
     last = {"denoised": x}
 
@@ -263,15 +282,27 @@ def txt2img(
     save: SaveOptions | None = None,
     embeddings: EmbeddingDatabase | None = None,
     loras: LoraLibrary | None = None,
+    control: list[ControlInput] | None = None,
+    controlnets: ControlNetLibrary | None = None,
 ) -> GenerationResult:
     job = job or Job()
     check_inputs(model, params)  # 1
+    units = _prepare_control(model, params, control, controlnets)
     params = params.with_seed(resolve_seed(params.seed))
     result = GenerationResult(params=params)
     job.begin(params.n_iter, params.steps)
     with text_conditioning(model, params, result, embeddings, loras) as (conditioning, extra):  # 2
-        _sample_batches(model, params, conditioning, job, save, result, extra)
+        extra.update(control_infotext(units))
+        _sample_batches(model, params, conditioning, job, save, result, extra, units)
     return result
+
+
+def _prepare_control(model, params, control, controlnets, fallback_image=None) -> list[PreparedUnit]:
+    if not control:
+        return []
+    if controlnets is None:
+        raise ValueError("ControlNet units were given but no ControlNet folder is configured")
+    return prepare_units(control, model, controlnets, params.width, params.height, fallback_image)
 
 
 def emit_image(
@@ -297,9 +328,11 @@ def _sample_batches(
     save: SaveOptions | None,
     result: GenerationResult,
     extra: dict[str, object],
+    units: list[PreparedUnit] | None = None,
 ) -> None:
     options = sampler_options(params)  # the job's sampler parameters (A1111 defaults where unset)
     sigmas = make_sigmas(model, params, options)
+    control = control_stack(model, units or [], sigmas)
     for batch in range(params.n_iter):
         job.progress.batch = batch
         seeds = [params.seed + batch * params.batch_size + i for i in range(params.batch_size)]
@@ -307,7 +340,16 @@ def _sample_batches(
         image_cond = txt2img_conditioning(model, len(seeds), params.height, params.width)
         try:
             latents = denoise(
-                model, params, x, sigmas, conditioning, rng, job, options, image_cond=image_cond
+                model,
+                params,
+                x,
+                sigmas,
+                conditioning,
+                rng,
+                job,
+                options,
+                image_cond=image_cond,
+                control=control,
             )  # 4
         except _Stopped as stopped:
             latents, result.interrupted = stopped.latents, True

@@ -234,3 +234,40 @@ def save_sd_checkpoint(
         if os.path.exists(tmp):
             os.remove(tmp)
     return path
+
+
+CONTROLNET_PREFIX = "control_model."
+
+
+def controlnet_to_ldm(
+    state_dict: Mapping[str, torch.Tensor], config: Mapping[str, Any]
+) -> dict[str, torch.Tensor]:
+    """ControlNetModel weights → the `control_model.*` single-file layout A1111 users have: the
+    UNet encoder's LDM names, plus the hint encoder (`input_hint_block`, conv, SiLU, conv, ...),
+    the zero convolutions (`zero_convs.N.0`) and `middle_block_out.0`."""
+    encoder: dict[str, torch.Tensor] = {}
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state_dict.items():
+        parts = key.split(".")
+        if parts[0] == "controlnet_cond_embedding":
+            if parts[1] == "conv_in":
+                index = 0
+            elif parts[1] == "blocks":
+                index = 2 * (int(parts[2]) + 1)
+            else:  # conv_out follows the last block
+                blocks = {
+                    int(k.split(".")[2])
+                    for k in state_dict
+                    if k.startswith("controlnet_cond_embedding.blocks.")
+                }
+                index = 2 * (len(blocks) + 1)
+            out[f"input_hint_block.{index}.{parts[-1]}"] = value
+        elif parts[0] == "controlnet_down_blocks":
+            out[f"zero_convs.{parts[1]}.0.{parts[-1]}"] = value
+        elif parts[0] == "controlnet_mid_block":
+            out[f"middle_block_out.0.{parts[-1]}"] = value
+        else:
+            encoder[key] = value
+    for key, value in unet_to_ldm(encoder, config).items():
+        out[key[len(UNET_PREFIX) :]] = value
+    return {CONTROLNET_PREFIX + k: v for k, v in out.items()}

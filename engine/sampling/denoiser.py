@@ -25,21 +25,34 @@ UNetFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 class SigmaDenoiser:
     """D(x, σ, cond) for an ε- or v-prediction model with a discrete σ table."""
 
-    def __init__(self, unet: UNetFn, model_sigmas: ModelSigmas, prediction_type: str):
+    def __init__(
+        self,
+        unet: UNetFn,
+        model_sigmas: ModelSigmas,
+        prediction_type: str,
+        *,
+        wants_uncond_count: bool = False,
+    ):
         if prediction_type not in PREDICTION_TYPES:
             raise ValueError(f"unsupported prediction type {prediction_type!r}")
         self.unet = unet
         self.model_sigmas = model_sigmas
         self.prediction_type = prediction_type
+        # ControlNet's "ControlNet is more important" treats the unconditional rows of the CFG batch
+        # differently: such a UNet function takes `uncond_count=` (the batch's leading uncond rows).
+        self.wants_uncond_count = wants_uncond_count
 
-    def __call__(self, x: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+    def __call__(
+        self, x: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor, uncond_count: int = 0
+    ) -> torch.Tensor:
         sigma = sigma.to(torch.float32).reshape(-1)
         if sigma.numel() == 1:
             sigma = sigma.expand(x.shape[0])
         s = sigma.to(x.device).view(-1, 1, 1, 1)
         c_in = 1 / (s**2 + 1).sqrt()
         t = self.model_sigmas.sigma_to_t(sigma.cpu()).to(x.device)
-        out = self.unet(x * c_in, t, cond).to(x.dtype)
+        extra = {"uncond_count": uncond_count} if self.wants_uncond_count else {}
+        out = self.unet(x * c_in, t, cond, **extra).to(x.dtype)
         if self.prediction_type == "epsilon":
             return x - out * s
         # v-prediction (Salimans & Ho 2022), σ_data = 1: x̂₀ = c_skip·x + c_out·v.
@@ -117,7 +130,8 @@ class CFGGuider:
         sigma_batch = sigma.reshape(-1)
         if sigma_batch.numel() > 1:
             sigma_batch = sigma_batch.repeat(k + 1)
-        out = self.denoiser(torch.cat([x] * (k + 1)), sigma_batch, self._batch([uncond, *conds], n))
+        layout = {"uncond_count": n} if getattr(self.denoiser, "wants_uncond_count", False) else {}
+        out = self.denoiser(torch.cat([x] * (k + 1)), sigma_batch, self._batch([uncond, *conds], n), **layout)
         uncond_x0, *cond_x0s = out.chunk(k + 1)
         cond_x0 = uncond_x0 + sum(w * (c - uncond_x0) for w, c in zip(weights, cond_x0s, strict=True))
         for hook in self.hooks.pre_cfg:
