@@ -176,7 +176,13 @@ def flatten(image: Image.Image, background: str = "#ffffff") -> Image.Image:
     return image.convert("RGB")
 
 
-def resize_image(mode: int, image: Image.Image, width: int, height: int) -> Image.Image:
+def resize_image(
+    mode: int,
+    image: Image.Image,
+    width: int,
+    height: int,
+    resample: Image.Resampling = Image.Resampling.LANCZOS,
+) -> Image.Image:
     """A1111's resize modes for img2img inputs (and their masks):
 
     0 Just resize: stretch to width × height.
@@ -184,7 +190,6 @@ def resize_image(mode: int, image: Image.Image, width: int, height: int) -> Imag
     2 Resize and fill: scale to fit inside, centre, fill the bands by stretching the edge pixels.
     3 Just resize (latent upscale): handled in latent space by the pipeline; here as mode 0.
     """
-    resample = Image.Resampling.LANCZOS
     if mode in (0, 3) or image.size == (width, height):
         return image.resize((width, height), resample)
     ratio, src_ratio = width / height, image.width / image.height

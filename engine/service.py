@@ -14,6 +14,11 @@ from typing import Any
 from engine import img2img as img2img_pipeline
 from engine import process
 from engine.conditioning.embeddings import EmbeddingDatabase
+from engine.controlnet.apply import control_map
+from engine.controlnet.models import SUBDIR as CONTROLNET_SUBDIR
+from engine.controlnet.models import ControlNetLibrary
+from engine.controlnet.preprocessors import PREPROCESSORS, availability
+from engine.controlnet.units import ControlInput, ControlNetUnit
 from engine.extra_networks import NetworkCard, list_cards
 from engine.img2img import Img2ImgInputs
 from engine.img2img_batch import BatchReport, run_batch
@@ -64,6 +69,7 @@ class Engine:
         self.queue = JobQueue()
         self._embeddings: tuple[Any, EmbeddingDatabase] | None = None  # (folder signature, db)
         self.loras = LoraLibrary(models_root(self.root) / LORA_SUBDIR)
+        self.controlnets = ControlNetLibrary(models_root(self.root) / CONTROLNET_SUBDIR)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Engine:
@@ -156,11 +162,20 @@ class Engine:
         return count_prompt_tokens(prompt, steps, is_negative=is_negative, embeddings=embeddings)
 
     # -- generation -------------------------------------------------------------------------------
-    def _run_txt2img(self, params: GenerationParams, *, job: Job) -> GenerationResult:
+    def _run_txt2img(
+        self, params: GenerationParams, control: list[ControlInput] | None = None, *, job: Job
+    ) -> GenerationResult:
         model = self.models.get(params.checkpoint or self.current_checkpoint(), vae=self._settings.sd_vae)
         save = self._save_options("txt2img")
         return process.txt2img(
-            model, params, job=job, save=save, embeddings=self.embeddings_for(model), loras=self.loras
+            model,
+            params,
+            job=job,
+            save=save,
+            embeddings=self.embeddings_for(model),
+            loras=self.loras,
+            control=control,
+            controlnets=self.controlnets,
         )
 
     def _save_options(self, kind: str) -> process.SaveOptions | None:
@@ -172,7 +187,14 @@ class Engine:
         folder = settings.txt2img_outdir if kind == "txt2img" else settings.img2img_outdir
         return process.SaveOptions(outdir=folder(self.data_dir))
 
-    def _run_img2img(self, params: Img2ImgParams, inputs: Img2ImgInputs, *, job: Job) -> GenerationResult:
+    def _run_img2img(
+        self,
+        params: Img2ImgParams,
+        inputs: Img2ImgInputs,
+        control: list[ControlInput] | None = None,
+        *,
+        job: Job,
+    ) -> GenerationResult:
         model = self.models.get(params.checkpoint or self.current_checkpoint(), vae=self._settings.sd_vae)
         return img2img_pipeline.img2img(
             model,
@@ -182,6 +204,8 @@ class Engine:
             save=self._save_options("img2img"),
             embeddings=self.embeddings_for(model),
             loras=self.loras,
+            control=control,
+            controlnets=self.controlnets,
         )
 
     def _run_img2img_batch(self, params: Img2ImgParams, folders: dict[str, Any], *, job: Job) -> BatchReport:
@@ -218,15 +242,31 @@ class Engine:
             params = params.model_copy(update=img2img_settings(params, settings))
         return with_styles_applied(params, self.styles())  # unknown names raise ValueError
 
-    def submit_txt2img(self, params: GenerationParams) -> Job:
+    def submit_txt2img(self, params: GenerationParams, control: list[ControlInput] | None = None) -> Job:
+        """A txt2img job; `control`: ControlNet units with their pictures."""
         job = Job("txt2img", preview_every=self._settings.show_progress_every_n_steps)
-        return self.queue.submit(job, self._run_txt2img, self._resolved(params))
+        return self.queue.submit(job, self._run_txt2img, self._resolved(params), control)
 
-    def submit_img2img(self, params: Img2ImgParams, inputs: Img2ImgInputs) -> Job:
+    def submit_img2img(
+        self, params: Img2ImgParams, inputs: Img2ImgInputs, control: list[ControlInput] | None = None
+    ) -> Job:
         """img2img, sketch, inpainting and outpainting jobs (outpainting arrives as the inpainting
-        job `engine.outpaint.outpaint_job` builds)."""
+        job `engine.outpaint.outpaint_job` builds). A ControlNet unit without a picture uses the
+        img2img picture."""
         job = Job("img2img", preview_every=self._settings.show_progress_every_n_steps)
-        return self.queue.submit(job, self._run_img2img, self._resolved(params), inputs)
+        return self.queue.submit(job, self._run_img2img, self._resolved(params), inputs, control)
+
+    # -- ControlNet -------------------------------------------------------------------------------
+    def controlnet_models(self) -> list[str]:
+        return self.controlnets.titles()
+
+    def preprocessors(self) -> list[tuple[str, str | None]]:
+        """(name, why it cannot run or None) for every preprocessor."""
+        return [(name, availability(name, self.controlnets.annotators)) for name in PREPROCESSORS]
+
+    def preview_control(self, unit: ControlNetUnit, image: Any, width: int, height: int) -> Any:
+        """The map a unit's preprocessor makes of `image` at the output size (the unit's preview)."""
+        return control_map(unit, image, width, height, self.controlnets.annotators)[0]
 
     def submit_img2img_batch(
         self,

@@ -40,6 +40,9 @@ class Settings(SamplerDefaults):
         le=1.5,
         description="img2img: multiply the initial noise by this (A1111: Noise multiplier)",
     )
+    control_net_unit_count: int = Field(
+        3, ge=1, le=10, description="ControlNet: units shown in txt2img / img2img (after a restart)"
+    )
     save_images: bool = Field(True, description="Save every generated image")
     samples_format: str = Field("png", pattern="^png$", description="File format for images")
     show_progress_every_n_steps: int = Field(

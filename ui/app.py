@@ -1,5 +1,5 @@
-"""The Gradio app: quick-settings bar on top, then the txt2img / img2img / Inpaint / PNG Info /
-Settings tabs.
+"""The Gradio app: quick-settings bar on top, then the txt2img / img2img / Inpaint / ControlNet /
+PNG Info / Settings tabs.
 
 `build_ui(engine)` only lays out components and wires handlers; it never loads a model, so the
 server is up in seconds. `serve(args)` creates the engine, launches, and then warms the model up
@@ -46,6 +46,8 @@ def build_ui(engine: EngineLike) -> gr.Blocks:
                 img2img = build_img2img_tab(engine, jobs, tab="img2img")
             with gr.Tab("Inpaint", id="inpaint", elem_id="tab_inpaint"):
                 inpaint = build_img2img_tab(engine, jobs, tab="inpaint")
+            with gr.Tab("ControlNet", id="controlnet", elem_id="tab_controlnet"):
+                build_txt2img_tab(engine, jobs, tab="controlnet")
             with gr.Tab("PNG Info", id="pnginfo", elem_id="tab_pnginfo"):
                 png_text, send_button, send_img2img_button, png_image = build_png_info_tab()
             with gr.Tab("Sampler settings", id="sampler_settings", elem_id="tab_sampler_settings"):

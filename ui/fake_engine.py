@@ -15,6 +15,7 @@ from typing import Any
 
 from PIL import Image
 
+from engine.controlnet.units import ControlInput, ControlNetUnit
 from engine.extra_networks import NetworkCard, list_cards
 from engine.img2img import Img2ImgInputs
 from engine.jobs import Job, JobInterrupted, JobQueue, JobSkipped
@@ -52,6 +53,7 @@ class FakeEngine:
         self.loaded: str | None = None
         self.submitted: list[GenerationParams] = []
         self.submitted_inputs: list[Img2ImgInputs] = []
+        self.submitted_control: list[list[ControlInput] | None] = []
         self.queue = JobQueue()
 
     @property
@@ -104,15 +106,19 @@ class FakeEngine:
     def extra_networks(self) -> list[NetworkCard]:
         return list_cards(self.data_dir / "Lora", self.data_dir / "embeddings")
 
-    def submit_txt2img(self, params: GenerationParams) -> Job:
+    def submit_txt2img(self, params: GenerationParams, control: list[ControlInput] | None = None) -> Job:
         params = with_styles_applied(params, self.styles())
         self.submitted.append(params)
+        self.submitted_control.append(control)
         return self.queue.submit(Job("txt2img", preview_every=1), self._run, params)
 
-    def submit_img2img(self, params: Img2ImgParams, inputs: Img2ImgInputs) -> Job:
+    def submit_img2img(
+        self, params: Img2ImgParams, inputs: Img2ImgInputs, control: list[ControlInput] | None = None
+    ) -> Job:
         """Like the engine: the params as submitted are recorded, with their pictures."""
         params = with_styles_applied(params, self.styles())
         self.submitted.append(params)
+        self.submitted_control.append(control)
         self.submitted_inputs.append(inputs)
         return self.queue.submit(Job("img2img", preview_every=1), self._run, params)
 
@@ -144,6 +150,19 @@ class FakeEngine:
             )
 
         return self.queue.submit(Job("img2img"), run, params)
+
+    def controlnet_models(self) -> list[str]:
+        return ["control_fake_canny"]
+
+    def preprocessors(self) -> list[tuple[str, str | None]]:
+        from engine.controlnet.preprocessors import PREPROCESSORS, availability
+
+        return [(name, availability(name, None)) for name in PREPROCESSORS]
+
+    def preview_control(self, unit: ControlNetUnit, image: Any, width: int, height: int) -> Any:
+        from engine.controlnet.apply import control_map
+
+        return control_map(unit, image, width, height, None)[0]
 
     def txt2img(self, params: GenerationParams) -> GenerationResult:
         job = self.submit_txt2img(params)

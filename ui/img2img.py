@@ -13,6 +13,7 @@ import gradio as gr
 
 from engine.params import INPAINT_AREAS, MASK_MODES, MASKED_CONTENT, RESIZE_MODES
 from ui.common import EngineLike
+from ui.controlnet import build_units_panel
 from ui.generation_panel import (
     Fields,
     Results,
@@ -207,6 +208,7 @@ def build_img2img_tab(engine: EngineLike, jobs: SessionJobs, *, tab: str = "img2
             )
             seed_buttons = build_sampling_controls(engine, tab, f)
             f["denoising_strength"] = slider(tab, "denoising_strength", "Denoising strength", 0.75)
+            control_inputs = build_units_panel(engine, tab, f)
             inpaint_group = _inpaint_options(tab, f, visible=only_inpaint)
             if only_inpaint:
                 for name in (
@@ -240,9 +242,12 @@ def build_img2img_tab(engine: EngineLike, jobs: SessionJobs, *, tab: str = "img2
             api_visibility="private",
         )
 
-    def run(session: str, values: tuple[Any, ...]):
-        return run_img2img(engine, jobs, session, dict(zip(ALL_FIELDS, values, strict=True)))
+    count = len(ALL_FIELDS)
 
-    inputs = [f[name] for name in ALL_FIELDS]
+    def run(session: str, values: tuple[Any, ...]):
+        named = dict(zip(ALL_FIELDS, values[:count], strict=True))
+        return run_img2img(engine, jobs, session, named, control_values=values[count:])
+
+    inputs = [f[name] for name in ALL_FIELDS] + control_inputs
     gen_info, recount_after = wire_generation(engine, jobs, tab, f, row, results, seed_buttons, inputs, run)
     return Img2ImgUI(f, tab, results, gen_info, recount_after, mode_tabs)

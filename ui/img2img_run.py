@@ -10,7 +10,7 @@ the inpainting job that extends the canvas.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -175,8 +175,11 @@ def build_img2img_params(v: Mapping[str, Any], picture: Image.Image | None = Non
     )
 
 
-def submit_img2img(engine: EngineLike, v: Mapping[str, Any]) -> Any:
+def submit_img2img(engine: EngineLike, v: Mapping[str, Any], control_values: Sequence[Any] = ()) -> Any:
     """Build the job the tab's values describe and submit it; ValueError for what is missing."""
+    from ui.controlnet_run import units_from_values
+
+    control = units_from_values(control_values, open_picture)
     mode = v.get("mode") or "img2img"
     if mode == "Batch":
         params = build_img2img_params(v)
@@ -202,11 +205,17 @@ def submit_img2img(engine: EngineLike, v: Mapping[str, Any]) -> Any:
         params, inputs = outpaint_job(params, inputs.init_images[0], pixels, directions)
     elif mode not in INPAINT_MODES:
         params, inputs = params.without_mask_options(), Img2ImgInputs(inputs.init_images)
+    if control:
+        return engine.submit_img2img(params, inputs, control=control)
     return engine.submit_img2img(params, inputs)
 
 
 def run_img2img(
-    engine: EngineLike, jobs: SessionJobs, session: str, values: Mapping[str, Any]
+    engine: EngineLike,
+    jobs: SessionJobs,
+    session: str,
+    values: Mapping[str, Any],
+    control_values: Sequence[Any] = (),
 ) -> Iterator[RunUpdate]:
     """Submit the img2img / inpaint job and report on it until it finishes."""
-    yield from follow_job(jobs, session, lambda: submit_img2img(engine, values))
+    yield from follow_job(jobs, session, lambda: submit_img2img(engine, values, control_values))

@@ -13,6 +13,7 @@ from typing import Any
 import gradio as gr
 
 from ui.common import EngineLike
+from ui.controlnet import build_units_panel
 from ui.generation_panel import (
     PROMPT_PLACEHOLDER,
     Fields,
@@ -48,19 +49,22 @@ class Txt2ImgUI:
         return self.results.gallery
 
 
-def build_txt2img_tab(engine: EngineLike, jobs: SessionJobs) -> Txt2ImgUI:
-    """Lay out the tab inside the current gr.Tab context and wire its events."""
+def build_txt2img_tab(engine: EngineLike, jobs: SessionJobs, *, tab: str = TAB) -> Txt2ImgUI:
+    """Lay out the tab inside the current gr.Tab context and wire its events. `tab="controlnet"`
+    builds the ControlNet tab: txt2img with the ControlNet units open in front."""
     f: Fields = {}
-    row = build_prompt_row(engine, TAB, f)
-    with gr.Row(elem_id=f"{TAB}_main"):
-        with gr.Column(scale=1, elem_id=f"{TAB}_settings"):
-            seed_buttons = build_sampling_controls(engine, TAB, f)
-        with gr.Column(scale=1, elem_id=f"{TAB}_results"):
-            results = build_results(TAB)
+    row = build_prompt_row(engine, tab, f)
+    with gr.Row(elem_id=f"{tab}_main"):
+        with gr.Column(scale=1, elem_id=f"{tab}_settings"):
+            seed_buttons = build_sampling_controls(engine, tab, f)
+            control_inputs = build_units_panel(engine, tab, f, open_=tab == "controlnet")
+        with gr.Column(scale=1, elem_id=f"{tab}_results"):
+            results = build_results(tab)
+    count = len(PARAM_FIELDS)
 
     def run(session: str, values: tuple[Any, ...]):
-        return run_txt2img(engine, jobs, session, values)
+        return run_txt2img(engine, jobs, session, values[:count], control_values=values[count:])
 
-    inputs = [f[name] for name in PARAM_FIELDS]
-    gen_info, recount_after = wire_generation(engine, jobs, TAB, f, row, results, seed_buttons, inputs, run)
+    inputs = [f[name] for name in PARAM_FIELDS] + control_inputs
+    gen_info, recount_after = wire_generation(engine, jobs, tab, f, row, results, seed_buttons, inputs, run)
     return Txt2ImgUI(f, row.generate, row.interrupt, row.skip, results, gen_info, recount_after)

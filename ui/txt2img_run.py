@@ -128,10 +128,20 @@ def run_txt2img(
     session: str,
     values: Sequence[Any],
     poll_seconds: float = POLL_SECONDS,
+    control_values: Sequence[Any] = (),
 ) -> Iterator[RunUpdate]:
     """Submit a txt2img job and report on it until it finishes; `values` are the UI values in
-    PARAM_FIELDS order."""
-    yield from follow_job(jobs, session, lambda: engine.submit_txt2img(build_params(*values)), poll_seconds)
+    PARAM_FIELDS order, `control_values` the ControlNet units panel's (ui.controlnet_run)."""
+
+    def submit() -> Any:
+        from ui.controlnet_run import units_from_values
+        from ui.img2img_run import open_picture
+
+        control = units_from_values(control_values, open_picture)
+        params = build_params(*values)
+        return engine.submit_txt2img(params, control=control) if control else engine.submit_txt2img(params)
+
+    yield from follow_job(jobs, session, submit, poll_seconds)
 
 
 def follow_job(

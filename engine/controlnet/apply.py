@@ -59,7 +59,11 @@ def control_map(
     )
     detected = preprocessors.run(unit.module, image, resolution, a, b, annotators)
     mode = RESIZE_MODES.index(unit.resize_mode)  # same order as engine.images' modes 0-2
-    return image_io.resize_image(mode, detected, width, height), a, b
+    # A binary map (edges, lines) keeps crisp 1-px lines with nearest-neighbour resizing;
+    # smooth maps (depth, normals, tiles) are resampled properly.
+    binary = len(detected.convert("L").getcolors(3) or ()) in (1, 2)
+    resample = Image.Resampling.NEAREST if binary else Image.Resampling.LANCZOS
+    return image_io.resize_image(mode, detected, width, height, resample), a, b
 
 
 def prepare_units(
