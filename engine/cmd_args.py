@@ -77,6 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     paths.add_argument(
+        "--controlnet-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="folder of ControlNet models (default: models/ControlNet; annotators/ inside it)",
+    )
+    paths.add_argument(
         "--outdir",
         type=Path,
         default=None,
@@ -143,6 +150,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args.data_dir = (args.data_dir or REPO_ROOT).expanduser().resolve()
     # None: only the repository's models/ (the engine always scans it; the built-in model lives there).
     args.models_dir = args.models_dir.expanduser().resolve() if args.models_dir else None
+    args.controlnet_dir = args.controlnet_dir.expanduser().resolve() if args.controlnet_dir else None
     # None keeps the per-tab folders from Settings (relative to data_dir); a flag overrides them all.
     args.outdir = args.outdir.expanduser().resolve() if args.outdir else None
     # Derived paths, so the app does not re-invent where they live.

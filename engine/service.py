@@ -49,6 +49,7 @@ class Engine:
         device: str = "auto",
         precision: str = "auto",
         no_half_vae: bool = False,
+        controlnet_dir: Path | None = None,
     ):
         self.data_dir = Path(data_dir)
         self.root = Path(__file__).resolve().parent.parent
@@ -69,7 +70,7 @@ class Engine:
         self.queue = JobQueue()
         self._embeddings: tuple[Any, EmbeddingDatabase] | None = None  # (folder signature, db)
         self.loras = LoraLibrary(models_root(self.root) / LORA_SUBDIR)
-        self.controlnets = ControlNetLibrary(models_root(self.root) / CONTROLNET_SUBDIR)
+        self.controlnets = ControlNetLibrary(controlnet_dir or models_root(self.root) / CONTROLNET_SUBDIR)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Engine:
@@ -82,6 +83,7 @@ class Engine:
             device=getattr(args, "device", "auto"),
             precision=getattr(args, "precision", "auto"),
             no_half_vae=getattr(args, "no_half_vae", False),
+            controlnet_dir=getattr(args, "controlnet_dir", None),
         )
 
     # -- settings ---------------------------------------------------------------------------------

@@ -32,7 +32,7 @@ def _unit(engine: EngineLike, tab: str, index: int, f: dict[str, Any]) -> list[A
     c: dict[str, Any] = {}
     with gr.Row():
         c["image"] = gr.Image(
-            label="Control picture" + (" (empty: the img2img picture)" if tab != "txt2img" else ""),
+            label="Control picture" + (" (empty: the img2img picture)" if tab == "img2img" else ""),
             type="filepath",
             sources=["upload", "clipboard"],
             format="png",

@@ -59,11 +59,17 @@ def control_map(
     )
     detected = preprocessors.run(unit.module, image, resolution, a, b, annotators)
     mode = RESIZE_MODES.index(unit.resize_mode)  # same order as engine.images' modes 0-2
-    # A binary map (edges, lines) keeps crisp 1-px lines with nearest-neighbour resizing;
-    # smooth maps (depth, normals, tiles) are resampled properly.
-    binary = len(detected.convert("L").getcolors(3) or ()) in (1, 2)
-    resample = Image.Resampling.NEAREST if binary else Image.Resampling.LANCZOS
-    return image_io.resize_image(mode, detected, width, height, resample), a, b
+    if len(detected.convert("L").getcolors(3) or ()) in (1, 2):
+        return _resize_binary(mode, detected, width, height), a, b
+    return image_io.resize_image(mode, detected, width, height), a, b  # smooth maps: depth, normals, tiles
+
+
+def _resize_binary(mode: int, detected: Image.Image, width: int, height: int) -> Image.Image:
+    """Edge and line maps stay binary and keep their thin lines: area-average, then any output
+    pixel at least a quarter covered by a line is a line (nearest or Lanczos would drop or blur
+    1-px lines when the map is larger than the output)."""
+    averaged = image_io.resize_image(mode, detected, width, height, Image.Resampling.BOX)
+    return averaged.point(lambda v: 255 if v >= 64 else 0)
 
 
 def prepare_units(

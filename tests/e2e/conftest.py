@@ -80,6 +80,8 @@ def atelier_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]
         str(port),
         "--data-dir",
         str(data_dir),
+        "--controlnet-dir",
+        str(data_dir / "ControlNet"),
     ]
     with log_path.open("w", encoding="utf-8") as log:
         process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
