@@ -26,7 +26,7 @@ from engine.jobs import Job, JobQueue
 from engine.models.builtin import builtin_model_path
 from engine.models.lora import LoraLibrary
 from engine.models.manager import ModelManager
-from engine.models.paths import LORA_SUBDIR, models_root
+from engine.models.paths import BUILTIN_SUBDIR, LORA_SUBDIR, models_root
 from engine.params import GenerationParams, Img2ImgParams, img2img_settings
 from engine.results import GenerationResult
 from engine.sampler_params import resolve_overrides
@@ -70,7 +70,12 @@ class Engine:
         self.queue = JobQueue()
         self._embeddings: tuple[Any, EmbeddingDatabase] | None = None  # (folder signature, db)
         self.loras = LoraLibrary(models_root(self.root) / LORA_SUBDIR)
-        self.controlnets = ControlNetLibrary(controlnet_dir or models_root(self.root) / CONTROLNET_SUBDIR)
+        self.controlnets = ControlNetLibrary(
+            controlnet_dir or models_root(self.root) / CONTROLNET_SUBDIR,
+            extra_folders=(
+                models_root(self.root) / BUILTIN_SUBDIR / CONTROLNET_SUBDIR,
+            ),  # the shipped canny one
+        )
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Engine:

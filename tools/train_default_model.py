@@ -2,6 +2,11 @@
 
     .venv/bin/python tools/train_default_model.py            # all stages, then export
     .venv/bin/python tools/train_default_model.py --stage vae --max-minutes 30
+    .venv/bin/python tools/train_default_model.py --stage controlnet --run-dir runs/cn
+    .venv/bin/python tools/train_default_model.py --stage controlnet-export --run-dir runs/cn
+
+The controlnet stages train and export the built-in canny ControlNet on top of the shipped
+built-in model (models/builtin), which stays frozen; `--set` then sets ControlNetConfig fields.
 
 Every stage checkpoints into --run-dir and resumes where it stopped; with the same --seed a resumed
 run draws exactly the batches an uninterrupted one would. Uses the GPU when there is one.
@@ -35,7 +40,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--stage", choices=("vae", "diffusion", "export", "all"), default="all")
+    parser.add_argument(
+        "--stage",
+        choices=("vae", "diffusion", "export", "all", "controlnet", "controlnet-export"),
+        default="all",
+    )
     parser.add_argument("--run-dir", type=Path, default=ROOT / "runs" / "default")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
@@ -71,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(args.seed)
     device = pick_device(args.device)
     deadline = Deadline.in_minutes(args.max_minutes)
+    if args.stage.startswith("controlnet"):
+        return controlnet_stage(args, device, deadline)
     unet, vae, text_encoder = build_builtin_modules()
     print(f"device {device}, threads {torch.get_num_threads()}, run dir {args.run_dir}", flush=True)
 
@@ -93,6 +104,27 @@ def main(argv: list[str] | None = None) -> int:
 
         path = export_builtin(args.run_dir, args.export_to)
         print(f"wrote {path}", flush=True)
+    return 0
+
+
+def controlnet_stage(args: argparse.Namespace, device, deadline) -> int:
+    """Train or export the built-in canny ControlNet against the shipped built-in model."""
+    import torch
+
+    from engine.models.builtin import BUILTIN_NAME
+    from engine.models.manager import ModelManager
+    from training.controlnet_stage import ControlNetConfig, train_controlnet
+    from training.export import export_controlnet
+
+    manager = ModelManager(root=ROOT, device=str(device), precision="fp32", cache_dir=args.run_dir / "cache")
+    model = manager.get(BUILTIN_NAME)
+    if args.stage == "controlnet-export":
+        print(f"wrote {export_controlnet(args.run_dir, model.unet, args.export_to)}", flush=True)
+        return 0
+    torch.manual_seed(args.seed)
+    cfg = ControlNetConfig(seed=args.seed, **overrides(ControlNetConfig, args.set))
+    if not train_controlnet(model, args.run_dir, cfg, deadline):
+        print("stopped at the time limit; run again to resume", flush=True)
     return 0
 
 

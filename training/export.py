@@ -47,3 +47,31 @@ def export_builtin(run_dir: Path, folder: Path | None = None, build=build_builti
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return save_sd_checkpoint(weights, unet, vae, text_encoder, "sd1", dtype=torch.float16)
+
+
+BUILTIN_CONTROLNET = "atelier-tiny-canny"
+
+
+def export_controlnet(run_dir: Path, unet, folder: Path | None = None) -> Path:
+    """The canny ControlNet's EMA weights as an fp16 single file in the LDM layout A1111 users'
+    ControlNets have (`control_model.*`), in models/builtin/ControlNet/ by default. `unet`: the
+    base model's UNet, which gives the ControlNet its shape."""
+    from safetensors.torch import save_file
+
+    from engine.models.ldm_convert import controlnet_to_ldm
+    from training.controlnet_stage import STATE_FILE, make_controlnet
+
+    state = load_state(run_dir / STATE_FILE)
+    if state is None:
+        raise FileNotFoundError(f"{run_dir} has no {STATE_FILE}: train the controlnet stage first")
+    controlnet = make_controlnet(unet)
+    controlnet.load_state_dict(state["ema"])
+    folder = folder or builtin_paths()[0].parent / "ControlNet"
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = controlnet_to_ldm(
+        {k: v.to(torch.float16).contiguous() for k, v in controlnet.state_dict().items()},
+        dict(controlnet.config),
+    )
+    path = folder / f"{BUILTIN_CONTROLNET}.safetensors"
+    save_file(tensors, str(path), metadata={"format": "pt"})
+    return path

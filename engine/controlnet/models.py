@@ -103,10 +103,12 @@ def build(path: Path, unet: Any) -> Any:
 
 
 class ControlNetLibrary:
-    """The ControlNet folder, with loaded models cached by (file, size, mtime, device, dtype)."""
+    """The ControlNet folder (and the built-in ones), with loaded models cached by (file, size,
+    mtime, device, dtype). The user's folder comes first: its files win a name clash."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, extra_folders: tuple[Path, ...] = ()):
         self.folder = Path(folder)
+        self.extra_folders = tuple(Path(f) for f in extra_folders)
         self._lock = threading.Lock()
         self._cache: OrderedDict[tuple, Any] = OrderedDict()
         self._hashes: dict[tuple, str] = {}
@@ -116,7 +118,11 @@ class ControlNetLibrary:
         return self.folder / ANNOTATORS_SUBDIR
 
     def files(self) -> list[ControlNetFile]:
-        return scan(self.folder)
+        found: dict[str, ControlNetFile] = {}
+        for folder in (self.folder, *self.extra_folders):
+            for f in scan(folder):
+                found.setdefault(f.title, f)
+        return list(found.values())
 
     def titles(self) -> list[str]:
         return [f.title for f in self.files()]

@@ -1,0 +1,226 @@
+"""Stage 3: a canny ControlNet for the built-in model (the base model stays frozen).
+
+The ControlNet starts as a copy of the base UNet's encoder with zero output convolutions (the
+paper's recipe), and learns ε-prediction with the base model's loss, given the canny map of each
+training scene. The maps are made exactly as the app makes them at generation time
+(`engine.controlnet.apply.control_map`, half at the default preprocessor resolution, half pixel
+perfect), so what it learns is what users feed it. Half of the captions are dropped, so the map
+alone is enough to place the shape (the paper drops 50 %). Evaluated with the app's own txt2img
+and the edge IoU of bench/controlnet.py.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from training.common import (
+    EMA,
+    Deadline,
+    LogWriter,
+    autocast,
+    check_resume_config,
+    config_dict,
+    cosine_lr,
+    load_state,
+    save_state,
+    step_rng,
+    to_tensor,
+)
+from world import random_scene, render
+
+STATE_FILE = "controlnet_state.pt"
+
+
+@dataclass(frozen=True)
+class ControlNetConfig:
+    seed: int = 1
+    n_scenes: int = 8192
+    steps: int = 3000
+    batch: int = 32
+    lr: float = 2e-4
+    warmup: int = 100
+    caption_dropout: float = 0.5
+    min_snr_gamma: float = 5.0
+    ema_decay: float = 0.998
+    checkpoint_every: int = 100
+    eval_every: int = 500
+    eval_prompts: int = 16
+
+
+def make_controlnet(unet: Any) -> Any:
+    """A ControlNet shaped like `unet`'s encoder, initialised from it. A coordinate-aware UNet has
+    extra conv_in inputs the ControlNet does not take: its first (latent) channels are copied."""
+    from diffusers import ControlNetModel
+
+    controlnet = ControlNetModel.from_unet(unet, load_weights_from_unet=False)
+    source = unet.state_dict()
+    target = controlnet.state_dict()
+    for key, value in target.items():
+        if key in source and source[key].shape == value.shape:
+            target[key] = source[key].clone()
+        elif key == "conv_in.weight" and key in source:
+            target[key] = source[key][:, : value.shape[1]].clone()
+    controlnet.load_state_dict(target)
+    return controlnet  # the zero convolutions stay zero: training starts from "no effect"
+
+
+def control_maps(scenes: list[Any], size: int, rng: np.random.Generator) -> torch.Tensor:
+    """[N, 3, size, size] canny maps in [0, 1], made as the app makes them."""
+    from engine.controlnet.apply import control_map
+    from engine.controlnet.units import ControlNetUnit
+
+    maps = []
+    for scene in scenes:
+        unit = ControlNetUnit(module="canny", model="training", pixel_perfect=bool(rng.random() < 0.5))
+        cmap, _, _ = control_map(unit, Image.fromarray(render(scene, size)), size, size, None)
+        maps.append(np.asarray(cmap, dtype=np.float32) / 255.0)
+    return torch.from_numpy(np.stack(maps)).permute(0, 3, 1, 2)
+
+
+@torch.no_grad()
+def encode_scenes(model: Any, cfg: ControlNetConfig, run_dir: Path, size: int) -> dict[str, Any]:
+    """Scaled latents (fp16) and captions of the run's scenes, cached in the run dir."""
+    path = run_dir / "controlnet_latents.pt"
+    if (cached := load_state(path)) is not None and cached["n"] == cfg.n_scenes:
+        return cached
+    rng = np.random.default_rng([cfg.seed, 11])
+    scenes = [random_scene(rng) for _ in range(cfg.n_scenes)]
+    latents = []
+    for i in tqdm(range(0, len(scenes), 64), desc="encode latents", dynamic_ncols=True):
+        images = to_tensor([render(s, size) for s in scenes[i : i + 64]]).to(model.device)
+        mean = model.vae.encode(images).latent_dist.mean.float()
+        latents.append((mean * model.vae.config.scaling_factor).cpu().half())
+    data = {"n": cfg.n_scenes, "latents": torch.cat(latents), "captions": [s.caption for s in scenes]}
+    save_state(path, data)
+    return data
+
+
+def train_controlnet(model: Any, run_dir: Path, cfg: ControlNetConfig, deadline: Deadline) -> bool:
+    """Train (or resume) the canny ControlNet of `model` (a LoadedModel, frozen) in `run_dir`."""
+    from training.diffusion_stage import token_table
+
+    device = model.device
+    size = model.native_size
+    run_dir.mkdir(parents=True, exist_ok=True)
+    data = encode_scenes(model, cfg, run_dir, size)
+    rng_scenes = np.random.default_rng([cfg.seed, 11])  # the scenes encode_scenes drew, in order
+    scenes = [random_scene(rng_scenes) for _ in range(cfg.n_scenes)]
+    ids, empty_ids = token_table(model.tokenizer, data["captions"])
+    latents = data["latents"]
+    ab = model.alphas_cumprod.to(device)
+    for module in (model.unet, model.text_encoder, model.vae):
+        module.requires_grad_(False).eval()
+
+    controlnet = make_controlnet(model.unet).to(device).train()
+    ema = EMA(controlnet, cfg.ema_decay)
+    optimizer = torch.optim.AdamW(controlnet.parameters(), lr=cfg.lr, weight_decay=0.01)
+    state_path = run_dir / STATE_FILE
+    step = 0
+    if (state := load_state(state_path)) is not None:
+        check_resume_config(state, cfg, state_path)
+        controlnet.load_state_dict(state["controlnet"])
+        ema.shadow.load_state_dict(state["ema"])
+        optimizer.load_state_dict(state["optimizer"])
+        step = state["step"]
+    ema.shadow.to(device)
+    log = LogWriter(run_dir / "controlnet_log.jsonl")
+
+    def checkpoint() -> None:
+        save_state(state_path, {
+            "controlnet": controlnet.state_dict(), "ema": ema.shadow.state_dict(),
+            "optimizer": optimizer.state_dict(), "step": step, "config": config_dict(cfg),
+        })  # fmt: skip
+
+    bar = tqdm(total=cfg.steps, initial=step, desc="controlnet", dynamic_ncols=True)
+    while step < cfg.steps:
+        if deadline.passed():
+            checkpoint()
+            bar.close()
+            return False
+        for group in optimizer.param_groups:
+            group["lr"] = cosine_lr(step, cfg.steps, cfg.lr, cfg.warmup)
+        rng = step_rng(cfg.seed, "controlnet", step)
+        index = rng.integers(len(latents), size=cfg.batch)
+        hint = control_maps([scenes[i] for i in index], size, rng).to(device)
+        t = torch.from_numpy(rng.integers(0, 1000, size=cfg.batch)).to(device)
+        drop = torch.from_numpy(rng.random(cfg.batch) < cfg.caption_dropout)
+        tokens = torch.where(drop[:, None], empty_ids[None], ids[torch.from_numpy(index)]).to(device)
+        x0 = latents[torch.from_numpy(index)].float().to(device)
+        noise = torch.from_numpy(rng.standard_normal(x0.shape).astype(np.float32)).to(device)
+        a = ab[t].view(-1, 1, 1, 1)
+        xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        with torch.no_grad(), autocast(device):
+            context = model.text_encoder(tokens)[0]
+        with autocast(device):
+            down, mid = controlnet(
+                xt, t, encoder_hidden_states=context, controlnet_cond=hint, return_dict=False
+            )
+            pred = model.unet(
+                xt, t, encoder_hidden_states=context,
+                down_block_additional_residuals=down, mid_block_additional_residual=mid,
+            ).sample.float()  # fmt: skip
+        snr = ab[t] / (1 - ab[t])
+        weight = snr.clamp(max=cfg.min_snr_gamma) / snr
+        loss = (weight * (pred - noise).pow(2).mean(dim=(1, 2, 3))).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(controlnet.parameters(), 1.0)
+        optimizer.step()
+        ema.update(controlnet, step)
+        step += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+        if step % 25 == 0:
+            log.write(step=step, loss=round(loss.item(), 5))
+        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+            checkpoint()
+        if step % cfg.eval_every == 0 or step == cfg.steps:
+            metrics = evaluate(model, ema.shadow, cfg.eval_prompts, cfg.seed)
+            log.write(step=step, eval=metrics)
+            tqdm.write(f"controlnet step {step}: {metrics}")
+    bar.close()
+    return True
+
+
+def evaluate(model: Any, controlnet: Any, n: int, seed: int, steps: int = 20) -> dict[str, float]:
+    """Median edge IoU between control maps and results, with and without the ControlNet, through
+    the app's own txt2img (what bench/controlnet.py measures)."""
+    from engine import process
+    from engine.controlnet.models import ControlNetLibrary
+    from engine.controlnet.units import ControlInput, ControlNetUnit
+    from engine.params import GenerationParams
+    from world.edges import edge_iou, edges_of
+
+    rng = np.random.default_rng([seed, 99])
+    size = model.native_size
+    with_cn, without = [], []
+    with tempfile.TemporaryDirectory() as folder:
+        controlnet.save_pretrained(Path(folder) / "eval-canny")
+        library = ControlNetLibrary(Path(folder))
+        for i in range(n):
+            scene = random_scene(rng)
+            source = Image.fromarray(render(scene, size))
+            params = GenerationParams(
+                prompt=scene.caption,
+                steps=steps,
+                sampler_name="Euler a",
+                seed=seed + i,
+                width=size,
+                height=size,
+            )
+            unit = ControlNetUnit(module="canny", model="eval-canny", pixel_perfect=True)
+            control = [ControlInput(unit, source)]
+            target = edges_of(np.asarray(source))
+            out = process.txt2img(model, params, control=control, controlnets=library).images[0]
+            plain = process.txt2img(model, params).images[0]
+            with_cn.append(edge_iou(target, edges_of(np.asarray(out))))
+            without.append(edge_iou(target, edges_of(np.asarray(plain))))
+    return {"iou_with": float(np.median(with_cn)), "iou_without": float(np.median(without))}
