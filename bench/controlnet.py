@@ -8,8 +8,8 @@ cost per step?
 - step_ratio_1unit / step_ratio_2units: seconds per sampling step with one and with two units over
   seconds per step without ControlNet, same job, measured alternately in this process (median of
   --repeats runs; a step's time is the difference between a 20- and a 10-step job over 10, so
-  fixed costs such as preprocessing cancel). Timing needs no trained weights: without the built-in ControlNet a seeded random
-  one of the same shape is timed.
+  fixed costs such as preprocessing cancel). Timing needs no trained weights: without the built-in
+  ControlNet a seeded random one of the same shape is timed.
 
 Euler a, 20 steps, CFG 7, 128×128. Ends with one JSON line
 {"iou_with": …, "iou_without": …, "step_ratio_1unit": …, "step_ratio_2units": …}.
