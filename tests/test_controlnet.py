@@ -205,7 +205,7 @@ def test_a_wrong_family_controlnet_is_refused(model, tmp_path):
         run(model, ControlNetLibrary(tmp_path), [unit(model="sd2-cn")])
 
 
-@pytest.mark.parametrize("layout", ["ldm", "diffusers-file"])
+@pytest.mark.parametrize("layout", ["ldm", "diffusers-file", "ldm-pth"])
 def test_single_files_load_like_the_folder(model, library, plain, tmp_path, layout):
     from safetensors.torch import save_file
 
@@ -213,10 +213,13 @@ def test_single_files_load_like_the_folder(model, library, plain, tmp_path, layo
 
     cn = tiny_controlnet(model.unet, 1)
     state = {k: v.contiguous() for k, v in cn.state_dict().items()}
-    if layout == "ldm":
+    if layout.startswith("ldm"):
         state = controlnet_to_ldm(state, dict(cn.config))
         assert all(k.startswith("control_model.") for k in state)
-    save_file(state, tmp_path / "edges.safetensors")
+    if layout == "ldm-pth":  # a pickle: read through the restricted unpickler
+        torch.save({"state_dict": state}, tmp_path / "edges.pth")
+    else:
+        save_file(state, tmp_path / "edges.safetensors")
     from_file = px(run(model, ControlNetLibrary(tmp_path), [unit()]))
     from_folder = px(run(model, library, [unit()]))
     assert np.array_equal(from_file, from_folder)
