@@ -81,11 +81,12 @@ def save_image(
     image: Image.Image,
     outdir: Path,
     *,
-    seed: int,
+    seed: int | None,
     infotext: str,
     basename_suffix: str = "",
 ) -> Path:
-    """Write `image` as `outdir/<today>/NNNNN-<seed><suffix>.png` with its 'parameters' chunk."""
+    """Write `image` as `outdir/<today>/NNNNN-<seed><suffix>.png` (no seed: `NNNNN<suffix>.png`,
+    as A1111 names upscaled pictures) with its 'parameters' chunk."""
     folder = Path(outdir) / date.today().isoformat()
     folder.mkdir(parents=True, exist_ok=True)
     suffix = _UNSAFE_SUFFIX_RE.sub("_", basename_suffix)
@@ -101,7 +102,9 @@ def save_image(
         os.chmod(tmp, 0o644)  # mkstemp makes 0600; saved images should be readable like any file
         number = next_sequence_number(folder)
         while True:
-            final = folder / f"{number:05d}-{seed}{suffix}.png"
+            final = folder / (
+                f"{number:05d}-{seed}{suffix}.png" if seed is not None else f"{number:05d}{suffix}.png"
+            )
             try:
                 _publish(tmp, final)
                 break

@@ -144,6 +144,12 @@ def build_infotext(
         entries[key] = value  # like dict.update: a known key keeps its place, new ones append
     entries["Version"] = f"atelier-{ATELIER_VERSION}"
 
+    negative = f"\n{NEGATIVE_PREFIX} {params.negative_prompt}" if params.negative_prompt else ""
+    return f"{params.prompt}{negative}\n{params_text(entries)}".strip()
+
+
+def params_text(entries: dict[str, object]) -> str:
+    """`Key: value, Key: value` as A1111 writes them (values quoted where needed, None skipped)."""
     pairs = []
     for key, value in entries.items():
         if value is None:
@@ -151,8 +157,7 @@ def build_infotext(
         text = _format_value(value)
         # A1111 writes flag-like extras whose value equals the key as the bare key.
         pairs.append(key if text == key else f"{key}: {_quote(text)}")
-    negative = f"\n{NEGATIVE_PREFIX} {params.negative_prompt}" if params.negative_prompt else ""
-    return f"{params.prompt}{negative}\n{', '.join(pairs)}".strip()
+    return ", ".join(pairs)
 
 
 def override_entries(params: GenerationParams) -> list[str]:

@@ -20,6 +20,7 @@ from engine.controlnet.models import ControlNetLibrary
 from engine.controlnet.preprocessors import PREPROCESSORS, availability
 from engine.controlnet.units import ControlInput, ControlNetUnit
 from engine.extra_networks import NetworkCard, list_cards
+from engine.extras import ExtrasParams, ExtrasResult, run_extras, run_extras_folder
 from engine.img2img import Img2ImgInputs
 from engine.img2img_batch import BatchReport, run_batch
 from engine.jobs import Job, JobQueue
@@ -33,6 +34,7 @@ from engine.sampler_params import resolve_overrides
 from engine.sampling.registry import sampler_names, schedule_hint, schedule_names
 from engine.settings import Settings, load_settings, save_settings
 from engine.styles import Style, StyleFile, with_styles_applied
+from engine.upscale.upscalers import UpscalerLibrary
 
 CONFIG_FILE = "config.json"
 STYLES_FILE = "styles.csv"
@@ -70,6 +72,7 @@ class Engine:
         self.queue = JobQueue()
         self._embeddings: tuple[Any, EmbeddingDatabase] | None = None  # (folder signature, db)
         self.loras = LoraLibrary(models_root(self.root) / LORA_SUBDIR)
+        self.upscalers = UpscalerLibrary(models_root(self.root), device=self.models.device)
         self.controlnets = ControlNetLibrary(
             controlnet_dir or models_root(self.root) / CONTROLNET_SUBDIR,
             extra_folders=(
@@ -262,6 +265,34 @@ class Engine:
         img2img picture."""
         job = Job("img2img", preview_every=self._settings.show_progress_every_n_steps)
         return self.queue.submit(job, self._run_img2img, self._resolved(params), inputs, control)
+
+    # -- Upscaling (Extras) ------------------------------------------------------------------------
+    def upscaler_names(self) -> list[str]:
+        return self.upscalers.names()
+
+    def submit_extras(self, params: ExtrasParams, pictures: list[Any]) -> Job:
+        """Upscale pictures (saved under extras-images); the job's result is an ExtrasResult."""
+        if not pictures:
+            raise ValueError("Upscaling: add a picture first")
+        return self.queue.submit(Job("extras"), self._run_extras, params, pictures)
+
+    def submit_extras_folder(self, params: ExtrasParams, input_dir: Path, output_dir: Path) -> Job:
+        """Upscale every picture of a folder into another, under the same names (a BatchReport)."""
+        if not Path(input_dir).is_dir():
+            raise ValueError(f"folder not found: {input_dir}")
+        if Path(output_dir).resolve() == Path(input_dir).resolve():
+            raise ValueError("the output folder must differ from the input folder")
+        return self.queue.submit(
+            Job("extras"), self._run_extras_folder, params, Path(input_dir), Path(output_dir)
+        )
+
+    def _run_extras(self, params: ExtrasParams, pictures: list[Any], *, job: Job) -> ExtrasResult:
+        s = self._settings
+        outdir = self.outdir / "extras-images" if self.outdir else s.extras_outdir(self.data_dir)
+        return run_extras(self.upscalers, s, params, pictures, outdir if s.save_images else None, job)
+
+    def _run_extras_folder(self, params: ExtrasParams, input_dir: Path, output_dir: Path, *, job: Job) -> Any:
+        return run_extras_folder(self.upscalers, self._settings, params, input_dir, output_dir, job)
 
     # -- ControlNet -------------------------------------------------------------------------------
     def controlnet_models(self) -> list[str]:

@@ -43,6 +43,16 @@ class Settings(SamplerDefaults):
     control_net_unit_count: int = Field(
         3, ge=1, le=10, description="ControlNet: units shown in txt2img / img2img (after a restart)"
     )
+    outdir_extras_samples: str = Field(
+        "outputs/extras-images", description="Output folder for the Upscaling tab"
+    )
+    ESRGAN_tile: int = Field(192, ge=0, le=2048, description="Upscaler tile size in px (0 = no tiling)")
+    ESRGAN_tile_overlap: int = Field(8, ge=0, le=256, description="Upscaler tile overlap in px")
+    upscale_max_pixels: int = Field(
+        8192 * 8192,
+        ge=64 * 64,
+        description="Largest upscaled picture, in pixels (larger requests are refused)",
+    )
     save_images: bool = Field(True, description="Save every generated image")
     samples_format: str = Field("png", pattern="^png$", description="File format for images")
     show_progress_every_n_steps: int = Field(
@@ -62,6 +72,9 @@ class Settings(SamplerDefaults):
 
     def img2img_outdir(self, base: Path) -> Path:
         return self._outdir(base, self.outdir_img2img_samples)
+
+    def extras_outdir(self, base: Path) -> Path:
+        return self._outdir(base, self.outdir_extras_samples)
 
     def _outdir(self, base: Path, folder: str) -> Path:
         path = Path(self.outdir_samples or folder)
