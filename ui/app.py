@@ -1,5 +1,5 @@
 """The Gradio app: quick-settings bar on top, then the txt2img / img2img / Inpaint / ControlNet /
-PNG Info / Settings tabs.
+Upscaling / PNG Info / Settings tabs.
 
 `build_ui(engine)` only lays out components and wires handlers; it never loads a model, so the
 server is up in seconds. `serve(args)` creates the engine, launches, and then warms the model up
@@ -20,6 +20,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import gradio as gr  # noqa: E402
 
 from ui.common import EngineLike, error_message  # noqa: E402
+from ui.extras import build_extras_tab  # noqa: E402
 from ui.img2img import build_img2img_tab  # noqa: E402
 from ui.png_info import SEND_FIELDS, build_png_info_tab, infotext_to_fields, read_picture  # noqa: E402
 from ui.progress import SessionJobs  # noqa: E402
@@ -47,7 +48,9 @@ def build_ui(engine: EngineLike) -> gr.Blocks:
             with gr.Tab("Inpaint", id="inpaint", elem_id="tab_inpaint"):
                 inpaint = build_img2img_tab(engine, jobs, tab="inpaint")
             with gr.Tab("ControlNet", id="controlnet", elem_id="tab_controlnet"):
-                build_txt2img_tab(engine, jobs, tab="controlnet")
+                controlnet = build_txt2img_tab(engine, jobs, tab="controlnet")
+            with gr.Tab("Upscaling", id="extras", elem_id="tab_extras"):
+                extras = build_extras_tab(engine, jobs)
             with gr.Tab("PNG Info", id="pnginfo", elem_id="tab_pnginfo"):
                 png_text, send_button, send_img2img_button, png_image = build_png_info_tab()
             with gr.Tab("Sampler settings", id="sampler_settings", elem_id="tab_sampler_settings"):
@@ -59,7 +62,14 @@ def build_ui(engine: EngineLike) -> gr.Blocks:
                 setting_names + sampler_names,
             )
 
-        _wire_sending(tabs, txt2img, img2img, inpaint, png_text, png_image, send_button, send_img2img_button)
+        _wire_sending(
+            tabs,
+            [txt2img, img2img, inpaint, controlnet, extras],
+            png_text,
+            png_image,
+            send_button,
+            send_img2img_button,
+        )
 
         # Defaults come from the settings as they are when the page opens, so "Apply settings"
         # takes effect on reload without a restart. Only values that changed since the page was
@@ -121,8 +131,9 @@ def _paste_handler(target: Any, name: str, with_picture: bool):
     return handler, [*outputs, *picture_outputs]
 
 
-def _wire_sending(tabs, txt2img, img2img, inpaint, png_text, png_image, send_txt2img, send_img2img) -> None:
-    """PNG Info → txt2img / img2img, and every gallery's "Send to img2img / inpaint"."""
+def _wire_sending(tabs, uis, png_text, png_image, send_txt2img, send_img2img) -> None:
+    """PNG Info → txt2img / img2img, and every gallery's "Send to img2img / inpaint / extras"."""
+    txt2img, img2img, inpaint, _, extras = uis
     events = dict(api_visibility="private")
     to_txt2img, txt2img_outputs = _paste_handler(txt2img, "txt2img", with_picture=False)
     sent = send_txt2img.click(
@@ -145,9 +156,29 @@ def _wire_sending(tabs, txt2img, img2img, inpaint, png_text, png_image, send_txt
     )
     img2img.recount_after(sent)
 
-    for source in (txt2img, img2img, inpaint):
-        for target, name in ((img2img, "img2img"), (inpaint, "inpaint")):
-            _wire_gallery_send(tabs, source, target, name)
+    for source in uis:
+        for name, button in source.results.send_buttons.items():
+            if name == "extras":
+                _wire_send_to_extras(tabs, source, extras, button)
+            else:
+                _wire_gallery_send(tabs, source, img2img if name == "img2img" else inpaint, name)
+
+
+def _wire_send_to_extras(tabs: gr.Tabs, source: Any, extras: Any, button: gr.Button) -> None:
+    def to_extras(gallery: Any, info: Any) -> tuple[Any, Any]:
+        try:
+            picture = selected_picture(gallery, info)
+        except Exception as exc:
+            gr.Warning(error_message(exc))
+            return gr.skip(), gr.skip()
+        return picture, gr.Tabs(selected="extras")
+
+    button.click(
+        to_extras,
+        inputs=[source.results.gallery, source.gen_info],
+        outputs=[extras.image, tabs],
+        api_visibility="private",
+    )
 
 
 def _wire_gallery_send(tabs: gr.Tabs, source: Any, target: Any, name: str) -> None:

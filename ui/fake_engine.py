@@ -151,6 +151,23 @@ class FakeEngine:
 
         return self.queue.submit(Job("img2img"), run, params)
 
+    def upscaler_names(self) -> list[str]:
+        return ["None", "Lanczos", "Nearest"]
+
+    def submit_extras(self, params: Any, pictures: list[Any]) -> Job:
+        from engine.extras import ExtrasResult
+
+        def run(*, job: Job) -> ExtrasResult:
+            factor = params.upscaling_resize if params.resize_mode == 0 else 2
+            images = [p.resize((round(p.width * factor), round(p.height * factor))) for p in pictures]
+            return ExtrasResult(images=images, infotexts=["Postprocess upscaler: fake"] * len(images))
+
+        self.submitted.append(params)
+        return self.queue.submit(Job("extras"), run)
+
+    def submit_extras_folder(self, params: Any, input_dir: Path, output_dir: Path) -> Job:
+        raise ValueError(f"folder not found: {input_dir}")
+
     def controlnet_models(self) -> list[str]:
         return ["control_fake_canny"]
 

@@ -161,10 +161,10 @@ class Results:
     send_buttons: dict[str, gr.Button]
 
 
-SEND_TARGETS = {"img2img": "📥 img2img", "inpaint": "🎨 inpaint"}
+SEND_TARGETS = {"img2img": "📥 img2img", "inpaint": "🎨 inpaint", "extras": "📐 extras"}
 
 
-def build_results(tab: str) -> Results:
+def build_results(tab: str, send_targets: tuple[str, ...] = tuple(SEND_TARGETS)) -> Results:
     """Progress bar, live preview, gallery, the "Send to" buttons and the parameters text."""
     progress = gr.HTML("", elem_id=f"{tab}_progress")
     preview = gr.Image(
@@ -184,8 +184,10 @@ def build_results(tab: str) -> Results:
     )
     with gr.Row(elem_id=f"{tab}_send_row"):
         send = {
-            target: gr.Button(label, size="sm", elem_id=f"{tab}_send_to_{target}", min_width=80)
-            for target, label in SEND_TARGETS.items()
+            target: gr.Button(
+                SEND_TARGETS[target], size="sm", elem_id=f"{tab}_send_to_{target}", min_width=80
+            )
+            for target in send_targets
         }
     infotext = gr.HTML("", elem_id=f"{tab}_infotext")
     return Results(progress, preview, gallery, infotext, send)

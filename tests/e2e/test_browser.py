@@ -381,3 +381,26 @@ def test_controlnet_tab_previews_the_canny_map_and_generates(page, atelier_serve
     assert "Module: canny, Model: e2e-canny [" in infotext and "Control Mode: Balanced" in infotext
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "controlnet.png"), full_page=True)
+
+
+def test_upscaling_tab_enlarges_a_sent_picture(page, atelier_server):
+    _generate(page, "a small yellow circle at the top on a black background")
+    page.click("#txt2img_send_to_extras")
+    page.locator("#extras_image img").first.wait_for(state="visible")
+    _set_number(page, "extras_upscaling_resize", 2)
+    page.click("#extras_generate")
+    page.wait_for_selector("#extras_gallery img", state="visible", timeout=GENERATE_TIMEOUT_MS)
+    page.wait_for_function(
+        "() => (document.querySelector('#extras_infotext')?.innerText || '').includes('Postprocess upscaler')"
+    )
+    infotext = page.inner_text("#extras_infotext")
+    assert "Postprocess upscale by: 2" in infotext and "Seed:" in infotext  # the source's parameters stay
+    src = page.locator("#extras_gallery img").first.get_attribute("src")
+    from io import BytesIO
+
+    from PIL import Image
+
+    body = page.request.get(src if src.startswith("http") else atelier_server.url + src).body()
+    assert Image.open(BytesIO(body)).size == (2 * SIZE, 2 * SIZE)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "upscaling.png"), full_page=True)
