@@ -64,13 +64,20 @@ def _extra(cls: type[GenerationParams], name: str) -> dict[str, Any]:
     return extra if isinstance(extra, dict) else {}
 
 
-def _is_unwritten_default(cls: type[GenerationParams], names: tuple[str, ...], parts: list[object]) -> bool:
+def _is_unwritten_default(
+    cls: type[GenerationParams], params: GenerationParams, names: tuple[str, ...], parts: list[object]
+) -> bool:
     """Values at A1111's default are left out of the infotext, as A1111 does (sampler parameters,
-    "Noise multiplier: 1", "Masked content: original", ...)."""
-    if len(names) != 1:
-        return False
-    extra = _extra(cls, names[0])
-    return "infotext_default" in extra and parts[0] == extra["infotext_default"]
+    "Noise multiplier: 1", "Masked content: original", "Hires resize: 0x0", ...), and so are
+    fields of a feature that is off (`infotext_when`: the hires-fix keys without hires fix)."""
+    extras = [_extra(cls, name) for name in names]
+    when = extras[0].get("infotext_when")
+    if when and not getattr(params, when):
+        return True
+    return all(
+        "infotext_default" in e and part == e["infotext_default"]
+        for e, part in zip(extras, parts, strict=True)
+    )
 
 
 def _field_text(cls: type[GenerationParams], name: str, value: object) -> str:
@@ -121,7 +128,7 @@ def build_infotext(
     values: dict[str, object] = {}
     for label, names in labels.items():
         parts = [getattr(params, name) for name in names]
-        if any(part is None for part in parts) or _is_unwritten_default(cls, names, parts):
+        if any(part is None for part in parts) or _is_unwritten_default(cls, params, names, parts):
             continue
         values[label] = _COMPOSED_SEPARATOR.join(
             _field_text(cls, n, p) for n, p in zip(names, parts, strict=True)
@@ -251,6 +258,8 @@ def params_from_infotext(
         current = validated
         schedule_applied = schedule_applied or "scheduler" in names
     leftovers.update(parsed)
+    if any(key in labels and labels[key][0].startswith("hr_") for key in parse_infotext(text)):
+        current["enable_hr"] = True  # A1111's rule: a `Hires …` key means hires fix was on
     return cls.model_validate(current), leftovers
 
 

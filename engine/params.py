@@ -25,6 +25,11 @@ def _label(key: str | None, **extra: Any) -> dict[str, Any]:
     return {"infotext": key, **extra}
 
 
+def _hr(key: str, **extra: Any) -> dict[str, Any]:
+    """A hires-fix field: written under `key` only when hires fix is on."""
+    return _label(key, infotext_when="enable_hr", **extra)
+
+
 class GenerationParams(SamplerOverrides):
     """Everything that decides the pictures of a txt2img job. Frozen: derive with `model_copy`.
 
@@ -55,6 +60,28 @@ class GenerationParams(SamplerOverrides):
     # Names of styles (styles.csv) merged into the prompts when the job is submitted; the infotext
     # then holds the merged prompts, as in A1111.
     styles: tuple[str, ...] = Field((), max_length=64, json_schema_extra=_label(None))
+
+    # Hires fix (A1111): a second, img2img-like pass at a larger size. The `Hires …` keys are
+    # written only when it is on (`infotext_when`), the others also only when set.
+    enable_hr: bool = Field(False, json_schema_extra=_label(None))
+    hr_scale: float = Field(
+        2.0, ge=1.0, le=4.0, allow_inf_nan=False, json_schema_extra=_hr("Hires upscale", step=0.05)
+    )
+    hr_resize_x: int = Field(0, ge=0, le=MAX_SIZE, json_schema_extra=_hr("Hires resize", infotext_default=0))
+    hr_resize_y: int = Field(0, ge=0, le=MAX_SIZE, json_schema_extra=_hr("Hires resize", infotext_default=0))
+    hr_upscaler: str = Field("Latent", min_length=1, json_schema_extra=_hr("Hires upscaler"))
+    hr_second_pass_steps: int = Field(
+        0, ge=0, le=MAX_STEPS, json_schema_extra=_hr("Hires steps", infotext_default=0)
+    )
+    denoising_strength: float = Field(
+        0.7, ge=0.0, le=1.0, allow_inf_nan=False, json_schema_extra=_hr("Denoising strength", step=0.01)
+    )
+    hr_sampler_name: str | None = Field(None, json_schema_extra=_hr("Hires sampler"))
+    hr_scheduler: str | None = Field(None, json_schema_extra=_hr("Hires schedule type"))
+    hr_prompt: str = Field("", max_length=20000, json_schema_extra=_hr("Hires prompt", infotext_default=""))
+    hr_negative_prompt: str = Field(
+        "", max_length=20000, json_schema_extra=_hr("Hires negative prompt", infotext_default="")
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -114,6 +141,7 @@ class Img2ImgParams(GenerationParams):
     (`engine.img2img.Img2ImgInputs`). The mask options are written to the infotext only when
     the job has a mask (the pipeline clears them otherwise), with A1111's keys and spellings."""
 
+    # img2img's own strength (A1111: 0.75), always written; hires fix's is GenerationParams'.
     denoising_strength: float = Field(
         0.75, ge=0.0, le=1.0, allow_inf_nan=False, json_schema_extra=_label("Denoising strength", step=0.01)
     )

@@ -9,6 +9,7 @@ loop is ours (a σ-space sampler from `engine.sampling`), not a diffusers pipeli
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,7 @@ from engine.sampling.denoiser import CFGGuider, GuidanceHooks, SigmaDenoiser
 from engine.sampling.registry import SAMPLERS
 from engine.sampling.samplers import SamplerOptions, StepInfo
 from engine.sampling.schedules import ModelSigmas, build_sigmas
+from engine.upscale.upscalers import UpscalerLibrary
 
 
 @dataclass(frozen=True)
@@ -284,16 +286,34 @@ def txt2img(
     loras: LoraLibrary | None = None,
     control: list[ControlInput] | None = None,
     controlnets: ControlNetLibrary | None = None,
+    upscalers: UpscalerLibrary | None = None,
 ) -> GenerationResult:
+    from engine import hires
+
     job = job or Job()
     check_inputs(model, params)  # 1
+    if params.enable_hr and params.hr_upscaler not in hires.LATENT_MODES:
+        if upscalers is None or params.hr_upscaler not in upscalers.names():
+            raise ValueError(f"unknown hires upscaler {params.hr_upscaler!r}")
     units = _prepare_control(model, params, control, controlnets)
     params = params.with_seed(resolve_seed(params.seed))
     result = GenerationResult(params=params)
-    job.begin(params.n_iter, params.steps)
+    job.begin(params.n_iter, params.steps + (hires.steps_run(model, params) if params.enable_hr else 0))
     with text_conditioning(model, params, result, embeddings, loras) as (conditioning, extra):  # 2
         extra.update(control_infotext(units))
-        _sample_batches(model, params, conditioning, job, save, result, extra, units)
+        second = None
+        if params.enable_hr:  # the second pass's prompts (and step count, for prompt editing)
+            hr = hires.second_pass_params(params)
+            update = {"prompt": extract_lora_tags(params.hr_prompt or params.prompt)[0], "steps": hr.steps}
+            update["negative_prompt"] = extract_lora_tags(
+                params.hr_negative_prompt or params.negative_prompt
+            )[0]
+            second = functools.partial(
+                hires.hires_pass,
+                conditioning=encode_prompt(model, params.model_copy(update=update), embeddings),
+                upscalers=upscalers,
+            )
+        _sample_batches(model, params, conditioning, job, save, result, extra, units, second)
     return result
 
 
@@ -329,6 +349,7 @@ def _sample_batches(
     result: GenerationResult,
     extra: dict[str, object],
     units: list[PreparedUnit] | None = None,
+    second_pass=None,
 ) -> None:
     options = sampler_options(params)  # the job's sampler parameters (A1111 defaults where unset)
     sigmas = make_sigmas(model, params, options)
@@ -353,6 +374,11 @@ def _sample_batches(
             )  # 4
         except _Stopped as stopped:
             latents, result.interrupted = stopped.latents, True
+        if second_pass is not None and not result.interrupted:  # hires fix
+            try:
+                latents = second_pass(model, params, latents, seeds, job=job)
+            except _Stopped as stopped:
+                latents, result.interrupted = stopped.latents, True
         pictures = to_pil(decode(model, latents, result.notes))  # 5, 6
         for i, (image, seed) in enumerate(zip(pictures, seeds, strict=True)):
             infotext = build_infotext(

@@ -186,6 +186,7 @@ class Engine:
             loras=self.loras,
             control=control,
             controlnets=self.controlnets,
+            upscalers=self.upscalers,
         )
 
     def _save_options(self, kind: str) -> process.SaveOptions | None:

@@ -90,10 +90,30 @@ def test_keys_come_from_the_schema() -> None:
     assert labels["Model"] == ("checkpoint",)
     text = build_infotext(GenerationParams(), seed=1, model_name="m", model_hash=None)
     sampler_keys = {row.infotext for row in ROWS}  # written only when not A1111's default
+    hires_keys = {label for label, names in labels.items() if names[0].startswith("hr_")} | {
+        "Denoising strength"
+    }
     for label in labels:
-        if label != "Batch size" and label not in sampler_keys:
+        if label != "Batch size" and label not in sampler_keys | hires_keys:
             assert f"{label}: " in text
-    assert not any(f"{key}: " in text for key in sampler_keys)
+    assert not any(f"{key}: " in text for key in sampler_keys | hires_keys)  # hires fix is off
+    hires = build_infotext(
+        GenerationParams(enable_hr=True, hr_second_pass_steps=10, hr_resize_x=640, hr_resize_y=512),
+        seed=1,
+        model_name="m",
+        model_hash=None,
+    )
+    for part in (
+        "Denoising strength: 0.7",
+        "Hires upscale: 2",
+        "Hires resize: 640x512",
+        "Hires steps: 10",
+        "Hires upscaler: Latent",
+    ):
+        assert part in hires
+    assert "Hires prompt" not in hires and "Hires sampler" not in hires  # unset: not written
+    back, _ = params_from_infotext(hires)
+    assert back.enable_hr and (back.hr_resize_x, back.hr_second_pass_steps) == (640, 10)
 
 
 def test_values_needing_quotes_are_json_quoted() -> None:
@@ -141,7 +161,8 @@ def test_real_a1111_sample_parses() -> None:
     assert (params.steps, params.sampler_name, params.scheduler) == (28, "DPM++ 2M", "Karras")
     assert (params.cfg_scale, params.seed, params.width, params.height) == (6.5, 3229188236, 512, 768)
     assert params.checkpoint == "v1-5-pruned-emaonly"
-    assert leftovers["Hires upscaler"] == "Latent" and leftovers["Model hash"] == "6ce0161689"
+    assert leftovers["Model hash"] == "6ce0161689"
+    assert params.enable_hr and params.hr_upscaler == "Latent"  # a Hires key means hires fix was on
 
 
 def test_bad_values_keep_the_base_and_are_reported() -> None:

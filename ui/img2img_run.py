@@ -163,8 +163,9 @@ def build_img2img_params(v: Mapping[str, Any], picture: Image.Image | None = Non
     width, height = _size(v, picture)
     sized = {**v, "width": width, "height": height}
     base = build_params(*(sized.get(name) for name in PARAM_FIELDS))  # the txt2img part, validated
+    common = {key: value for key, value in base.model_dump().items() if key != "denoising_strength"}
     return Img2ImgParams(
-        **base.model_dump(),
+        **common,
         denoising_strength=v.get("denoising_strength", 0.75),
         resize_mode=_choice(v.get("resize_mode", 0), RESIZE_MODES, "Resize mode"),
         mask_blur=_as_number(v.get("mask_blur", 4)),

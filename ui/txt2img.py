@@ -21,6 +21,7 @@ from ui.generation_panel import (
     build_prompt_row,
     build_results,
     build_sampling_controls,
+    slider,
     wire_generation,
 )
 from ui.progress import SessionJobs
@@ -49,6 +50,46 @@ class Txt2ImgUI:
         return self.results.gallery
 
 
+def build_hires_panel(engine: EngineLike, tab: str, f: Fields) -> None:
+    """A1111's "Hires. fix" accordion; fills the HIRES_FIELDS of `f`."""
+    from engine.upscale.upscalers import LATENT_MODES
+
+    with gr.Accordion("Hires. fix", open=False, elem_id=f"{tab}_hires"):
+        f["enable_hr"] = gr.Checkbox(label="Enable hires fix", elem_id=f"{tab}_enable_hr")
+        with gr.Row():
+            upscalers = [*LATENT_MODES, *(n for n in engine.upscaler_names() if n != "None")]
+            f["hr_upscaler"] = gr.Dropdown(
+                upscalers, value="Latent", label="Upscaler", elem_id=f"{tab}_hr_upscaler"
+            )
+            f["hr_second_pass_steps"] = slider(tab, "hr_second_pass_steps", "Hires steps", 0)
+            f["denoising_strength"] = slider(tab, "denoising_strength", "Denoising strength", 0.7)
+        with gr.Row():
+            f["hr_scale"] = slider(tab, "hr_scale", "Upscale by", 2.0)
+            f["hr_resize_x"] = slider(tab, "hr_resize_x", "Resize width to", 0, step=8)
+            f["hr_resize_y"] = slider(tab, "hr_resize_y", "Resize height to", 0, step=8)
+        with gr.Row():
+            f["hr_sampler_name"] = gr.Dropdown(
+                ["Use same sampler", *engine.sampler_names()],
+                value="Use same sampler",
+                label="Hires sampling method",
+                elem_id=f"{tab}_hr_sampler",
+            )
+            f["hr_scheduler"] = gr.Dropdown(
+                ["Use same scheduler", *engine.schedule_names()],
+                value="Use same scheduler",
+                label="Hires schedule type",
+                elem_id=f"{tab}_hr_scheduler",
+            )
+        f["hr_prompt"] = gr.Textbox(
+            label="Hires prompt (empty: the prompt)", lines=2, elem_id=f"{tab}_hr_prompt"
+        )
+        f["hr_negative_prompt"] = gr.Textbox(
+            label="Hires negative prompt (empty: the negative prompt)",
+            lines=2,
+            elem_id=f"{tab}_hr_neg_prompt",
+        )
+
+
 def build_txt2img_tab(engine: EngineLike, jobs: SessionJobs, *, tab: str = TAB) -> Txt2ImgUI:
     """Lay out the tab inside the current gr.Tab context and wire its events. `tab="controlnet"`
     builds the ControlNet tab: txt2img with the ControlNet units open in front."""
@@ -57,6 +98,7 @@ def build_txt2img_tab(engine: EngineLike, jobs: SessionJobs, *, tab: str = TAB) 
     with gr.Row(elem_id=f"{tab}_main"):
         with gr.Column(scale=1, elem_id=f"{tab}_settings"):
             seed_buttons = build_sampling_controls(engine, tab, f)
+            build_hires_panel(engine, tab, f)
             control_inputs = build_units_panel(engine, tab, f, open_=tab == "controlnet")
         with gr.Column(scale=1, elem_id=f"{tab}_results"):
             results = build_results(tab)

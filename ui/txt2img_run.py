@@ -19,6 +19,21 @@ from ui.progress import SessionJobs, progress_html
 
 POLL_SECONDS = 0.25  # how often the running generator re-reads job.progress / job.preview
 
+# Hires fix controls (txt2img only; other tabs pass None, which keeps the defaults: off).
+HIRES_FIELDS = (
+    "enable_hr",
+    "hr_upscaler",
+    "hr_second_pass_steps",
+    "denoising_strength",
+    "hr_scale",
+    "hr_resize_x",
+    "hr_resize_y",
+    "hr_sampler_name",
+    "hr_scheduler",
+    "hr_prompt",
+    "hr_negative_prompt",
+)
+
 # Order of the values `build_params` takes; the Generate event passes its inputs in this order.
 PARAM_FIELDS = (
     "prompt",
@@ -34,6 +49,7 @@ PARAM_FIELDS = (
     "batch_size",
     "override_settings",
     "styles",
+    *HIRES_FIELDS,
 )
 
 
@@ -59,10 +75,21 @@ def build_params(
     batch_size: float,
     override_settings: list[str] | None = None,
     styles: list[str] | None = None,
+    *hires: Any,
 ) -> GenerationParams:
     """UI values → GenerationParams. Raises pydantic's ValidationError on invalid values, and
-    ValueError for an override entry that is not a sampler parameter."""
+    ValueError for an override entry that is not a sampler parameter. `hires`: the HIRES_FIELDS
+    values (None keeps a default)."""
+    hr = {
+        name: _as_number(value) for name, value in zip(HIRES_FIELDS, hires, strict=False) if value is not None
+    }
+    if "enable_hr" in hr:
+        hr["enable_hr"] = bool(hr["enable_hr"])
+    for name, same in (("hr_sampler_name", "Use same sampler"), ("hr_scheduler", "Use same scheduler")):
+        if hr.get(name) == same:  # A1111 writes these keys only when they differ from the first pass
+            del hr[name]
     return GenerationParams(
+        **hr,
         prompt=prompt or "",
         negative_prompt=negative_prompt or "",
         sampler_name=sampler_name or "",
