@@ -32,6 +32,7 @@ from engine.params import GenerationParams, Img2ImgParams, img2img_settings
 from engine.results import GenerationResult
 from engine.sampler_params import resolve_overrides
 from engine.sampling.registry import sampler_names, schedule_hint, schedule_names
+from engine.sd_upscale import sd_upscale
 from engine.settings import Settings, load_settings, save_settings
 from engine.styles import Style, StyleFile, with_styles_applied
 from engine.upscale.upscalers import UpscalerLibrary
@@ -306,6 +307,33 @@ class Engine:
     def preview_control(self, unit: ControlNetUnit, image: Any, width: int, height: int) -> Any:
         """The map a unit's preprocessor makes of `image` at the output size (the unit's preview)."""
         return control_map(unit, image, width, height, self.controlnets.annotators)[0]
+
+    def submit_sd_upscale(
+        self, params: Img2ImgParams, picture: Any, scale: float, upscaler: str, overlap: int
+    ) -> Job:
+        """img2img's "SD upscale" script: upscale, then redraw tile by tile."""
+        if upscaler not in self.upscalers.names():
+            raise ValueError(f"unknown upscaler {upscaler!r}")
+        job = Job("img2img", preview_every=0)
+        return self.queue.submit(
+            job, self._run_sd_upscale, self._resolved(params), picture, scale, upscaler, overlap
+        )
+
+    def _run_sd_upscale(self, params, picture, scale, upscaler, overlap, *, job: Job) -> GenerationResult:
+        model = self.models.get(params.checkpoint or self.current_checkpoint(), vae=self._settings.sd_vae)
+        return sd_upscale(
+            model,
+            params,
+            picture,
+            scale=scale,
+            upscaler=upscaler,
+            overlap=overlap,
+            upscalers=self.upscalers,
+            job=job,
+            save=self._save_options("img2img"),
+            embeddings=self.embeddings_for(model),
+            loras=self.loras,
+        )
 
     def submit_img2img_batch(
         self,

@@ -109,3 +109,33 @@ def test_outpainting_grows_the_canvas_around_the_original(builtin_model, source)
     border = np.concatenate([out[:48].reshape(-1, 3), out[-48:].reshape(-1, 3)]).astype(int)
     blue = np.abs(border.mean(0) - np.asarray(source)[64, 100].astype(int)).sum()
     assert blue < 90, border.mean(0)  # the new area continues the blue background
+
+
+@pytest.mark.parametrize("overlap", [0, 32])
+def test_sd_upscale_blends_its_tiles_without_seams(builtin_model, overlap):
+    from engine.models.paths import APP_ROOT
+    from engine.sd_upscale import sd_upscale, tile_boxes
+    from engine.upscale.upscalers import UpscalerLibrary
+
+    src = Image.fromarray(render(scene_from_caption(SOURCE_CAPTION, np.random.default_rng(0)), 96))
+    params = Img2ImgParams(
+        **{**BASE, "steps": 10, "prompt": SOURCE_CAPTION, "denoising_strength": 0.5, "seed": 2}
+    )
+    result = sd_upscale(
+        builtin_model,
+        params,
+        src,
+        scale=2,
+        upscaler="Lanczos",
+        overlap=overlap,
+        upscalers=UpscalerLibrary(APP_ROOT / "models"),
+    )
+    out = np.asarray(result.images[0], dtype=float)
+    assert out.shape == (192, 192, 3)
+    x1, y1, x2, y2 = tile_boxes(192, 192, SIZE, SIZE, overlap)[0]
+    across_seam = np.abs(out[:, x2] - out[:, x2 - 1]).mean() + np.abs(out[y2] - out[y2 - 1]).mean()
+    typical = np.median(np.abs(np.diff(out, axis=1)).mean(axis=(0, 2))) * 2
+    if overlap:
+        assert across_seam < 3 * typical + 0.5  # blended: the tile edges cannot be told apart
+    else:
+        assert across_seam > 3 * typical + 0.5  # pasted without overlap: the measure sees the seam

@@ -100,5 +100,10 @@ def test_the_txt2img_form_turns_into_hires_params():
     hires_values = (True, "Lanczos", 10.0, 0.45, 1.5, 0.0, 0.0, "Use same sampler", "Karras", "", "")
     p = build_params(*base, *hires_values)
     assert p.enable_hr and p.hr_upscaler == "Lanczos" and p.hr_second_pass_steps == 10
-    assert (p.denoising_strength, p.hr_scale, p.hr_sampler_name, p.hr_scheduler) == (0.45, 1.5, None, "Karras")
+    assert (p.denoising_strength, p.hr_scale, p.hr_sampler_name, p.hr_scheduler) == (
+        0.45,
+        1.5,
+        None,
+        "Karras",
+    )
     assert not build_params(*base).enable_hr  # other tabs pass no hires values

@@ -184,3 +184,20 @@ def test_send_to_picks_the_selected_gallery_picture(tmp_path):
     with pytest.raises(ValueError, match="generate one first"):
         selected_picture([], None)
     assert editor_value(a)["background"] is a
+
+
+def test_sd_upscale_script_submits_the_picture_with_its_settings():
+    engine = FakeEngine()
+    job = submit_img2img(
+        engine,
+        values(
+            init_image=picture(),
+            script="SD upscale",
+            sd_upscale_scale=2.0,
+            sd_upscale_upscaler="Lanczos",
+            sd_upscale_overlap=32.0,
+        ),
+    )
+    job.wait()
+    assert engine.submitted_inputs[-1].init_images[0].size == (96, 64)
+    assert engine.submitted[-1].mask_blur is None  # no mask options in an SD upscale job

@@ -151,6 +151,11 @@ class FakeEngine:
 
         return self.queue.submit(Job("img2img"), run, params)
 
+    def submit_sd_upscale(self, params: Any, picture: Any, scale: float, upscaler: str, overlap: int) -> Job:
+        self.submitted.append(params)
+        self.submitted_inputs.append(Img2ImgInputs([picture]))
+        return self.queue.submit(Job("img2img"), self._run, params)
+
     def upscaler_names(self) -> list[str]:
         return ["None", "Lanczos", "Nearest"]
 

@@ -153,7 +153,7 @@ def _inpaint_options(tab: str, f: Fields, visible: bool) -> gr.Group:
     return group
 
 
-def _script_panel(tab: str, f: Fields) -> None:
+def _script_panel(engine: EngineLike, tab: str, f: Fields) -> None:
     f["script"] = gr.Dropdown(list(SCRIPTS), value="None", label="Script", elem_id=f"{tab}_script")
     with gr.Group(visible=False, elem_id=f"{tab}_outpaint_controls") as outpaint:
         f["outpaint_pixels"] = gr.Slider(
@@ -172,10 +172,30 @@ def _script_panel(tab: str, f: Fields) -> None:
             f["outpaint_fill"] = gr.Radio(
                 list(MASKED_CONTENT), value="fill", label="Masked content", elem_id=f"{tab}_outpaint_fill"
             )
+    with gr.Group(visible=False, elem_id=f"{tab}_sd_upscale_controls") as sd_upscale:
+        with gr.Row():
+            f["sd_upscale_scale"] = gr.Slider(
+                1, 4, value=2, step=0.05, label="Scale Factor", buttons=[], elem_id=f"{tab}_sd_upscale_scale"
+            )
+            f["sd_upscale_overlap"] = gr.Slider(
+                0,
+                256,
+                value=64,
+                step=16,
+                label="Tile overlap",
+                buttons=[],
+                elem_id=f"{tab}_sd_upscale_overlap",
+            )
+        f["sd_upscale_upscaler"] = gr.Dropdown(
+            [n for n in engine.upscaler_names() if n != "None"],
+            value="Lanczos",
+            label="Upscaler",
+            elem_id=f"{tab}_sd_upscale_upscaler",
+        )
     f["script"].change(
-        lambda s: gr.update(visible=s == "Outpainting"),
+        lambda s: (gr.update(visible=s == "Outpainting"), gr.update(visible=s == "SD upscale")),
         inputs=f["script"],
-        outputs=outpaint,
+        outputs=[outpaint, sd_upscale],
         queue=False,
         api_visibility="private",
     )
@@ -210,17 +230,8 @@ def build_img2img_tab(engine: EngineLike, jobs: SessionJobs, *, tab: str = "img2
             f["denoising_strength"] = slider(tab, "denoising_strength", "Denoising strength", 0.75)
             control_inputs = build_units_panel(engine, tab, f)
             inpaint_group = _inpaint_options(tab, f, visible=only_inpaint)
-            if only_inpaint:
-                for name in (
-                    "script",
-                    "outpaint_pixels",
-                    "outpaint_directions",
-                    "outpaint_mask_blur",
-                    "outpaint_fill",
-                ):
-                    f[name] = gr.State(None)
-            else:
-                _script_panel(tab, f)
+            if not only_inpaint:  # the Inpaint tab has no scripts: their fields get placeholders below
+                _script_panel(engine, tab, f)
         with gr.Column(scale=1, elem_id=f"{tab}_results"):
             results = build_results(tab)
     for name in ALL_FIELDS:  # the Inpaint tab has no other modes' inputs: empty placeholders

@@ -26,7 +26,7 @@ from ui.progress import SessionJobs
 from ui.txt2img_run import PARAM_FIELDS, RunUpdate, _as_number, build_params, follow_job
 
 MODES = ("img2img", "Sketch", "Inpaint", "Inpaint sketch", "Inpaint upload", "Batch")
-SCRIPTS = ("None", "Outpainting")
+SCRIPTS = ("None", "Outpainting", "SD upscale")
 INPAINT_MODES = {"Inpaint", "Inpaint sketch", "Inpaint upload"}
 
 # The values the img2img tabs add to txt2img's PARAM_FIELDS, by name.
@@ -57,6 +57,9 @@ IMG2IMG_FIELDS = (
     "outpaint_directions",
     "outpaint_mask_blur",
     "outpaint_fill",
+    "sd_upscale_scale",
+    "sd_upscale_upscaler",
+    "sd_upscale_overlap",
 )
 ALL_FIELDS = (*PARAM_FIELDS, *IMG2IMG_FIELDS)
 
@@ -195,6 +198,14 @@ def submit_img2img(engine: EngineLike, v: Mapping[str, Any], control_values: Seq
         )
     inputs = _pictures(mode, v)
     params = build_img2img_params(v, inputs.init_images[0])
+    if v.get("script") == "SD upscale":
+        return engine.submit_sd_upscale(
+            params.without_mask_options(),
+            inputs.init_images[0],
+            float(v.get("sd_upscale_scale") or 2.0),
+            v.get("sd_upscale_upscaler") or "Lanczos",
+            int(v.get("sd_upscale_overlap") or 0),
+        )
     if v.get("script") == "Outpainting":  # its own mask settings, as A1111's script has
         params = params.model_copy(
             update={
