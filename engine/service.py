@@ -73,7 +73,11 @@ class Engine:
         self.queue = JobQueue()
         self._embeddings: tuple[Any, EmbeddingDatabase] | None = None  # (folder signature, db)
         self.loras = LoraLibrary(models_root(self.root) / LORA_SUBDIR)
-        self.upscalers = UpscalerLibrary(models_root(self.root), device=self.models.device)
+        self.upscalers = UpscalerLibrary(
+            models_root(self.root),
+            extra_folders=(models_root(self.root) / BUILTIN_SUBDIR / "upscalers",),  # the shipped ones
+            device=self.models.device,
+        )
         self.controlnets = ControlNetLibrary(
             controlnet_dir or models_root(self.root) / CONTROLNET_SUBDIR,
             extra_folders=(

@@ -5,6 +5,10 @@
     .venv/bin/python tools/train_default_model.py --stage controlnet --run-dir runs/cn
     .venv/bin/python tools/train_default_model.py --stage controlnet-export --run-dir runs/cn
 
+    .venv/bin/python tools/train_default_model.py --stage upscaler --run-dir runs/up --set scale=2
+    .venv/bin/python tools/train_default_model.py --stage upscaler-export --run-dir runs/up
+
+The upscaler stages train and export the built-in ×2 / ×4 upscalers (models/builtin/upscalers).
 The controlnet stages train and export the built-in canny ControlNet on top of the shipped
 built-in model (models/builtin), which stays frozen; `--set` then sets ControlNetConfig fields.
 
@@ -42,7 +46,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--stage",
-        choices=("vae", "diffusion", "export", "all", "controlnet", "controlnet-export"),
+        choices=(
+            "vae",
+            "diffusion",
+            "export",
+            "all",
+            "controlnet",
+            "controlnet-export",
+            "upscaler",
+            "upscaler-export",
+        ),
         default="all",
     )
     parser.add_argument("--run-dir", type=Path, default=ROOT / "runs" / "default")
@@ -82,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     deadline = Deadline.in_minutes(args.max_minutes)
     if args.stage.startswith("controlnet"):
         return controlnet_stage(args, device, deadline)
+    if args.stage.startswith("upscaler"):
+        return upscaler_stage(args, device, deadline)
     unet, vae, text_encoder = build_builtin_modules()
     print(f"device {device}, threads {torch.get_num_threads()}, run dir {args.run_dir}", flush=True)
 
@@ -104,6 +119,23 @@ def main(argv: list[str] | None = None) -> int:
 
         path = export_builtin(args.run_dir, args.export_to)
         print(f"wrote {path}", flush=True)
+    return 0
+
+
+def upscaler_stage(args: argparse.Namespace, device, deadline) -> int:
+    """Train (one scale per run of --stage upscaler) or export the built-in upscalers."""
+    from engine.models.builtin import builtin_paths
+    from training.upscaler_stage import UpscalerConfig, export_upscaler, train_upscaler
+
+    if args.stage == "upscaler-export":
+        folder = args.export_to or builtin_paths()[0].parent / "upscalers"
+        for scale in (2, 4):
+            if (args.run_dir / f"upscaler_x{scale}_state.pt").is_file():
+                print(f"wrote {export_upscaler(args.run_dir, scale, folder)}", flush=True)
+        return 0
+    cfg = UpscalerConfig(seed=args.seed, **overrides(UpscalerConfig, args.set))
+    if not train_upscaler(args.run_dir, cfg, device, deadline):
+        print("stopped at the time limit; run again to resume", flush=True)
     return 0
 
 

@@ -1,0 +1,46 @@
+"""The built-in upscaler's training pieces: batches are (bicubic-downscaled, original) pairs, a few
+steps lower the loss, and the export loads through the app's upscaler library (spandrel)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from engine.upscale.upscalers import UpscalerLibrary
+from training.common import Deadline
+from training.upscaler_stage import (
+    UpscalerConfig,
+    batch,
+    export_upscaler,
+    psnr_gain,
+    synthetic_pictures,
+    train_upscaler,
+)
+
+
+def test_batches_pair_a_downscaled_patch_with_its_original():
+    cfg = UpscalerConfig(batch=4, patch=16)
+    low, high = batch(synthetic_pictures(4, 0, 64), cfg, np.random.default_rng(0))
+    assert low.shape == (4, 3, 16, 16) and high.shape == (4, 3, 32, 32)
+    assert torch.allclose(torch.nn.functional.avg_pool2d(high, 2).mean(), low.mean(), atol=0.02)
+
+
+def test_a_short_run_exports_a_model_the_app_loads(tmp_path):
+    cfg = UpscalerConfig(
+        steps=6, batch=2, patch=16, n_synthetic=4, num_feat=8, num_conv=2, eval_every=6, checkpoint_every=3
+    )
+    assert train_upscaler(tmp_path / "run", cfg, torch.device("cpu"), Deadline.in_minutes(None))
+    path = export_upscaler(tmp_path / "run", 2, tmp_path / "upscalers")
+    library = UpscalerLibrary(tmp_path / "models", extra_folders=(tmp_path / "upscalers",))
+    assert "atelier-x2" in library.names()
+    from PIL import Image
+
+    out = library.upscale(Image.new("RGB", (40, 30), "red"), 2, "atelier-x2")
+    assert out.size == (80, 60) and path.stat().st_size < 5 * 1024 * 1024
+
+
+def test_psnr_gain_of_bicubic_itself_is_zero():
+    from training.upscaler_stage import bicubic
+
+    pictures = synthetic_pictures(2, 0, 64)
+    assert abs(psnr_gain(lambda low: bicubic(low, (low.shape[1] * 2, low.shape[0] * 2)), pictures, 2)) < 1e-9
