@@ -20,7 +20,7 @@ from training.upscaler_stage import (
 
 def test_batches_pair_a_downscaled_patch_with_its_original():
     cfg = UpscalerConfig(batch=4, patch=16)
-    low, high = batch(synthetic_pictures(4, 0, 64), cfg, np.random.default_rng(0))
+    low, high = batch(synthetic_pictures(4, 0, 64), [], cfg, np.random.default_rng(0))
     assert low.shape == (4, 3, 16, 16) and high.shape == (4, 3, 32, 32)
     assert torch.allclose(torch.nn.functional.avg_pool2d(high, 2).mean(), low.mean(), atol=0.02)
 
