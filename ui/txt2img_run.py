@@ -161,6 +161,7 @@ def run_txt2img(
     PARAM_FIELDS order, `control_values` the ControlNet units panel's (ui.controlnet_run)."""
 
     def submit() -> Any:
+        # Imported here: both modules import this one (build_params, follow_job).
         from ui.controlnet_run import units_from_values
         from ui.img2img_run import open_picture
 
