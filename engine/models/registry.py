@@ -106,12 +106,15 @@ def _name(path: Path, top: Path) -> str:
     return (rel.parent / stem).as_posix() if rel.parent != Path(".") else stem
 
 
-def scan_folder(top: Path) -> list[CheckpointInfo]:
+def scan_folder(top: Path, recursive: bool = True) -> list[CheckpointInfo]:
     if not top.is_dir():
         return []
     found: list[CheckpointInfo] = []
     for dirpath, dirnames, filenames in _walk(top):
         files = set(filenames)
+        if not recursive and dirpath != top:
+            dirnames[:] = []
+            continue
         for d in list(dirnames):
             folder = dirpath / d
             if _is_sidecar(folder, files):
@@ -138,7 +141,10 @@ def scan_checkpoints(dirs: Sequence[Path]) -> list[CheckpointInfo]:
     folder wins, so a user's file shadows nothing silently: the clash is logged."""
     by_name: dict[str, CheckpointInfo] = {}
     for top in dirs:
-        for info in scan_folder(Path(top)):
+        # models/builtin/ also ships the built-in ControlNet and upscalers in subfolders: only its
+        # top level holds checkpoints.
+        builtin = Path(top).name == BUILTIN_SUBDIR and Path(top).parent.name == "models"
+        for info in scan_folder(Path(top), recursive=not builtin):
             if info.name in by_name:
                 log.warning("checkpoint %s shadowed by %s (same name)", info.path, by_name[info.name].path)
                 continue
