@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from engine import process
 from engine.conditioning.schedule import Conditioning
+from engine.controlnet.apply import PreparedUnit
 from engine.jobs import Job
 from engine.models.types import LoadedModel
 from engine.params import GenerationParams
@@ -87,8 +88,10 @@ def hires_pass(
     conditioning: Conditioning,
     job: Job,
     upscalers: UpscalerLibrary | None,
+    units: list[PreparedUnit] | None = None,
 ) -> torch.Tensor:
-    """The second pass over the first pass's latents; returns the final latents."""
+    """The second pass over the first pass's latents; returns the final latents. `units`: the
+    ControlNet units of this pass, their maps at the hires size (`apply.hires_units`)."""
     hr = second_pass_params(params)
     if hr.sampler_name not in process.SAMPLERS:
         raise ValueError(f"unknown hires sampler {hr.sampler_name!r}")
@@ -97,6 +100,16 @@ def hires_pass(
     rng = ImageRNG(seeds, tuple(init.shape[1:]), model.device)
     x = init + rng.next() * sigmas[0]
     image_cond = process.txt2img_conditioning(model, len(seeds), hr.height, hr.width)
+    control = process.control_stack(model, units or [], sigmas)
     return process.denoise(
-        model, hr, x, sigmas, conditioning, rng, job, sampler_options(hr), image_cond=image_cond
+        model,
+        hr,
+        x,
+        sigmas,
+        conditioning,
+        rng,
+        job,
+        sampler_options(hr),
+        image_cond=image_cond,
+        control=control,
     )

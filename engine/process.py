@@ -27,6 +27,8 @@ from engine.controlnet.apply import (
     PreparedUnit,
     control_infotext,
     control_stack,
+    first_pass_units,
+    hires_units,
     prepare_units,
 )
 from engine.controlnet.models import ControlNetLibrary
@@ -312,8 +314,10 @@ def txt2img(
                 hires.hires_pass,
                 conditioning=encode_prompt(model, params.model_copy(update=update), embeddings),
                 upscalers=upscalers,
+                units=hires_units(units, *hires.target_size(params), controlnets.annotators) if units else [],
             )
-        _sample_batches(model, params, conditioning, job, save, result, extra, units, second)
+        first = first_pass_units(units, hires=params.enable_hr)
+        _sample_batches(model, params, conditioning, job, save, result, extra, first, second)
     return result
 
 

@@ -128,6 +128,29 @@ def test_guidance_window_limits_the_steps_with_control(model, library):
     assert calls == [True] * 5 + [False] * 5  # Euler: one model call per step
 
 
+@pytest.mark.parametrize(
+    ("hr_option", "expected"),
+    [("Both", {SIZE, 2 * SIZE}), ("Low res only", {SIZE}), ("High res only", {2 * SIZE})],
+)
+def test_hires_fix_controls_the_passes_the_unit_asks_for(model, library, monkeypatch, hr_option, expected):
+    """The second pass sees a map made at its own size; the Hires-fix option picks the passes."""
+    sizes = []
+    original = ControlNetStack.__call__
+
+    def recording(self, x, t, cond, uncond_count=0):
+        sizes.extend(p.hint.shape[-1] for p in self.units)
+        assert all(p.hint.shape[-2:] == tuple(s * 8 for s in x.shape[-2:]) for p in self.units)
+        return original(self, x, t, cond, uncond_count)
+
+    monkeypatch.setattr(ControlNetStack, "__call__", recording)
+    hires = dict(enable_hr=True, hr_scale=2.0, hr_second_pass_steps=3, denoising_strength=0.6, steps=3)
+    result = run(model, library, [unit(module="canny", hr_option=hr_option)], **hires)
+    assert result.images[0].size == (2 * SIZE, 2 * SIZE)
+    assert set(sizes) == expected
+    info = parse_infotext(result.infotexts[0])["ControlNet 0"]
+    assert ("Hr Option" in info) == (hr_option != "Both")
+
+
 def test_control_modes_scale_and_mask_as_a1111(model, library):
     (p,) = prepare_units([ControlInput(unit(), control_picture())], model, library, SIZE, SIZE)
     x = torch.randn(2, 4, 8, 8)

@@ -30,6 +30,7 @@ def unit_values(**kw):
         "processor_res": 256.0,
         "threshold_a": 50.0,
         "threshold_b": 150.0,
+        "hr_option": "Low res only",
     }
     base.update(kw)
     return [base[name] for name in UNIT_FIELDS]
@@ -45,6 +46,7 @@ def test_values_become_units_and_disabled_ones_are_dropped():
         "ControlNet is more important", "Just Resize", True,
     )  # fmt: skip
     assert (first.processor_res, first.threshold_a, first.threshold_b) == (256, 50.0, 150.0)
+    assert first.hr_option == "Low res only"
     assert inputs[1].unit.threshold_a is None  # shuffle has no thresholds: the sliders' values are ignored
 
 

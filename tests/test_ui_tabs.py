@@ -118,6 +118,28 @@ def test_send_to_txt2img_values_feed_the_txt2img_fields():
     assert (sent["steps"], sent["seed"], sent["width"], sent["height"]) == (9, 77, 64, 72)
 
 
+def test_send_to_txt2img_fills_the_hires_fields():
+    from ui.txt2img_run import HIRES_FIELDS
+
+    text = INFOTEXT + (
+        ", Denoising strength: 0.45, Hires upscale: 1.5, Hires steps: 4, Hires upscaler: Lanczos,"
+        " Hires sampler: Euler a"
+    )
+    names = (*SEND_FIELDS, *HIRES_FIELDS)
+    values = dict(zip(names, infotext_to_fields(text, names)[0], strict=True))
+    assert values["enable_hr"] is True and values["denoising_strength"] == 0.45
+    assert (values["hr_scale"], values["hr_second_pass_steps"], values["hr_upscaler"]) == (1.5, 4, "Lanczos")
+    assert values["hr_sampler_name"] == "Euler a"
+    assert values["hr_scheduler"] == "Use same scheduler"  # what the dropdown calls "not set"
+    # The values go back into a job unchanged, and a text without hires keys turns hires off.
+    params = build_params(
+        "x", "", "Euler", "Karras", 9, 3.0, 77, 64, 64, 1, 1, [], [], *list(values.values())[9:]
+    )
+    assert params.enable_hr and params.hr_scale == 1.5 and params.hr_scheduler is None
+    plain = dict(zip(names, infotext_to_fields(INFOTEXT, names)[0], strict=True))
+    assert plain["enable_hr"] is False and plain["hr_sampler_name"] == "Use same sampler"
+
+
 def test_send_to_txt2img_turns_sampler_parameters_into_override_entries():
     text = INFOTEXT + ", Eta: 0.5, UniPC variant: bh2, Sigma churn: 2, Discard penultimate sigma: True"
     _fields, overrides = infotext_to_fields(text)

@@ -29,6 +29,7 @@ from ui.send_to import editor_value, selected_infotext, selected_picture  # noqa
 from ui.settings_tab import build_sampler_settings_tab, build_settings_tab  # noqa: E402
 from ui.style import CSS  # noqa: E402
 from ui.txt2img import build_txt2img_tab  # noqa: E402
+from ui.txt2img_run import HIRES_FIELDS  # noqa: E402
 
 TITLE = "Atelier"
 DEFAULT_PORT = 7860
@@ -103,7 +104,9 @@ def build_ui(engine: EngineLike) -> gr.Blocks:
 def _paste_handler(target: Any, name: str, with_picture: bool):
     """A handler filling `target`'s prompt/sampling fields from an infotext (and, with a picture,
     its input picture), then switching to its tab. Returns (handler, outputs)."""
-    outputs = [target.fields[n] for n in (*SEND_FIELDS, "override_settings")]
+    # The hires fields (txt2img) and the denoising strength (img2img) are filled too when present.
+    names = (*SEND_FIELDS, *(n for n in HIRES_FIELDS if n in target.fields))
+    outputs = [target.fields[n] for n in (*names, "override_settings")]
     picture_outputs: list[Any] = []
     if with_picture:
         picture_outputs = [target.fields["inpaint" if name == "inpaint" else "init_image"]]
@@ -112,7 +115,7 @@ def _paste_handler(target: Any, name: str, with_picture: bool):
 
     def handler(text: str, picture: Any) -> tuple[Any, ...]:
         try:
-            values, overrides = infotext_to_fields(text) if text else (None, [])
+            values, overrides = infotext_to_fields(text, names) if text else (None, [])
         except Exception as exc:  # unparsable or invalid parameters: say so, stay on the tab
             gr.Warning(f"Cannot send to {name}: {error_message(exc)}")
             return (gr.skip(),) * (len(outputs) + len(picture_outputs) + 1)

@@ -9,7 +9,7 @@ from typing import Any
 
 import gradio as gr
 
-from engine.controlnet.units import CONTROL_MODES, RESIZE_MODES
+from engine.controlnet.units import CONTROL_MODES, HR_OPTIONS, RESIZE_MODES
 from ui.common import EngineLike, error_message, message_html
 from ui.controlnet_run import UNIT_FIELDS, preprocessor_choices, threshold_updates, unit_from_values
 from ui.img2img_run import open_picture
@@ -101,6 +101,13 @@ def _unit(engine: EngineLike, tab: str, index: int, f: dict[str, Any]) -> list[A
     )
     c["resize_mode"] = gr.Radio(
         list(RESIZE_MODES), value="Crop and Resize", label="Resize Mode", elem_id=f"{prefix}_resize_mode"
+    )
+    c["hr_option"] = gr.Radio(
+        list(HR_OPTIONS),
+        value="Both",
+        label="Hires-fix option",
+        visible=tab != "img2img",  # only txt2img has a hires pass
+        elem_id=f"{prefix}_hr_option",
     )
     events = dict(queue=False, api_visibility="private")
 

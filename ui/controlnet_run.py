@@ -25,6 +25,7 @@ UNIT_FIELDS = (
     "processor_res",
     "threshold_a",
     "threshold_b",
+    "hr_option",
 )
 
 
@@ -44,6 +45,7 @@ def unit_from_values(values: dict[str, Any]) -> ControlNetUnit:
         # A threshold slider is only meaningful for a preprocessor that has that threshold.
         threshold_a=values.get("threshold_a") if spec is not None and spec.threshold_a else None,
         threshold_b=values.get("threshold_b") if spec is not None and spec.threshold_b else None,
+        hr_option=values.get("hr_option") or "Both",
     )
 
 

@@ -70,16 +70,24 @@ def show_png_info(path: str | None) -> tuple[str, str]:
     return text, parsed_html(text)
 
 
-def infotext_to_fields(text: str) -> tuple[tuple[Any, ...], list[str]]:
-    """Parameters text → (txt2img values in SEND_FIELDS order, "Override settings" entries for the
-    sampler parameters it sets). Raises ValueError when there is no text; keys that cannot be
-    applied keep their defaults (params_from_infotext's rule)."""
+# What the hires dropdowns show for "no separate hires sampler / schedule" (params hold None).
+_SAME_AS_FIRST_PASS = {"hr_sampler_name": "Use same sampler", "hr_scheduler": "Use same scheduler"}
+
+
+def infotext_to_fields(text: str, names: tuple[str, ...] = SEND_FIELDS) -> tuple[tuple[Any, ...], list[str]]:
+    """Parameters text → (the values of the GenerationParams fields `names`, in that order,
+    "Override settings" entries for the sampler parameters it sets). Raises ValueError when there
+    is no text; keys that cannot be applied keep their defaults (params_from_infotext's rule), so
+    a text without `Hires …` keys turns hires fix off."""
     if not text or not text.strip():
         raise ValueError("There are no parameters to send: drop a generated PNG first.")
     from engine.infotext import override_entries, params_from_infotext
 
     params, _unknown = params_from_infotext(text)
-    return tuple(getattr(params, name) for name in SEND_FIELDS), override_entries(params)
+    values = tuple(
+        getattr(params, name) or _SAME_AS_FIRST_PASS.get(name, getattr(params, name)) for name in names
+    )
+    return values, override_entries(params)
 
 
 def read_picture(path: str | None) -> Image.Image:

@@ -14,7 +14,7 @@ summed residuals for the UNet's down blocks and mid block. Per unit, as in A1111
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -40,6 +40,7 @@ class PreparedUnit:
     hint: torch.Tensor  # (1, 3, H, W) in [0, 1]
     threshold_a: float | None
     threshold_b: float | None
+    source: Image.Image | None = None  # the control picture before preprocessing
 
     def infotext(self) -> str:
         return self.unit.infotext(self.title, self.threshold_a, self.threshold_b)
@@ -97,9 +98,34 @@ def prepare_units(
             raise ValueError(f"{label}: {reason}")
         cn, title = library.load(unit.model, model.unet, model.device, model.dtype)
         cmap, a, b = control_map(unit, image, width, height, library.annotators)
-        hint = torch.from_numpy(np.asarray(cmap, dtype=np.float32) / 255.0).permute(2, 0, 1)[None]
-        prepared.append(PreparedUnit(index, unit, cn, title, cmap, hint.to(model.device), a, b))
+        prepared.append(PreparedUnit(index, unit, cn, title, cmap, _hint(cmap, model.device), a, b, image))
     return prepared
+
+
+def _hint(cmap: Image.Image, device: Any) -> torch.Tensor:
+    """A control map as the model's input: (1, 3, H, W) in [0, 1]."""
+    array = np.asarray(cmap.convert("RGB"), dtype=np.float32) / 255.0
+    return torch.from_numpy(array).permute(2, 0, 1)[None].to(device)
+
+
+def hires_units(units: list[PreparedUnit], width: int, height: int, annotators: Any) -> list[PreparedUnit]:
+    """The units that act in hires fix's second pass, their maps made again from the control
+    picture at the second pass's size (as the extension does: a map resized up would blur edges)."""
+    second = []
+    for p in units:
+        if p.unit.hr_option == "Low res only":
+            continue
+        cmap, a, b = control_map(p.unit, p.source, width, height, annotators)
+        second.append(
+            replace(p, control_map=cmap, hint=_hint(cmap, p.hint.device), threshold_a=a, threshold_b=b)
+        )
+    return second
+
+
+def first_pass_units(units: list[PreparedUnit], hires: bool) -> list[PreparedUnit]:
+    """The units that act in the first pass: with hires fix on, all but "High res only" ones
+    (without it there is only one pass, and every unit acts in it)."""
+    return [p for p in units if not hires or p.unit.hr_option != "High res only"]
 
 
 class ControlNetStack:

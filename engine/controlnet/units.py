@@ -11,6 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 CONTROL_MODES = ("Balanced", "My prompt is more important", "ControlNet is more important")
 RESIZE_MODES = ("Just Resize", "Crop and Resize", "Resize and Fill")  # the extension's spelling
+# Which passes of a hires-fix job a unit controls (the extension's "Hires-Fix Option").
+HR_OPTIONS = ("Both", "Low res only", "High res only")
 DEFAULT_UNITS, MAX_UNITS = 3, 10
 
 
@@ -29,6 +31,7 @@ class ControlNetUnit(BaseModel):
     processor_res: int = Field(512, ge=64, le=2048)
     threshold_a: float | None = None  # the preprocessor's first threshold (canny: low), None = its default
     threshold_b: float | None = None
+    hr_option: Literal[HR_OPTIONS] = "Both"
 
     @model_validator(mode="after")
     def _start_before_end(self) -> ControlNetUnit:
@@ -70,6 +73,7 @@ class ControlNetUnit(BaseModel):
             ("Guidance End", self.guidance_end),
             ("Pixel Perfect", self.pixel_perfect),
             ("Control Mode", self.control_mode),
+            ("Hr Option", self.hr_option if self.hr_option != "Both" else None),
         ]
         return ", ".join(f"{key}: {fmt(value)}" for key, value in parts if value is not None)
 
