@@ -22,7 +22,7 @@ from PIL import Image
 from engine import images as image_io
 from engine import masking, process
 from engine.conditioning.embeddings import EmbeddingDatabase
-from engine.controlnet.apply import control_infotext, control_stack
+from engine.controlnet.apply import control_infotext, control_stack, crop_inputs
 from engine.controlnet.models import ControlNetLibrary
 from engine.controlnet.units import ControlInput
 from engine.infotext import build_infotext
@@ -184,6 +184,8 @@ def img2img(
     inputs = Img2ImgInputs(list(inputs.init_images), inputs.mask, inputs.latent_mask)
     check_inputs(model, params, inputs, result.notes)  # 1
     prepared = prepare_pictures(params, inputs)  # 2
+    if control and prepared.paste_to is not None:  # only masked: the control pictures are cropped too
+        control = crop_inputs(control, prepared.paste_to, inputs.init_images[0].size)
     # A unit without its own picture uses the img2img picture (A1111's default in img2img).
     units = process._prepare_control(model, params, control, controlnets, prepared.pictures[0])
     recorded = _recorded_params(params, prepared)

@@ -228,9 +228,18 @@ class Engine:
         model = self.models.get(params.checkpoint or self.current_checkpoint(), vae=self._settings.sd_vae)
         embeddings = self.embeddings_for(model)
 
+        control = folders.pop("control", None)
+
         def run_one(one: Img2ImgParams, inputs: Img2ImgInputs) -> GenerationResult:
             return img2img_pipeline.img2img(
-                model, one, inputs, job=job, embeddings=embeddings, loras=self.loras
+                model,
+                one,
+                inputs,
+                job=job,
+                embeddings=embeddings,
+                loras=self.loras,
+                control=control,
+                controlnets=self.controlnets,
             )
 
         return run_batch(run_one, params, should_stop=lambda: job.interrupted, **folders)
@@ -346,9 +355,11 @@ class Engine:
         output_dir: Path,
         mask_dir: Path | None = None,
         use_png_info: bool = False,
+        control: list[ControlInput] | None = None,
     ) -> Job:
         """Batch img2img; the job's result is a `BatchReport`. Folders are checked now, so a typo
-        is an immediate error rather than a failed job."""
+        is an immediate error rather than a failed job. A ControlNet unit without a picture uses
+        each batch picture in turn; one with a picture uses it for every file."""
         for folder in filter(None, (input_dir, mask_dir)):
             if not Path(folder).is_dir():
                 raise ValueError(f"folder not found: {folder}")
@@ -359,6 +370,7 @@ class Engine:
             "mask_dir": Path(mask_dir) if mask_dir else None,
         }
         folders["use_png_info"] = use_png_info
+        folders["control"] = control
         return self.queue.submit(job, self._run_img2img_batch, self._resolved(params), folders)
 
     def img2img(self, params: Img2ImgParams, inputs: Img2ImgInputs) -> GenerationResult:

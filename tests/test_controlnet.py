@@ -205,6 +205,31 @@ def test_controlnet_in_img2img_uses_the_img2img_picture(model, library):
     assert "ControlNet 0" in with_cn.infotexts[0]
 
 
+def test_only_masked_inpainting_crops_the_control_picture_like_the_picture(model, library, monkeypatch):
+    """The control picture (aligned with the img2img picture, at any size) is cut to the same box."""
+    maps = []
+    original = i2i.control_stack
+    monkeypatch.setattr(
+        i2i,
+        "control_stack",
+        lambda m, units, s: maps.extend(u.control_map for u in units) or original(m, units, s),
+    )
+    picture = Image.new("RGB", (SIZE, SIZE), "grey")
+    mask = Image.new("L", (SIZE, SIZE), 0)
+    ImageDraw.Draw(mask).rectangle((40, 40, 55, 55), fill=255)
+    guide = Image.new("RGB", (2 * SIZE, 2 * SIZE), "black")  # twice the size, white on the left half
+    ImageDraw.Draw(guide).rectangle((0, 0, SIZE - 1, 2 * SIZE), fill="white")
+    p = Img2ImgParams(prompt="x", steps=3, sampler_name="Euler", seed=5, width=SIZE, height=SIZE,
+                      denoising_strength=0.8, inpaint_full_res=True, inpaint_full_res_padding=0, mask_blur=0)  # fmt: skip
+    control = [ControlInput(unit(resize_mode="Just Resize"), guide)]
+    i2i.img2img(model, p, i2i.Img2ImgInputs([picture], mask), control=control, controlnets=library)
+    whole = p.model_copy(update={"inpaint_full_res": False})
+    i2i.img2img(model, whole, i2i.Img2ImgInputs([picture], mask), control=control, controlnets=library)
+    cropped, full = (np.asarray(m.convert("L"), dtype=np.float32) for m in maps)
+    assert cropped.max() == 0  # the box around the mask lies in the black right half
+    assert abs(full.mean() - 127.5) < 2  # the whole picture: half white
+
+
 def test_missing_pieces_are_clear_errors(model, library):
     with pytest.raises(ValueError, match="ControlNet model not found"):
         run(model, library, [unit(model="nope")])

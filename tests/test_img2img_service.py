@@ -59,6 +59,29 @@ def test_a_batch_is_one_job_reporting_what_it_wrote(engine, tmp_path: Path):
     assert report.skipped[0][0] == "readme.txt"
 
 
+def test_a_batch_passes_its_controlnet_units_to_every_picture(engine, tmp_path: Path, monkeypatch):
+    from engine import img2img as pipeline
+    from engine.controlnet.units import ControlInput, ControlNetUnit
+    from engine.results import GenerationResult
+
+    seen = []
+
+    def spy(model, one, inputs, **kw):
+        seen.append((inputs.init_images[0].getpixel((0, 0)), kw["control"], kw["controlnets"]))
+        return GenerationResult(params=one, images=[inputs.init_images[0]], infotexts=["x"], seeds=[1])
+
+    monkeypatch.setattr(pipeline, "img2img", spy)
+    (tmp_path / "in").mkdir()
+    for name, colour in (("a", "red"), ("b", "blue")):
+        Image.new("RGB", (64, 64), colour).save(tmp_path / "in" / f"{name}.png")
+    control = [ControlInput(ControlNetUnit(module="canny", model="edges"), None)]
+    job = engine.submit_img2img_batch(params(), tmp_path / "in", tmp_path / "out", control=control)
+    job.wait()
+    assert job.error is None and len(job.result.written) == 2
+    assert [pixel for pixel, _, _ in seen] == [(255, 0, 0), (0, 0, 255)]
+    assert all(units == control and library is engine.controlnets for _, units, library in seen)
+
+
 def test_a_missing_batch_folder_is_refused_at_submit(engine, tmp_path: Path):
     with pytest.raises(ValueError, match="folder not found"):
         engine.submit_img2img_batch(params(), tmp_path / "missing", tmp_path / "out")

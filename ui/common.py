@@ -61,6 +61,7 @@ class EngineLike(Protocol):
         output_dir: Path,
         mask_dir: Path | None = None,
         use_png_info: bool = False,
+        control: list[ControlInput] | None = None,
     ) -> Any: ...
 
 

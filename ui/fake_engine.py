@@ -129,12 +129,14 @@ class FakeEngine:
         output_dir: Path,
         mask_dir: Path | None = None,
         use_png_info: bool = False,
+        control: list[ControlInput] | None = None,
     ) -> Job:
         from engine.img2img_batch import run_batch
 
         if not Path(input_dir).is_dir():
             raise ValueError(f"folder not found: {input_dir}")
         self.submitted.append(params)
+        self.submitted_control.append(control)
 
         def run_one(one: Img2ImgParams, inputs: Img2ImgInputs, job: Job) -> GenerationResult:
             return self._run(one, job=job)

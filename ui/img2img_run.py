@@ -195,6 +195,7 @@ def submit_img2img(engine: EngineLike, v: Mapping[str, Any], control_values: Seq
             Path(str(v["batch_output_dir"]).strip()),
             Path(str(v["batch_mask_dir"]).strip()) if v.get("batch_mask_dir") else None,
             bool(v.get("batch_use_png_info")),
+            control=control or None,
         )
     inputs = _pictures(mode, v)
     params = build_img2img_params(v, inputs.init_images[0])

@@ -102,6 +102,20 @@ def prepare_units(
     return prepared
 
 
+def crop_inputs(
+    inputs: list[ControlInput], box: tuple[int, int, int, int], source_size: tuple[int, int]
+) -> list[ControlInput]:
+    """"Inpaint only masked" samples a crop of the img2img picture; a unit's own control picture
+    is taken to be aligned with that picture, so it is stretched to the picture's size and cut to
+    the same box (a unit without a picture gets the cropped img2img picture anyway)."""
+    return [
+        replace(c, image=c.image.convert("RGB").resize(source_size, Image.Resampling.LANCZOS).crop(box))
+        if c.image is not None
+        else c
+        for c in inputs
+    ]
+
+
 def _hint(cmap: Image.Image, device: Any) -> torch.Tensor:
     """A control map as the model's input: (1, 3, H, W) in [0, 1]."""
     array = np.asarray(cmap.convert("RGB"), dtype=np.float32) / 255.0
