@@ -91,6 +91,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="save every image under this folder, overriding the output folders in Settings",
     )
 
+    extensions = parser.add_argument_group("extensions")
+    extensions.add_argument(
+        "--extensions-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="folder for your extensions (default: <data dir>/extensions); the built-in ones always load",
+    )
+    extensions.add_argument(
+        "--disable-all-extensions", action="store_true", help="start without loading any extension"
+    )
+    extensions.add_argument(
+        "--enable-insecure-extension-access",
+        action="store_true",
+        help=(
+            "allow installing extensions from the Extensions tab even with --listen (anyone who "
+            "reaches the UI could then run code on this machine)"
+        ),
+    )
+
     compute = parser.add_argument_group("compute")
     compute.add_argument(
         "--device",
@@ -151,6 +171,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     # None: only the repository's models/ (the engine always scans it; the built-in model lives there).
     args.models_dir = args.models_dir.expanduser().resolve() if args.models_dir else None
     args.controlnet_dir = args.controlnet_dir.expanduser().resolve() if args.controlnet_dir else None
+    args.extensions_dir = args.extensions_dir.expanduser().resolve() if args.extensions_dir else None
+    # A1111's rule: installing code from the browser is for a UI only this machine can reach.
+    args.extension_install_allowed = not args.listen or args.enable_insecure_extension_access
     # None keeps the per-tab folders from Settings (relative to data_dir); a flag overrides them all.
     args.outdir = args.outdir.expanduser().resolve() if args.outdir else None
     # Derived paths, so the app does not re-invent where they live.

@@ -97,7 +97,7 @@ def hires_pass(
         raise ValueError(f"unknown hires sampler {hr.sampler_name!r}")
     init = upscale_latents(model, latents, params, upscalers)
     sigmas = hires_sigmas(model, hr)
-    rng = ImageRNG(seeds, tuple(init.shape[1:]), model.device)
+    rng = ImageRNG.for_params(params, seeds, tuple(init.shape[1:]), model.device)
     x = init + rng.next() * sigmas[0]
     image_cond = process.txt2img_conditioning(model, len(seeds), hr.height, hr.width)
     control = process.control_stack(model, units or [], sigmas)

@@ -21,6 +21,7 @@ from PIL import Image
 
 from engine import images as image_io
 from engine import masking, process
+from engine import pipeline_hooks as stage_hooks
 from engine.conditioning.embeddings import EmbeddingDatabase
 from engine.controlnet.apply import control_infotext, control_stack, crop_inputs
 from engine.controlnet.models import ControlNetLibrary
@@ -31,7 +32,7 @@ from engine.models.lora import LoraLibrary
 from engine.models.types import LoadedModel
 from engine.params import Img2ImgParams
 from engine.results import GenerationResult
-from engine.rng import ImageRNG, resolve_seed
+from engine.rng import ImageRNG, resolve_seeds
 from engine.sampler_params import sampler_options
 from engine.sampling.denoiser import GuidanceHooks
 
@@ -179,10 +180,15 @@ def img2img(
     controlnets: ControlNetLibrary | None = None,
 ) -> GenerationResult:
     job = job or Job("img2img")
-    params = params.with_seed(resolve_seed(params.seed))
+    params = resolve_seeds(params)
     result = GenerationResult(params=params)
     inputs = Img2ImgInputs(list(inputs.init_images), inputs.mask, inputs.latent_mask)
     check_inputs(model, params, inputs, result.notes)  # 1
+    kind = "img2img" if inputs.mask is None else "inpaint"
+    resolved = stage_hooks.begin(job, kind, params, model, result.notes)
+    if resolved is not params:  # an extension changed the job: check it again
+        check_inputs(model, resolved, inputs, result.notes)
+        params = result.params = resolved
     prepared = prepare_pictures(params, inputs)  # 2
     if control and prepared.paste_to is not None:  # only masked: the control pictures are cropped too
         control = crop_inputs(control, prepared.paste_to, inputs.init_images[0].size)
@@ -191,13 +197,16 @@ def img2img(
     recorded = _recorded_params(params, prepared)
     if params.denoising_strength == 0:  # nothing to denoise: the input, resized, is the answer
         job.begin(params.n_iter, 0)
-        _emit_unchanged(model, params, recorded, prepared, save, result)
+        _emit_unchanged(model, params, recorded, prepared, save, result, job)
         return result
     options = sampler_options(params)
     sigmas = img2img_sigmas(model, params, options)
     job.begin(params.n_iter, len(sigmas) - 1)
     stack = control_stack(model, units, sigmas)
-    with process.text_conditioning(model, params, result, embeddings, loras) as (conditioning, extra):  # 3
+    with process.text_conditioning(model, params, result, embeddings, loras, job) as (
+        conditioning,
+        extra,
+    ):  # 3
         extra.update(control_infotext(units))
         for batch in range(params.n_iter):
             job.progress.batch = batch
@@ -206,13 +215,16 @@ def img2img(
             latents = _sample(
                 model, params, prepared, pictures, seeds, sigmas, conditioning, job, options, result, stack
             )
-            decoded = process.to_pil(process.decode(model, latents, result.notes))
+            decoded = process.to_pil(process.decode_with_hooks(model, latents, result.notes, job))
             for i, (image, seed) in enumerate(zip(decoded, seeds, strict=True)):
                 if prepared.overlays:
                     layer = prepared.overlays[i % len(prepared.overlays)]
                     image = masking.apply_overlay(image, layer, prepared.paste_to)
-                infotext = _infotext(model, recorded, seed, i, extra)
-                process.emit_image(result, image, infotext, seed, save)
+
+                def infotext(entries: dict[str, object], seed: int = seed, i: int = i) -> str:
+                    return _infotext(model, recorded, seed, i, {**extra, **entries})
+
+                process.emit_image(result, image, infotext, seed, save, job)
             if job.interrupted:
                 break
     return result
@@ -227,7 +239,7 @@ def _sample(model, params, prepared, pictures, seeds, sigmas, conditioning, job,
         init = torch.nn.functional.interpolate(
             init, size=(params.height // f, params.width // f), mode="bilinear"
         )
-    rng = ImageRNG(seeds, tuple(init.shape[1:]), model.device)
+    rng = ImageRNG.for_params(params, seeds, tuple(init.shape[1:]), model.device)
     noise = rng.next() * (1.0 if params.initial_noise_multiplier is None else params.initial_noise_multiplier)
     hooks, image_cond = None, None
     nmask = None
@@ -292,9 +304,9 @@ def _infotext(model: LoadedModel, recorded: Img2ImgParams, seed: int, index: int
     )
 
 
-def _emit_unchanged(model, params, recorded, prepared, save, result) -> None:
+def _emit_unchanged(model, params, recorded, prepared, save, result, job) -> None:
     for batch in range(params.n_iter):
         for i in range(params.batch_size):
             seed = params.seed + batch * params.batch_size + i
             image = prepared.originals[i % len(prepared.originals)].copy()
-            process.emit_image(result, image, _infotext(model, recorded, seed, i, {}), seed, save)
+            process.emit_image(result, image, _infotext(model, recorded, seed, i, {}), seed, save, job)

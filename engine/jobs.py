@@ -56,6 +56,10 @@ class Job:
         self._done = threading.Event()
         self.result: Any = None
         self.error: BaseException | None = None
+        # The extension hooks of this job (an engine.hooks.HookRunner; None: no extensions) and
+        # the GenerationContext of the generation running now (set by the pipeline).
+        self.hooks: Any = None
+        self.context: Any = None
 
     # -- control, from the UI / API thread --------------------------------------------------------
     def interrupt(self) -> None:
@@ -70,7 +74,9 @@ class Job:
 
     # -- reporting, from the worker ---------------------------------------------------------------
     def begin(self, batches: int, steps_per_batch: int) -> None:
-        self.progress = Progress(job_steps=batches * steps_per_batch, batches=batches)
+        # The text a script set ("X/Y/Z plot: cell 3 of 12") stays across its generations.
+        textinfo = self.progress.textinfo
+        self.progress = Progress(job_steps=batches * steps_per_batch, batches=batches, textinfo=textinfo)
 
     def check(self) -> None:
         """Raise if the user asked to stop; called between steps."""

@@ -47,6 +47,18 @@ class GenerationParams(SamplerOverrides):
         7.0, ge=0.0, le=30.0, allow_inf_nan=False, json_schema_extra=_label("CFG scale", step=0.5)
     )
     seed: int = Field(-1, ge=-1, le=MAX_SEED, json_schema_extra=_label("Seed"))
+    # A1111's variation seed: the initial noise is the seed's noise moved towards the variation
+    # seed's by the strength (spherical interpolation). Written only with a strength above 0.
+    subseed: int = Field(
+        -1, ge=-1, le=MAX_SEED, json_schema_extra=_label("Variation seed", infotext_when="subseed_strength")
+    )
+    subseed_strength: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        allow_inf_nan=False,
+        json_schema_extra=_label("Variation seed strength", infotext_default=0.0, step=0.01),
+    )
     width: int = Field(
         512, ge=MIN_SIZE, le=MAX_SIZE, multiple_of=SIZE_MULTIPLE, json_schema_extra=_label("Size")
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 
 from engine import images as image_io
+from engine import pipeline_hooks as stage_hooks
 from engine.conditioning.clip import clip_layers
 from engine.conditioning.embeddings import EmbeddingDatabase
 from engine.conditioning.schedule import Conditioning, encode_conditioning
@@ -40,7 +41,7 @@ from engine.models.lora import LoraFile, LoraLibrary, LoraRequest, extract_lora_
 from engine.models.types import LoadedModel
 from engine.params import GenerationParams
 from engine.results import GenerationResult
-from engine.rng import ImageRNG, resolve_seed
+from engine.rng import ImageRNG, resolve_seeds
 from engine.sampler_params import sampler_options
 from engine.sampling.denoiser import CFGGuider, GuidanceHooks, SigmaDenoiser
 from engine.sampling.registry import SAMPLERS
@@ -107,7 +108,7 @@ def prepare_latents(model: LoadedModel, params: GenerationParams, seeds: list[in
     """Initial noise x_T = σ_max · N(0, I), one seeded CPU generator per image."""
     f = model.vae_scale_factor
     shape = (model.latent_channels, params.height // f, params.width // f)
-    rng = ImageRNG(seeds, shape, model.device)
+    rng = ImageRNG.for_params(params, seeds, shape, model.device)
     return rng.next() * sigma_max, rng
 
 
@@ -157,24 +158,31 @@ def denoise(
     rng.apply_noise_seed_delta(options.eta_noise_seed_delta)
     if model.is_inpainting and image_cond is None:
         raise ValueError("an inpainting model needs image conditioning")
+    sampling = stage_hooks.before_sampling(job, x, sigmas, rng.seeds)
+    if sampling is not None:
+        x, sigmas = sampling.latents, sampling.sigmas
     denoiser = make_denoiser(model, image_cond, control)
+    hooks = stage_hooks.guidance(job, hooks, sigmas)
     guider = CFGGuider(denoiser, conditioning, params.cfg_scale, sigmas=sigmas, hooks=hooks)
     last = {"denoised": x}
 
     def on_step(info: StepInfo) -> None:
         last["denoised"] = info.denoised
         job.step_done()
+        preview = None
         if job.wants_preview(info.step):
-            job.preview = to_pil(decode(model, info.denoised[:1]))[0]
+            job.preview = preview = to_pil(decode(model, info.denoised[:1]))[0]
             job.preview_step = info.step
+        stage_hooks.step_end(job, info, preview)
         job.check()
 
     spec = SAMPLERS[params.sampler_name]
     try:
         job.check()
-        return spec.fn(guider, x, sigmas.to(x.device), noise=rng, callback=on_step, options=options)
+        latents = spec.fn(guider, x, sigmas.to(x.device), noise=rng, callback=on_step, options=options)
     except (JobInterrupted, JobSkipped):
         raise _Stopped(last["denoised"]) from None
+    return stage_hooks.after_sampling(job, sampling, latents)
 
 
 class _Stopped(Exception):
@@ -199,6 +207,11 @@ def decode(model: LoadedModel, latents: torch.Tensor, notes: list[str] | None = 
             notes.append("VAE produced NaN in half precision; switched the VAE to fp32")
         images = model.vae.decode(z.float()).sample
     return (images.float() / 2 + 0.5).clamp(0, 1)
+
+
+def decode_with_hooks(model: LoadedModel, latents: torch.Tensor, notes: list[str], job: Job | None):
+    """Stage 5 with the extensions' AFTER_DECODE."""
+    return stage_hooks.after_decode(job, latents, decode(model, latents, notes))
 
 
 def encode(model: LoadedModel, images: torch.Tensor) -> torch.Tensor:
@@ -239,6 +252,16 @@ def to_pil(images: torch.Tensor) -> list[Image.Image]:
 
 
 # -- the pipeline ---------------------------------------------------------------------------------
+def encode_with_hooks(
+    model: LoadedModel, params: GenerationParams, embeddings: EmbeddingDatabase | None, job: Job | None
+) -> Conditioning:
+    def encode(prompt: str, negative: str) -> Conditioning:
+        update = {"prompt": prompt, "negative_prompt": negative}
+        return encode_prompt(model, params.model_copy(update=update), embeddings)
+
+    return stage_hooks.encode(job, params.prompt, params.negative_prompt, encode)
+
+
 def resolve_loras(
     params: GenerationParams, library: LoraLibrary | None, notes: list[str]
 ) -> tuple[GenerationParams, list[tuple[LoraFile, LoraRequest]]]:
@@ -263,15 +286,17 @@ def text_conditioning(
     result: GenerationResult,
     embeddings: EmbeddingDatabase | None,
     loras: LoraLibrary | None,
+    job: Job | None = None,
 ) -> Iterator[tuple[Conditioning, dict[str, object]]]:
     """Stage 2 for every kind of job: (the encoded prompts, the infotext extras they bring).
-    The LoRAs are merged for the whole block and the model's own weights restored after it."""
+    The LoRAs are merged for the whole block and the model's own weights restored after it.
+    Extensions see the prompts (BEFORE_ENCODE / AFTER_ENCODE) without their <lora:…> tags."""
     text_params, lora_list = resolve_loras(params, loras, result.notes)
     extra: dict[str, object] = {}
     if lora_list:  # A1111: Lora hashes: "name: hash, ..."
         extra["Lora hashes"] = ", ".join(f"{lora.name}: {lora.short_hash}" for lora, _ in lora_list)
     with lora_patch.applied(model, lora_list, result.notes):
-        conditioning = encode_prompt(model, text_params, embeddings)  # once for every image
+        conditioning = encode_with_hooks(model, text_params, embeddings, job)  # once for every image
         if conditioning.embeddings_used:  # A1111: TI hashes: "name: hash, ..."
             extra["TI hashes"] = ", ".join(f"{name}: {h}" for name, h in conditioning.embeddings_used)
         yield conditioning, extra
@@ -298,10 +323,14 @@ def txt2img(
         if upscalers is None or params.hr_upscaler not in upscalers.names():
             raise ValueError(f"unknown hires upscaler {params.hr_upscaler!r}")
     units = _prepare_control(model, params, control, controlnets)
-    params = params.with_seed(resolve_seed(params.seed))
+    params = resolve_seeds(params)
     result = GenerationResult(params=params)
+    resolved = stage_hooks.begin(job, "txt2img", params, model, result.notes)
+    if resolved is not params:  # an extension changed the job: check it again
+        check_inputs(model, resolved)
+        params = result.params = resolved
     job.begin(params.n_iter, params.steps + (hires.steps_run(model, params) if params.enable_hr else 0))
-    with text_conditioning(model, params, result, embeddings, loras) as (conditioning, extra):  # 2
+    with text_conditioning(model, params, result, embeddings, loras, job) as (conditioning, extra):  # 2
         extra.update(control_infotext(units))
         second = None
         if params.enable_hr:  # the second pass's prompts (and step count, for prompt editing)
@@ -310,9 +339,12 @@ def txt2img(
             update["negative_prompt"] = extract_lora_tags(
                 params.hr_negative_prompt or params.negative_prompt
             )[0]
+            stage_hooks.set_pass(job, "hires")
+            hires_conditioning = encode_with_hooks(model, params.model_copy(update=update), embeddings, job)
+            stage_hooks.set_pass(job, "first")
             second = functools.partial(
                 hires.hires_pass,
-                conditioning=encode_prompt(model, params.model_copy(update=update), embeddings),
+                conditioning=hires_conditioning,
                 upscalers=upscalers,
                 units=hires_units(units, *hires.target_size(params), controlnets.annotators) if units else [],
             )
@@ -332,12 +364,19 @@ def _prepare_control(model, params, control, controlnets, fallback_image=None) -
 def emit_image(
     result: GenerationResult,
     image: Image.Image,
-    infotext: str,
+    infotext: str | Callable[[dict[str, object]], str],
     seed: int,
     save: SaveOptions | None,
+    job: Job | None = None,
 ) -> None:
-    """Stage 7: save (when asked) and add one picture to the result."""
-    path = image_io.save_image(image, save.outdir, seed=seed, infotext=infotext) if save else None
+    """Stage 7: the per-picture extension stages, save (when asked), add one picture to the
+    result. `infotext`: the text, or a function making it from the extensions' entries."""
+
+    def write(picture: Image.Image, text: str) -> Path | None:
+        return image_io.save_image(picture, save.outdir, seed=seed, infotext=text) if save else None
+
+    make = infotext if callable(infotext) else (lambda _entries: infotext)
+    image, infotext, path = stage_hooks.finish_image(job, len(result.images), seed, image, make, write)
     result.images.append(image)
     result.infotexts.append(infotext)
     result.seeds.append(seed)
@@ -379,20 +418,29 @@ def _sample_batches(
         except _Stopped as stopped:
             latents, result.interrupted = stopped.latents, True
         if second_pass is not None and not result.interrupted:  # hires fix
+            stage_hooks.set_pass(job, "hires")
             try:
                 latents = second_pass(model, params, latents, seeds, job=job)
             except _Stopped as stopped:
                 latents, result.interrupted = stopped.latents, True
-        pictures = to_pil(decode(model, latents, result.notes))  # 5, 6
+            stage_hooks.set_pass(job, "first")
+        pictures = to_pil(decode_with_hooks(model, latents, result.notes, job))  # 5, 6
         for i, (image, seed) in enumerate(zip(pictures, seeds, strict=True)):
-            infotext = build_infotext(
+            infotext = functools.partial(
+                build_infotext,
                 params,  # the prompts as written, <lora:...> tags included (A1111 keeps them)
                 seed=seed,
                 model_name=model.info.name,
                 model_hash=model.short_hash,
                 batch_pos=i if params.batch_size > 1 else None,
-                extra=extra,
             )
-            emit_image(result, image, infotext, seed, save)  # 7
+            emit_image(
+                result,
+                image,
+                lambda entries, text=infotext: text(extra={**extra, **entries}),
+                seed,
+                save,
+                job,
+            )  # 7
         if job.interrupted:
             break

@@ -15,7 +15,7 @@ from engine.jobs import Job
 from engine.models.types import LoadedModel
 from engine.params import Img2ImgParams
 from engine.results import GenerationResult
-from engine.rng import resolve_seed
+from engine.rng import resolve_seeds
 from engine.upscale.tiling import _ramp, _starts
 from engine.upscale.upscalers import UpscalerLibrary
 
@@ -42,7 +42,7 @@ def sd_upscale(
 ) -> GenerationResult:
     """One upscaled picture per seed of the job (batch count × batch size)."""
     job = job or Job("img2img")
-    params = params.with_seed(resolve_seed(params.seed)).without_mask_options()
+    params = resolve_seeds(params).without_mask_options()
     big = upscalers.upscale(picture.convert("RGB"), scale, upscaler)
     tile_w, tile_h = min(params.width, big.width // 8 * 8), min(params.height, big.height // 8 * 8)
     if tile_w < 64 or tile_h < 64:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +20,10 @@ from engine.controlnet.models import SUBDIR as CONTROLNET_SUBDIR
 from engine.controlnet.models import ControlNetLibrary
 from engine.controlnet.preprocessors import PREPROCESSORS, availability
 from engine.controlnet.units import ControlInput, ControlNetUnit
+from engine.extensions import ExtensionManager
 from engine.extra_networks import NetworkCard, list_cards
 from engine.extras import ExtrasParams, ExtrasResult, run_extras, run_extras_folder
+from engine.hooks import AppContext, ModelContext, SettingsContext, Stage
 from engine.img2img import Img2ImgInputs
 from engine.img2img_batch import BatchReport, run_batch
 from engine.jobs import Job, JobQueue
@@ -32,10 +35,12 @@ from engine.params import GenerationParams, Img2ImgParams, img2img_settings
 from engine.results import GenerationResult
 from engine.sampler_params import resolve_overrides
 from engine.sampling.registry import sampler_names, schedule_hint, schedule_names
+from engine.script_jobs import ExtensionJobs, ScriptCall
+from engine.scripts import EngineNames
 from engine.sd_upscale import sd_upscale
 from engine.settings import Settings, load_settings, save_settings
 from engine.styles import Style, StyleFile, with_styles_applied
-from engine.upscale.upscalers import UpscalerLibrary
+from engine.upscale.upscalers import LATENT_MODES, UpscalerLibrary
 
 CONFIG_FILE = "config.json"
 STYLES_FILE = "styles.csv"
@@ -53,6 +58,9 @@ class Engine:
         precision: str = "auto",
         no_half_vae: bool = False,
         controlnet_dir: Path | None = None,
+        extensions_dir: Path | None = None,
+        load_extensions: bool = True,
+        extension_install_allowed: bool = True,
     ):
         self.data_dir = Path(data_dir)
         self.root = Path(__file__).resolve().parent.parent
@@ -84,6 +92,18 @@ class Engine:
                 models_root(self.root) / BUILTIN_SUBDIR / CONTROLNET_SUBDIR,
             ),  # the shipped canny one
         )
+        # The repository's extensions/ holds the built-in ones; users add theirs to
+        # <data dir>/extensions (the same folder by default, as in A1111) or --extensions-dir.
+        self.extensions_dir = Path(extensions_dir) if extensions_dir else self.data_dir / "extensions"
+        self.extension_install_allowed = extension_install_allowed  # False with --listen (cmd_args)
+        self.extensions = ExtensionManager(
+            [self.root / "extensions", self.extensions_dir], self.data_dir / "extensions.json"
+        )
+        if load_extensions:
+            self.extensions.load_all()
+        self.extension_jobs = ExtensionJobs(self.extensions, self.engine_names)
+        self._model_seen: int | None = None
+        self.extensions.registry.run_app(Stage.APP_STARTED, AppContext(self))
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Engine:
@@ -97,6 +117,9 @@ class Engine:
             precision=getattr(args, "precision", "auto"),
             no_half_vae=getattr(args, "no_half_vae", False),
             controlnet_dir=getattr(args, "controlnet_dir", None),
+            extensions_dir=getattr(args, "extensions_dir", None),
+            load_extensions=not getattr(args, "disable_all_extensions", False),
+            extension_install_allowed=getattr(args, "extension_install_allowed", True),
         )
 
     # -- settings ---------------------------------------------------------------------------------
@@ -107,10 +130,13 @@ class Engine:
     def update_settings(self, **changes: Any) -> Settings:
         """Validate and persist; a bad value raises ValueError and nothing is saved."""
         with self._settings_lock:
-            new = Settings.model_validate({**self._settings.model_dump(), **changes})
+            old = self._settings
+            new = Settings.model_validate({**old.model_dump(), **changes})
             save_settings(self._settings_path, new)
             self._settings = new
-            return new
+        changed = [name for name in changes if getattr(old, name) != getattr(new, name)]
+        self.extensions.registry.run_app(Stage.SETTINGS_CHANGED, SettingsContext(new, changed))
+        return new
 
     # -- models -----------------------------------------------------------------------------------
     def list_checkpoints(self) -> list[str]:
@@ -154,6 +180,29 @@ class Engine:
     def schedule_hint(self, sampler: str) -> str:
         return schedule_hint(sampler)
 
+    def vae_names(self) -> list[str]:
+        return ["Automatic", "None", *(p.name for p in self.models.list_vaes())]
+
+    def engine_names(self) -> EngineNames:
+        """What scripts may offer in their dropdowns (the X/Y/Z plot's choice axes)."""
+        return EngineNames(
+            samplers=tuple(self.sampler_names()),
+            schedulers=tuple(self.schedule_names()),
+            checkpoints=tuple(self.list_checkpoints()),
+            vaes=tuple(self.vae_names()),
+            hires_upscalers=(*LATENT_MODES, *(n for n in self.upscaler_names() if n != "None")),
+        )
+
+    def _model(self, params: GenerationParams, vae: str | None = None) -> Any:
+        """The job's checkpoint (loaded when needed); MODEL_LOADED fires when it changes."""
+        model = self.models.get(
+            params.checkpoint or self.current_checkpoint(), vae=vae or self._settings.sd_vae
+        )
+        if id(model) != self._model_seen:
+            self._model_seen = id(model)
+            self.extensions.registry.run_app(Stage.MODEL_LOADED, ModelContext(model, model.info.title))
+        return model
+
     # -- styles -----------------------------------------------------------------------------------
     def styles(self) -> StyleFile:
         """styles.csv as it is now (re-read each time: users edit it by hand)."""
@@ -178,9 +227,14 @@ class Engine:
 
     # -- generation -------------------------------------------------------------------------------
     def _run_txt2img(
-        self, params: GenerationParams, control: list[ControlInput] | None = None, *, job: Job
+        self,
+        params: GenerationParams,
+        control: list[ControlInput] | None = None,
+        *,
+        job: Job,
+        vae: str | None = None,
     ) -> GenerationResult:
-        model = self.models.get(params.checkpoint or self.current_checkpoint(), vae=self._settings.sd_vae)
+        model = self._model(params, vae)
         save = self._save_options("txt2img")
         return process.txt2img(
             model,
@@ -210,8 +264,9 @@ class Engine:
         control: list[ControlInput] | None = None,
         *,
         job: Job,
+        vae: str | None = None,
     ) -> GenerationResult:
-        model = self.models.get(params.checkpoint or self.current_checkpoint(), vae=self._settings.sd_vae)
+        model = self._model(params, vae)
         return img2img_pipeline.img2img(
             model,
             params,
@@ -267,19 +322,61 @@ class Engine:
             params = params.model_copy(update=img2img_settings(params, settings))
         return with_styles_applied(params, self.styles())  # unknown names raise ValueError
 
-    def submit_txt2img(self, params: GenerationParams, control: list[ControlInput] | None = None) -> Job:
-        """A txt2img job; `control`: ControlNet units with their pictures."""
+    def submit_txt2img(
+        self,
+        params: GenerationParams,
+        control: list[ControlInput] | None = None,
+        *,
+        extension_args: Mapping[str, Mapping[str, Any]] | None = None,
+        script: ScriptCall | None = None,
+    ) -> Job:
+        """A txt2img job; `control`: ControlNet units with their pictures; `extension_args`: the
+        extensions' values for this job ({name: {field: value}}); `script`: a script that takes
+        the job over (X/Y/Z plot, ...)."""
         job = Job("txt2img", preview_every=self._settings.show_progress_every_n_steps)
-        return self.queue.submit(job, self._run_txt2img, self._resolved(params), control)
+        return self._submit(
+            job, "txt2img", self._run_txt2img, self._resolved(params), (control,), extension_args, script
+        )
 
     def submit_img2img(
-        self, params: Img2ImgParams, inputs: Img2ImgInputs, control: list[ControlInput] | None = None
+        self,
+        params: Img2ImgParams,
+        inputs: Img2ImgInputs,
+        control: list[ControlInput] | None = None,
+        *,
+        extension_args: Mapping[str, Mapping[str, Any]] | None = None,
+        script: ScriptCall | None = None,
     ) -> Job:
         """img2img, sketch, inpainting and outpainting jobs (outpainting arrives as the inpainting
         job `engine.outpaint.outpaint_job` builds). A ControlNet unit without a picture uses the
         img2img picture."""
         job = Job("img2img", preview_every=self._settings.show_progress_every_n_steps)
-        return self.queue.submit(job, self._run_img2img, self._resolved(params), inputs, control)
+        resolved = self._resolved(params)
+        return self._submit(
+            job, "img2img", self._run_img2img, resolved, (inputs, control), extension_args, script
+        )
+
+    def _submit(self, job, kind, run, params, inputs, extension_args, call) -> Job:
+        """Queue `run(params, *inputs)` with the job's hooks, or the script `call` names around it.
+        What the request asks of the extensions is checked now: a typo fails at once."""
+        job.hooks = self.extension_jobs.runner(extension_args)
+        script = self.extension_jobs.script(call, kind)
+        if script is None:
+            return self.queue.submit(job, run, params, *inputs)
+
+        def run_script(params: Any, *, job: Job) -> GenerationResult:
+            def process(one: Any, *, vae: str | None = None) -> GenerationResult:
+                return run(self._resolved(one), *inputs, job=job, vae=vae)
+
+            grids = self._grids_dir(kind)
+            return self.extension_jobs.run(script, call, kind, params, job, process, grids)
+
+        return self.queue.submit(job, run_script, params)
+
+    def _grids_dir(self, kind: str) -> Path | None:
+        """Where a script's grids go: <kind>-grids beside the pictures' folder (A1111's layout)."""
+        save = self._save_options(kind)
+        return None if save is None else save.outdir.with_name(f"{kind}-grids")
 
     # -- Upscaling (Extras) ------------------------------------------------------------------------
     def upscaler_names(self) -> list[str]:

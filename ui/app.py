@@ -19,7 +19,8 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr  # noqa: E402
 
-from ui.common import EngineLike, error_message  # noqa: E402
+from ui.common import EngineLike, error_message, message_html  # noqa: E402
+from ui.extensions_tab import build_extension_settings, build_extensions_tab  # noqa: E402
 from ui.extras import build_extras_tab  # noqa: E402
 from ui.img2img import build_img2img_tab  # noqa: E402
 from ui.png_info import SEND_FIELDS, build_png_info_tab, infotext_to_fields, read_picture  # noqa: E402
@@ -29,7 +30,7 @@ from ui.send_to import editor_value, selected_infotext, selected_picture  # noqa
 from ui.settings_tab import build_sampler_settings_tab, build_settings_tab  # noqa: E402
 from ui.style import CSS  # noqa: E402
 from ui.txt2img import build_txt2img_tab  # noqa: E402
-from ui.txt2img_run import HIRES_FIELDS  # noqa: E402
+from ui.txt2img_run import OPTIONAL_FIELDS  # noqa: E402
 
 TITLE = "Atelier"
 DEFAULT_PORT = 7860
@@ -58,6 +59,12 @@ def build_ui(engine: EngineLike) -> gr.Blocks:
                 sampler_controls, sampler_names = build_sampler_settings_tab(engine)
             with gr.Tab("Settings", id="settings", elem_id="tab_settings"):
                 setting_controls, setting_names = build_settings_tab(engine)
+                build_extension_settings(engine)
+            for contribution in engine.extensions.tabs:  # tabs added by extensions
+                with gr.Tab(contribution.title, elem_id=f"tab_ext_{contribution.extension}"):
+                    _build_extension_tab(engine, contribution)
+            with gr.Tab("Extensions", id="extensions", elem_id="tab_extensions"):
+                build_extensions_tab(engine)
             setting_controls, setting_names = (
                 setting_controls + sampler_controls,
                 setting_names + sampler_names,
@@ -98,14 +105,27 @@ def build_ui(engine: EngineLike) -> gr.Blocks:
             queue=False,
             api_visibility="private",
         )
+    from engine.hooks import Stage, UITabsContext
+
+    labels = [tab.label for tab in tabs.children if isinstance(tab, gr.Tab)]
+    engine.extensions.registry.run_app(Stage.UI_TABS, UITabsContext(labels))
     return demo
+
+
+def _build_extension_tab(engine: EngineLike, contribution: Any) -> None:
+    """An extension's own tab; if building it fails, the tab shows why and the page still loads."""
+    try:
+        contribution.build(engine)
+    except Exception as exc:
+        gr.HTML(message_html(f"Extension {contribution.extension}: this tab failed to build: {exc}"))
 
 
 def _paste_handler(target: Any, name: str, with_picture: bool):
     """A handler filling `target`'s prompt/sampling fields from an infotext (and, with a picture,
     its input picture), then switching to its tab. Returns (handler, outputs)."""
-    # The hires fields (txt2img) and the denoising strength (img2img) are filled too when present.
-    names = (*SEND_FIELDS, *(n for n in HIRES_FIELDS if n in target.fields))
+    # The hires fields (txt2img), the denoising strength (img2img) and the variation seed are
+    # filled too when the tab has them.
+    names = (*SEND_FIELDS, *(n for n in OPTIONAL_FIELDS if n in target.fields))
     outputs = [target.fields[n] for n in (*names, "override_settings")]
     picture_outputs: list[Any] = []
     if with_picture:

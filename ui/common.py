@@ -15,9 +15,11 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from engine.controlnet.units import ControlInput, ControlNetUnit
+    from engine.extensions import ExtensionManager
     from engine.extra_networks import NetworkCard
     from engine.img2img import Img2ImgInputs
     from engine.params import GenerationParams, Img2ImgParams
+    from engine.script_jobs import ScriptCall
     from engine.settings import Settings
     from engine.styles import StyleFile
 
@@ -41,9 +43,25 @@ class EngineLike(Protocol):
     def styles(self) -> StyleFile: ...
     def save_style(self, name: str, prompt: str, negative_prompt: str) -> StyleFile: ...
     def extra_networks(self) -> list[NetworkCard]: ...
-    def submit_txt2img(self, params: GenerationParams, control: list[ControlInput] | None = None) -> Any: ...
+
+    extensions: ExtensionManager
+
+    def submit_txt2img(
+        self,
+        params: GenerationParams,
+        control: list[ControlInput] | None = None,
+        *,
+        extension_args: dict[str, Any] | None = None,
+        script: ScriptCall | None = None,
+    ) -> Any: ...
     def submit_img2img(
-        self, params: Img2ImgParams, inputs: Img2ImgInputs, control: list[ControlInput] | None = None
+        self,
+        params: Img2ImgParams,
+        inputs: Img2ImgInputs,
+        control: list[ControlInput] | None = None,
+        *,
+        extension_args: dict[str, Any] | None = None,
+        script: ScriptCall | None = None,
     ) -> Any: ...
     def controlnet_models(self) -> list[str]: ...
     def upscaler_names(self) -> list[str]: ...

@@ -16,6 +16,7 @@ from typing import Any
 from PIL import Image
 
 from engine.controlnet.units import ControlInput, ControlNetUnit
+from engine.extensions import ExtensionManager
 from engine.extra_networks import NetworkCard, list_cards
 from engine.img2img import Img2ImgInputs
 from engine.jobs import Job, JobInterrupted, JobQueue, JobSkipped
@@ -54,7 +55,11 @@ class FakeEngine:
         self.submitted: list[GenerationParams] = []
         self.submitted_inputs: list[Img2ImgInputs] = []
         self.submitted_control: list[list[ControlInput] | None] = []
+        self.submitted_extensions: list[tuple[Any, Any]] = []  # (extension_args, script) per job
         self.queue = JobQueue()
+        # No extension folders: tests that need extensions give the fake a loaded manager.
+        self.extensions = ExtensionManager([], self.data_dir / "extensions.json")
+        self.extension_install_allowed = True
 
     @property
     def settings(self) -> Settings:
@@ -106,19 +111,34 @@ class FakeEngine:
     def extra_networks(self) -> list[NetworkCard]:
         return list_cards(self.data_dir / "Lora", self.data_dir / "embeddings")
 
-    def submit_txt2img(self, params: GenerationParams, control: list[ControlInput] | None = None) -> Job:
+    def submit_txt2img(
+        self,
+        params: GenerationParams,
+        control: list[ControlInput] | None = None,
+        *,
+        extension_args: dict[str, Any] | None = None,
+        script: Any = None,
+    ) -> Job:
         params = with_styles_applied(params, self.styles())
         self.submitted.append(params)
         self.submitted_control.append(control)
+        self.submitted_extensions.append((extension_args, script))
         return self.queue.submit(Job("txt2img", preview_every=1), self._run, params)
 
     def submit_img2img(
-        self, params: Img2ImgParams, inputs: Img2ImgInputs, control: list[ControlInput] | None = None
+        self,
+        params: Img2ImgParams,
+        inputs: Img2ImgInputs,
+        control: list[ControlInput] | None = None,
+        *,
+        extension_args: dict[str, Any] | None = None,
+        script: Any = None,
     ) -> Job:
         """Like the engine: the params as submitted are recorded, with their pictures."""
         params = with_styles_applied(params, self.styles())
         self.submitted.append(params)
         self.submitted_control.append(control)
+        self.submitted_extensions.append((extension_args, script))
         self.submitted_inputs.append(inputs)
         return self.queue.submit(Job("img2img", preview_every=1), self._run, params)
 

@@ -136,6 +136,20 @@ def build_sampling_controls(engine: EngineLike, tab: str, f: Fields, *, size_con
         f["seed"] = gr.Number(label="Seed", value=-1, precision=0, elem_id=f"{tab}_seed", scale=4)
         random_button = gr.Button("🎲", elem_id=f"{tab}_random_seed", scale=0, min_width=48)
         reuse_button = gr.Button("♻️", elem_id=f"{tab}_reuse_seed", scale=0, min_width=48)
+        extra = gr.Checkbox(label="Extra", value=False, elem_id=f"{tab}_subseed_show", scale=0, min_width=80)
+    # A1111's variation seed: the noise moves from the seed's towards this seed's by the strength.
+    with gr.Row(visible=False, elem_id=f"{tab}_subseed_row") as variation:
+        f["subseed"] = gr.Number(
+            label="Variation seed", value=-1, precision=0, elem_id=f"{tab}_subseed", scale=4
+        )
+        f["subseed_strength"] = slider(tab, "subseed_strength", "Variation strength", 0.0)
+    extra.change(
+        lambda on: gr.update(visible=on),
+        inputs=extra,
+        outputs=variation,
+        queue=False,
+        api_visibility="private",
+    )
     # A1111's "Override settings": sampler parameters that came with pasted parameters
     # (PNG Info → Send to ...) apply to this tab's jobs only; remove an entry to fall back to the
     # Sampler settings tab. Hidden while there is nothing to override.

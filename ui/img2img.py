@@ -14,6 +14,7 @@ import gradio as gr
 from engine.params import INPAINT_AREAS, MASK_MODES, MASKED_CONTENT, RESIZE_MODES
 from ui.common import EngineLike
 from ui.controlnet import build_units_panel
+from ui.extension_panels import ExtensionInputs, build_accordions, build_script_groups, script_titles
 from ui.generation_panel import (
     Fields,
     Results,
@@ -153,8 +154,10 @@ def _inpaint_options(tab: str, f: Fields, visible: bool) -> gr.Group:
     return group
 
 
-def _script_panel(engine: EngineLike, tab: str, f: Fields) -> None:
-    f["script"] = gr.Dropdown(list(SCRIPTS), value="None", label="Script", elem_id=f"{tab}_script")
+def _script_panel(engine: EngineLike, tab: str, f: Fields, extensions: ExtensionInputs) -> None:
+    choices = [*SCRIPTS, *script_titles(engine, "img2img")]
+    f["script"] = gr.Dropdown(choices, value="None", label="Script", elem_id=f"{tab}_script")
+    build_script_groups(engine, "img2img", tab, f["script"], extensions)
     with gr.Group(visible=False, elem_id=f"{tab}_outpaint_controls") as outpaint:
         f["outpaint_pixels"] = gr.Slider(
             8, 256, value=64, step=8, label="Pixels to expand", buttons=[], elem_id=f"{tab}_outpaint_pixels"
@@ -230,8 +233,10 @@ def build_img2img_tab(engine: EngineLike, jobs: SessionJobs, *, tab: str = "img2
             f["denoising_strength"] = slider(tab, "denoising_strength", "Denoising strength", 0.75)
             control_inputs = build_units_panel(engine, tab, f)
             inpaint_group = _inpaint_options(tab, f, visible=only_inpaint)
+            extensions = ExtensionInputs()
+            build_accordions(engine, "img2img", tab, extensions)
             if not only_inpaint:  # the Inpaint tab has no scripts: their fields get placeholders below
-                _script_panel(engine, tab, f)
+                _script_panel(engine, tab, f, extensions)
         with gr.Column(scale=1, elem_id=f"{tab}_results"):
             results = build_results(tab)
     for name in ALL_FIELDS:  # the Inpaint tab has no other modes' inputs: empty placeholders
@@ -253,12 +258,14 @@ def build_img2img_tab(engine: EngineLike, jobs: SessionJobs, *, tab: str = "img2
             api_visibility="private",
         )
 
-    count = len(ALL_FIELDS)
+    count, units = len(ALL_FIELDS), len(control_inputs)
 
     def run(session: str, values: tuple[Any, ...]):
         named = dict(zip(ALL_FIELDS, values[:count], strict=True))
-        return run_img2img(engine, jobs, session, named, control_values=values[count:])
+        extension_args, call = extensions.decode(values[count + units :], named.get("script"))
+        named["extension_args"], named["script_call"] = extension_args, call
+        return run_img2img(engine, jobs, session, named, control_values=values[count : count + units])
 
-    inputs = [f[name] for name in ALL_FIELDS] + control_inputs
+    inputs = [f[name] for name in ALL_FIELDS] + control_inputs + extensions.components
     gen_info, recount_after = wire_generation(engine, jobs, tab, f, row, results, seed_buttons, inputs, run)
     return Img2ImgUI(f, tab, results, gen_info, recount_after, mode_tabs)

@@ -218,9 +218,13 @@ def submit_img2img(engine: EngineLike, v: Mapping[str, Any], control_values: Seq
         params, inputs = outpaint_job(params, inputs.init_images[0], pixels, directions)
     elif mode not in INPAINT_MODES:
         params, inputs = params.without_mask_options(), Img2ImgInputs(inputs.init_images)
-    if control:
-        return engine.submit_img2img(params, inputs, control=control)
-    return engine.submit_img2img(params, inputs)
+    return engine.submit_img2img(
+        params,
+        inputs,
+        control=control or None,
+        extension_args=v.get("extension_args") or None,
+        script=v.get("script_call"),
+    )
 
 
 def run_img2img(

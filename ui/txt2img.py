@@ -14,6 +14,7 @@ import gradio as gr
 
 from ui.common import EngineLike
 from ui.controlnet import build_units_panel
+from ui.extension_panels import build_txt2img_extensions
 from ui.generation_panel import (
     PROMPT_PLACEHOLDER,
     Fields,
@@ -100,13 +101,23 @@ def build_txt2img_tab(engine: EngineLike, jobs: SessionJobs, *, tab: str = TAB) 
             seed_buttons = build_sampling_controls(engine, tab, f)
             build_hires_panel(engine, tab, f)
             control_inputs = build_units_panel(engine, tab, f, open_=tab == "controlnet")
+            script, extensions = build_txt2img_extensions(engine, tab)
         with gr.Column(scale=1, elem_id=f"{tab}_results"):
             results = build_results(tab)
-    count = len(PARAM_FIELDS)
+    count, units = len(PARAM_FIELDS), len(control_inputs)
 
     def run(session: str, values: tuple[Any, ...]):
-        return run_txt2img(engine, jobs, session, values[:count], control_values=values[count:])
+        extension_args, call = extensions.decode(values[count + units + 1 :], values[count + units])
+        return run_txt2img(
+            engine,
+            jobs,
+            session,
+            values[:count],
+            control_values=values[count : count + units],
+            extension_args=extension_args,
+            script=call,
+        )
 
-    inputs = [f[name] for name in PARAM_FIELDS] + control_inputs
+    inputs = [f[name] for name in PARAM_FIELDS] + control_inputs + [script] + extensions.components
     gen_info, recount_after = wire_generation(engine, jobs, tab, f, row, results, seed_buttons, inputs, run)
     return Txt2ImgUI(f, row.generate, row.interrupt, row.skip, results, gen_info, recount_after)

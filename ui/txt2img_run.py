@@ -34,6 +34,11 @@ HIRES_FIELDS = (
     "hr_negative_prompt",
 )
 
+# The variation seed row (A1111's "Extra" beside the seed), in every generation tab.
+VARIATION_FIELDS = ("subseed", "subseed_strength")
+# Fields a tab may lack (None keeps the default), in the order they close PARAM_FIELDS.
+OPTIONAL_FIELDS = (*HIRES_FIELDS, *VARIATION_FIELDS)
+
 # Order of the values `build_params` takes; the Generate event passes its inputs in this order.
 PARAM_FIELDS = (
     "prompt",
@@ -49,7 +54,7 @@ PARAM_FIELDS = (
     "batch_size",
     "override_settings",
     "styles",
-    *HIRES_FIELDS,
+    *OPTIONAL_FIELDS,
 )
 
 
@@ -75,13 +80,15 @@ def build_params(
     batch_size: float,
     override_settings: list[str] | None = None,
     styles: list[str] | None = None,
-    *hires: Any,
+    *optional: Any,
 ) -> GenerationParams:
     """UI values → GenerationParams. Raises pydantic's ValidationError on invalid values, and
-    ValueError for an override entry that is not a sampler parameter. `hires`: the HIRES_FIELDS
-    values (None keeps a default)."""
+    ValueError for an override entry that is not a sampler parameter. `optional`: the
+    OPTIONAL_FIELDS values (hires fix, variation seed; None keeps a default)."""
     hr = {
-        name: _as_number(value) for name, value in zip(HIRES_FIELDS, hires, strict=False) if value is not None
+        name: _as_number(value)
+        for name, value in zip(OPTIONAL_FIELDS, optional, strict=False)
+        if value is not None
     }
     if "enable_hr" in hr:
         hr["enable_hr"] = bool(hr["enable_hr"])
@@ -156,9 +163,12 @@ def run_txt2img(
     values: Sequence[Any],
     poll_seconds: float = POLL_SECONDS,
     control_values: Sequence[Any] = (),
+    extension_args: dict[str, dict[str, Any]] | None = None,
+    script: Any = None,
 ) -> Iterator[RunUpdate]:
     """Submit a txt2img job and report on it until it finishes; `values` are the UI values in
-    PARAM_FIELDS order, `control_values` the ControlNet units panel's (ui.controlnet_run)."""
+    PARAM_FIELDS order, `control_values` the ControlNet units panel's (ui.controlnet_run),
+    `extension_args` / `script` what the extensions' panels and the Script dropdown asked for."""
 
     def submit() -> Any:
         # Imported here: both modules import this one (build_params, follow_job).
@@ -167,7 +177,9 @@ def run_txt2img(
 
         control = units_from_values(control_values, open_picture)
         params = build_params(*values)
-        return engine.submit_txt2img(params, control=control) if control else engine.submit_txt2img(params)
+        return engine.submit_txt2img(
+            params, control=control or None, extension_args=extension_args or None, script=script
+        )
 
     yield from follow_job(jobs, session, submit, poll_seconds)
 

@@ -105,7 +105,7 @@ def prepare_units(
 def crop_inputs(
     inputs: list[ControlInput], box: tuple[int, int, int, int], source_size: tuple[int, int]
 ) -> list[ControlInput]:
-    """"Inpaint only masked" samples a crop of the img2img picture; a unit's own control picture
+    """ "Inpaint only masked" samples a crop of the img2img picture; a unit's own control picture
     is taken to be aligned with that picture, so it is stretched to the picture's size and cut to
     the same box (a unit without a picture gets the cropped img2img picture anyway)."""
     return [

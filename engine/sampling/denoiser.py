@@ -63,11 +63,15 @@ class SigmaDenoiser:
 class GuidanceHooks:
     """Named hook points of guidance (ComfyUI's pre/post-CFG functions, diffusers' guiders).
 
+    pre_model: f(x, σ) -> x, before the model is evaluated
     pre_cfg: f(uncond_x0, cond_x0, σ) -> (uncond_x0, cond_x0)
-    post_cfg: f(guided_x0, σ) -> guided_x0
+    after_cfg: f(x, σ, guided_x0, uncond_x0 | None, cond_x0) -> guided_x0 (extensions: CFG rescale)
+    post_cfg: f(guided_x0, σ) -> guided_x0 (inpainting's blend: always the last word)
     """
 
+    pre_model: list[Callable] = field(default_factory=list)
     pre_cfg: list[Callable] = field(default_factory=list)
+    after_cfg: list[Callable] = field(default_factory=list)
     post_cfg: list[Callable] = field(default_factory=list)
 
 
@@ -113,7 +117,11 @@ class CFGGuider:
         if self.scale == 1.0 and self.conditioning.is_single:
             # uncond has no effect: skip half the work, as A1111 does
             conds, _, _ = self.conditioning.at(self.step_at(sigma))
+            for hook in self.hooks.pre_model:
+                x = hook(x, sigma)
             guided = self.denoiser(x, sigma, self._batch(conds, x.shape[0]))
+            for hook in self.hooks.after_cfg:
+                guided = hook(x, sigma, guided, None, guided)
             for hook in self.hooks.post_cfg:
                 guided = hook(guided, sigma)
             return guided
@@ -126,6 +134,8 @@ class CFGGuider:
         Samplers that step along the unconditional prediction (DDIM CFG++) call this directly.
         Pre-CFG hooks see (uncond, uncond + Σ wᵢ (condᵢ − uncond)): one combined conditional."""
         conds, weights, uncond = self.conditioning.at(self.step_at(sigma))
+        for hook in self.hooks.pre_model:
+            x = hook(x, sigma)
         n, k = x.shape[0], len(conds)
         sigma_batch = sigma.reshape(-1)
         if sigma_batch.numel() > 1:
@@ -137,6 +147,8 @@ class CFGGuider:
         for hook in self.hooks.pre_cfg:
             uncond_x0, cond_x0 = hook(uncond_x0, cond_x0, sigma)
         guided = uncond_x0 + self.scale * scale_multiplier * (cond_x0 - uncond_x0)
+        for hook in self.hooks.after_cfg:
+            guided = hook(x, sigma, guided, uncond_x0, cond_x0)
         for hook in self.hooks.post_cfg:
             guided = hook(guided, sigma)
         return guided, uncond_x0

@@ -1,0 +1,88 @@
+"""Jobs with extensions: the per-job hook values, and scripts that take a job over.
+
+Kept out of engine.service so the facade stays a list of entry points. `ExtensionJobs` is owned by
+the Engine; it checks what a request asks of the extensions (before the job is queued, so a typo
+is an immediate error) and builds the ScriptContext a script runs with.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from engine import images as image_io
+from engine.extensions import ExtensionManager, Script
+from engine.hooks import HookRunner
+from engine.jobs import Job
+from engine.results import GenerationResult
+from engine.scripts import EngineNames, ScriptContext, run_script
+
+
+@dataclass(frozen=True)
+class ScriptCall:
+    """A request's "Script" choice: the script's title and its values by name."""
+
+    title: str
+    args: Mapping[str, Any]
+
+
+class ExtensionJobs:
+    def __init__(self, manager: ExtensionManager, names: Callable[[], EngineNames]):
+        self.manager = manager
+        self._names = names
+
+    def runner(self, extension_args: Mapping[str, Mapping[str, Any]] | None) -> HookRunner:
+        """The hooks of a job whose request carries `extension_args` ({extension: {name: value}}).
+        ValueError for an extension that is not loaded (a typo in an API request)."""
+        args = dict(extension_args or {})
+        loaded = {r.name for r in self.manager.records if r.status == "loaded"}
+        for name, values in args.items():
+            if name not in loaded:
+                raise ValueError(
+                    f"extension {name!r} is not loaded (loaded: {', '.join(sorted(loaded)) or 'none'})"
+                )
+            if not isinstance(values, Mapping):
+                raise ValueError(f"extension {name!r}: values must be an object of name: value")
+        return self.manager.registry.runner(args)
+
+    def script(self, call: ScriptCall | None, kind: str) -> Script | None:
+        if call is None or call.title in ("", "None"):
+            return None
+        script = self.manager.script(call.title)
+        if kind not in script.tabs:
+            raise ValueError(f"script {script.title!r} does not run in {kind}")
+        return script
+
+    def run(
+        self,
+        script: Script,
+        call: ScriptCall,
+        kind: str,
+        params: Any,
+        job: Job,
+        process: Callable[..., GenerationResult],
+        grids_dir: Path | None,
+    ) -> GenerationResult:
+        """Run the script on the queue's worker, inside `job`."""
+
+        def save_grid(image: Image.Image, infotext: str) -> Path | None:
+            if grids_dir is None:
+                return None
+            return image_io.save_image(
+                image, grids_dir, seed=None, infotext=infotext, basename_suffix="-grid"
+            )
+
+        ctx = ScriptContext(
+            kind=kind,
+            params=params,
+            args=dict(call.args),
+            job=job,
+            process=process,
+            names=self._names(),
+            save_grid=save_grid,
+        )
+        return run_script(script, ctx)
