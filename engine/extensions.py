@@ -171,6 +171,12 @@ class ExtensionAPI:
     def get_setting(self, key: str) -> Any:
         return self._manager.setting_value(self.name, key)
 
+    def engine_names(self) -> Any:
+        """The engine's names now (engine.scripts.EngineNames), None without an engine. Call it
+        when a dropdown needs them, not in setup(): checkpoints come and go while the app runs."""
+        provider = self._manager.names_provider
+        return provider() if provider is not None else None
+
     def script(
         self,
         title: str,
@@ -220,6 +226,8 @@ class ExtensionManager:
     tabs: list[TabContribution] = field(default_factory=list)
     settings_entries: list[SettingEntry] = field(default_factory=list)
     scripts: list[Script] = field(default_factory=list)
+    # The engine's current names (samplers, checkpoints, ...), for extensions' dropdowns.
+    names_provider: Callable[[], Any] | None = None
 
     # -- state ------------------------------------------------------------------------------------
     def _state(self) -> dict[str, Any]:
@@ -337,6 +345,7 @@ class ExtensionManager:
         )
         module = importlib.util.module_from_spec(spec)
         sys.modules[module_name] = module  # relative imports inside the extension resolve through it
+        setattr(parent, module_name.rsplit(".", 1)[1], module)
         try:
             spec.loader.exec_module(module)
             setup = getattr(module, "setup", None)

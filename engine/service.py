@@ -99,6 +99,7 @@ class Engine:
         self.extensions = ExtensionManager(
             [self.root / "extensions", self.extensions_dir], self.data_dir / "extensions.json"
         )
+        self.extensions.names_provider = self.engine_names
         if load_extensions:
             self.extensions.load_all()
         self.extension_jobs = ExtensionJobs(self.extensions, self.engine_names)
