@@ -103,7 +103,7 @@ def build_extensions_tab(engine: EngineLike) -> None:
             )
             with gr.Row():
                 apply = gr.Button("Apply", variant="primary", scale=0, elem_id="extensions_apply")
-                refresh = gr.Button("🔄 Show hook errors", scale=0, elem_id="extensions_refresh")
+                refresh = gr.Button("🔄 Refresh", scale=0, elem_id="extensions_refresh")
             note = gr.HTML("", elem_id="extensions_note")
         with gr.Tab("Install from URL", elem_id="extensions_install"):
             if not engine.extension_install_allowed:

@@ -404,3 +404,45 @@ def test_upscaling_tab_enlarges_a_sent_picture(page, atelier_server):
     assert Image.open(BytesIO(body)).size == (2 * SIZE, 2 * SIZE)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "upscaling.png"), full_page=True)
+
+
+def test_xyz_plot_of_three_samplers_by_two_step_counts_shows_the_grid(page, atelier_server):
+    """X/Y/Z plot from the Script dropdown: the sampler axis picked from its dropdown, the steps
+    typed as a list; the grid comes back first, with the legend, and its infotext names the axes."""
+    page.locator("#txt2img_prompt textarea").fill("a large red circle at the top left on a blue background")
+    for elem_id, value in (("txt2img_width", 64), ("txt2img_height", 64), ("txt2img_seed", SEED)):
+        _set_number(page, elem_id, value)
+    page.locator("#txt2img_script input").click()
+    page.get_by_role("option", name="X/Y/Z plot").click()
+    group = "#txt2img_script_x_y_z_plot"
+    page.locator(f"{group} #xyz_x_type input").wait_for(state="visible")
+    page.locator(f"{group} #xyz_x_type input").click()
+    page.get_by_role("option", name="Sampler", exact=True).click()
+    page.locator(f"{group} #xyz_x_values_dropdown").wait_for(state="visible")
+    for sampler in ("Euler", "Euler a", "DDIM"):
+        page.locator(f"{group} #xyz_x_values_dropdown input").click()
+        page.get_by_role("option", name=sampler, exact=True).click()
+    page.locator(f"{group} #xyz_y_type input").click()
+    page.get_by_role("option", name="Steps", exact=True).click()
+    page.locator(f"{group} #xyz_y_values textarea, {group} #xyz_y_values input").first.fill("2, 3")
+    page.click("#txt2img_generate")
+    page.wait_for_function(
+        "() => (document.querySelector('#txt2img_infotext')?.innerText || '').includes('X/Y/Z plot')",
+        timeout=GENERATE_TIMEOUT_MS,
+    )
+    infotext = page.inner_text("#txt2img_infotext")
+    assert "X Type: Sampler" in infotext and "Y Type: Steps" in infotext
+    assert 'X Values: "Euler, Euler a, DDIM"' in infotext and "Y Values:" in infotext
+    src = page.locator("#txt2img_gallery img").first.get_attribute("src")
+    from io import BytesIO
+
+    from PIL import Image
+
+    grid = Image.open(
+        BytesIO(page.request.get(src if src.startswith("http") else atelier_server.url + src).body())
+    )
+    assert grid.width >= 3 * 64 and grid.height >= 2 * 64  # 3 columns × 2 rows of 64 px, plus the legend
+    assert grid.width > 3 * 64 or grid.height > 2 * 64  # the legend is there
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    grid.save(ARTIFACTS / "xyz-grid.png")
+    page.screenshot(path=str(ARTIFACTS / "xyz-plot.png"), full_page=True)
