@@ -58,6 +58,31 @@ def build_parser() -> argparse.ArgumentParser:
         "--autolaunch", action="store_true", help="open the UI in the system's default browser once it is up"
     )
 
+    api = parser.add_argument_group("HTTP API and access")
+    api.add_argument(
+        "--api", action="store_true", help="serve A1111's HTTP API at /sdapi/v1 (interactive docs at /docs)"
+    )
+    api.add_argument(
+        "--api-auth",
+        default=None,
+        metavar="USER:PASS[,USER2:PASS2]",
+        help="require HTTP Basic credentials for the API",
+    )
+    api.add_argument(
+        "--gradio-auth",
+        default=None,
+        metavar="USER:PASS[,USER2:PASS2]",
+        help="require a login for the web UI",
+    )
+    api.add_argument(
+        "--api-allow-image-urls",
+        action="store_true",
+        help=(
+            "let API requests give pictures as http(s) URLs, fetched by the server (never from "
+            "loopback, private or link-local addresses); off by default: pictures come as base64"
+        ),
+    )
+
     paths = parser.add_argument_group("folders")
     paths.add_argument(
         "--data-dir",

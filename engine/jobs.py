@@ -60,6 +60,11 @@ class Job:
         # the GenerationContext of the generation running now (set by the pipeline).
         self.hooks: Any = None
         self.context: Any = None
+        self.queue: JobQueue | None = None  # set when submitted: the job can say where it waits
+
+    def position(self) -> int:
+        """0 while running (or done), 1.. while waiting in the queue (1 = next)."""
+        return max(0, self.queue.position(self)) if self.queue is not None else 0
 
     # -- control, from the UI / API thread --------------------------------------------------------
     def interrupt(self) -> None:
@@ -118,6 +123,7 @@ class JobQueue:
 
     def submit(self, job: Job, fn, *args, **kwargs) -> Job:
         """Queue fn(*args, job=job, **kwargs); its return value becomes job.result."""
+        job.queue = self
         with self._lock:
             self._pending.append(job)
         self._queue.put((job, fn, args, kwargs))
@@ -129,6 +135,11 @@ class JobQueue:
             if job is self.current:
                 return 0
             return self._pending.index(job) + 1 if job in self._pending else -1
+
+    def pending(self) -> int:
+        """How many jobs wait behind the current one."""
+        with self._lock:
+            return len(self._pending)
 
     def _run(self) -> None:
         while True:

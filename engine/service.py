@@ -7,6 +7,7 @@ generation logic of its own: generation is `engine.process`.
 from __future__ import annotations
 
 import argparse
+import functools
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -234,9 +235,10 @@ class Engine:
         *,
         job: Job,
         vae: str | None = None,
+        save_images: bool = True,
     ) -> GenerationResult:
         model = self._model(params, vae)
-        save = self._save_options("txt2img")
+        save = self._save_options("txt2img") if save_images else None
         return process.txt2img(
             model,
             params,
@@ -266,6 +268,7 @@ class Engine:
         *,
         job: Job,
         vae: str | None = None,
+        save_images: bool = True,
     ) -> GenerationResult:
         model = self._model(params, vae)
         return img2img_pipeline.img2img(
@@ -273,7 +276,7 @@ class Engine:
             params,
             inputs,
             job=job,
-            save=self._save_options("img2img"),
+            save=self._save_options("img2img") if save_images else None,
             embeddings=self.embeddings_for(model),
             loras=self.loras,
             control=control,
@@ -330,14 +333,16 @@ class Engine:
         *,
         extension_args: Mapping[str, Mapping[str, Any]] | None = None,
         script: ScriptCall | None = None,
+        vae: str | None = None,
+        save_images: bool = True,
     ) -> Job:
         """A txt2img job; `control`: ControlNet units with their pictures; `extension_args`: the
         extensions' values for this job ({name: {field: value}}); `script`: a script that takes
-        the job over (X/Y/Z plot, ...)."""
+        the job over (X/Y/Z plot, ...); `vae`: this job's VAE (None: the Settings' choice);
+        `save_images`: False keeps the pictures out of the output folders (the API's default)."""
         job = Job("txt2img", preview_every=self._settings.show_progress_every_n_steps)
-        return self._submit(
-            job, "txt2img", self._run_txt2img, self._resolved(params), (control,), extension_args, script
-        )
+        run = functools.partial(self._run_txt2img, vae=vae, save_images=save_images)
+        return self._submit(job, "txt2img", run, self._resolved(params), (control,), extension_args, script)
 
     def submit_img2img(
         self,
@@ -347,15 +352,16 @@ class Engine:
         *,
         extension_args: Mapping[str, Mapping[str, Any]] | None = None,
         script: ScriptCall | None = None,
+        vae: str | None = None,
+        save_images: bool = True,
     ) -> Job:
         """img2img, sketch, inpainting and outpainting jobs (outpainting arrives as the inpainting
         job `engine.outpaint.outpaint_job` builds). A ControlNet unit without a picture uses the
-        img2img picture."""
+        img2img picture. The other arguments: as submit_txt2img's."""
         job = Job("img2img", preview_every=self._settings.show_progress_every_n_steps)
+        run = functools.partial(self._run_img2img, vae=vae, save_images=save_images)
         resolved = self._resolved(params)
-        return self._submit(
-            job, "img2img", self._run_img2img, resolved, (inputs, control), extension_args, script
-        )
+        return self._submit(job, "img2img", run, resolved, (inputs, control), extension_args, script)
 
     def _submit(self, job, kind, run, params, inputs, extension_args, call) -> Job:
         """Queue `run(params, *inputs)` with the job's hooks, or the script `call` names around it.
@@ -367,9 +373,11 @@ class Engine:
 
         def run_script(params: Any, *, job: Job) -> GenerationResult:
             def process(one: Any, *, vae: str | None = None) -> GenerationResult:
-                return run(self._resolved(one), *inputs, job=job, vae=vae)
+                if vae is not None:  # the script's choice (X/Y/Z's VAE axis) over the request's
+                    return run(self._resolved(one), *inputs, job=job, vae=vae)
+                return run(self._resolved(one), *inputs, job=job)
 
-            grids = self._grids_dir(kind)
+            grids = self._grids_dir(kind) if run.keywords.get("save_images", True) else None
             return self.extension_jobs.run(script, call, kind, params, job, process, grids)
 
         return self.queue.submit(job, run_script, params)

@@ -219,8 +219,10 @@ def test_only_masked_inpainting_crops_the_control_picture_like_the_picture(model
     ImageDraw.Draw(mask).rectangle((40, 40, 55, 55), fill=255)
     guide = Image.new("RGB", (2 * SIZE, 2 * SIZE), "black")  # twice the size, white on the left half
     ImageDraw.Draw(guide).rectangle((0, 0, SIZE - 1, 2 * SIZE), fill="white")
-    p = Img2ImgParams(prompt="x", steps=3, sampler_name="Euler", seed=5, width=SIZE, height=SIZE,
-                      denoising_strength=0.8, inpaint_full_res=True, inpaint_full_res_padding=0, mask_blur=0)  # fmt: skip
+    p = Img2ImgParams(
+        **dict(prompt="x", steps=3, sampler_name="Euler", seed=5, width=SIZE, height=SIZE),
+        **dict(denoising_strength=0.8, inpaint_full_res=True, inpaint_full_res_padding=0, mask_blur=0),
+    )
     control = [ControlInput(unit(resize_mode="Just Resize"), guide)]
     i2i.img2img(model, p, i2i.Img2ImgInputs([picture], mask), control=control, controlnets=library)
     whole = p.model_copy(update={"inpaint_full_res": False})

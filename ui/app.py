@@ -226,7 +226,7 @@ def _wire_gallery_send(tabs: gr.Tabs, source: Any, target: Any, name: str) -> No
 
 def launch_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """launch() arguments from the command-line flags (theme and css belong here in Gradio 6)."""
-    return {
+    kwargs: dict[str, Any] = {
         "server_name": "0.0.0.0" if getattr(args, "listen", False) else "127.0.0.1",
         "server_port": getattr(args, "port", None) or DEFAULT_PORT,
         "inbrowser": bool(getattr(args, "autolaunch", False)),
@@ -235,6 +235,13 @@ def launch_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "footer_links": [],
         "show_error": False,  # errors are shown by the handlers as messages, never as tracebacks
     }
+    if getattr(args, "gradio_auth", None):
+        from api.auth import parse_credentials
+
+        kwargs["auth"] = parse_credentials(args.gradio_auth)
+    if getattr(args, "api", False):  # FastAPI's interactive docs of /sdapi/v1 (Gradio turns them off)
+        kwargs["app_kwargs"] = {"docs_url": "/docs", "openapi_url": "/openapi.json", "redoc_url": None}
+    return kwargs
 
 
 def _warm_up(engine: EngineLike) -> None:
@@ -254,6 +261,10 @@ def serve(args: argparse.Namespace) -> None:
     engine = Engine.from_args(args)
     demo = build_ui(engine)
     demo.queue()
-    demo.launch(prevent_thread_lock=True, **launch_kwargs(args))
+    app, _local_url, _share_url = demo.launch(prevent_thread_lock=True, **launch_kwargs(args))
+    if getattr(args, "api", False):
+        from api.routes import create_api
+
+        create_api(app, engine, args)
     threading.Thread(target=_warm_up, args=(engine,), name="atelier-warm-up", daemon=True).start()
     demo.block_thread()

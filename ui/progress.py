@@ -42,14 +42,18 @@ def format_eta(seconds: float | None) -> str:
     return f"{minutes}m {secs:02d}s" if minutes else f"{secs}s"
 
 
-def progress_html(progress: Any | None, *, started: bool = True) -> str:
+def progress_html(progress: Any | None, *, started: bool = True, position: int = 0) -> str:
     """The bar shown above the results while a job runs.
 
     `progress` is an `engine.jobs.Progress` (job_step, job_steps, batch, batches, fraction,
     eta_seconds); it has no steps until the worker has picked the job up and loaded the model.
+    `position`: the job's place in the queue shared by every tab and the API (0: running).
     """
-    if progress is None or not started or not getattr(progress, "job_steps", 0):
-        label, percent = "Waiting to start…", 0.0  # queued behind other jobs, or loading the model
+    if position > 0:
+        ahead = position  # the running job and the waiting ones before this one
+        label, percent = f"In queue: {ahead} job{'s' if ahead != 1 else ''} ahead · Interrupt cancels it", 0.0
+    elif progress is None or not started or not getattr(progress, "job_steps", 0):
+        label, percent = "Waiting to start…", 0.0  # loading the model
     else:
         percent = 100.0 * min(1.0, max(0.0, float(progress.fraction)))
         label = f"Step {progress.job_step}/{progress.job_steps}"

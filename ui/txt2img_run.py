@@ -205,7 +205,8 @@ def follow_job(
         yield RunUpdate(progress=progress_html(None, started=False), running=True)
         while not job.wait(poll_seconds):
             preview = job.preview
-            update = RunUpdate(progress=progress_html(job.progress), running=True)
+            position = job.position() if callable(getattr(job, "position", None)) else 0
+            update = RunUpdate(progress=progress_html(job.progress, position=position), running=True)
             if preview is not None and preview is not last_preview:
                 update.preview, last_preview = preview, preview
             yield update

@@ -181,6 +181,13 @@ class LoraLibrary:
     def names(self) -> list[str]:
         return sorted(p.stem for p in self._files())
 
+    def files(self) -> list[Path]:
+        return sorted(self._files())
+
+    def refresh(self) -> None:
+        """Forget the loaded files (the folder itself is listed afresh on every call)."""
+        self._loaded.clear()
+
     def _files(self) -> list[Path]:
         if not self.folder.is_dir():
             return []

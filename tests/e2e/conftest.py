@@ -8,16 +8,12 @@ Set ATELIER_E2E_URL=http://127.0.0.1:7860 to run the tests against a server that
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tests.server_process import Server, running_server
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO_ROOT / "tests" / "artifacts"
@@ -32,33 +28,6 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-SERVER_START_SECONDS = 180  # imports (torch, diffusers, gradio) on a busy 2-core machine
-
-
-@dataclass
-class Server:
-    url: str
-    data_dir: Path | None  # None for an external server (ATELIER_E2E_URL)
-    log_path: Path | None
-
-    def log_tail(self, chars: int = 4000) -> str:
-        if self.log_path is None or not self.log_path.exists():
-            return ""
-        return self.log_path.read_text(encoding="utf-8", errors="replace")[-chars:]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _is_up(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
 
 
 @pytest.fixture(scope="session")
@@ -67,41 +36,8 @@ def atelier_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]
     if external:
         yield Server(url=external.rstrip("/"), data_dir=None, log_path=None)
         return
-
-    data_dir = tmp_path_factory.mktemp("atelier-data")
-    log_path = data_dir / "server.log"
-    port = _free_port()
-    env = dict(os.environ, HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1")
-    command = [
-        sys.executable,
-        str(REPO_ROOT / "launch.py"),
-        "--skip-install",
-        "--port",
-        str(port),
-        "--data-dir",
-        str(data_dir),
-        "--controlnet-dir",
-        str(data_dir / "ControlNet"),
-    ]
-    with log_path.open("w", encoding="utf-8") as log:
-        process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    server = Server(url=f"http://127.0.0.1:{port}", data_dir=data_dir, log_path=log_path)
-    try:
-        deadline = time.monotonic() + SERVER_START_SECONDS
-        while not _is_up(server.url):
-            if process.poll() is not None:
-                pytest.fail(f"launch.py exited with code {process.returncode}:\n{server.log_tail()}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"the server did not answer within {SERVER_START_SECONDS}s:\n{server.log_tail()}")
-            time.sleep(0.5)
+    with running_server(tmp_path_factory.mktemp("atelier-data")) as server:
         yield server
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=15)
 
 
 @pytest.fixture(scope="session")

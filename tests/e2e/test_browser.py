@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.server_process import write_test_controlnet
+
 pytestmark = pytest.mark.e2e
 
 SEED = 1234
@@ -316,30 +318,10 @@ def test_send_to_img2img_carries_the_picture_and_its_parameters(page):
     page.screenshot(path=str(ARTIFACTS / "img2img.png"), full_page=True)
 
 
-def _write_controlnet_for_the_builtin_model(folder: Path) -> None:
-    """A ControlNet shaped for the built-in UNet, seeded, with non-zero output convolutions (the
-    project's trained canny ControlNet is not shipped yet; this checks the plumbing, not quality)."""
-    import json
-
-    import torch
-    from diffusers import ControlNetModel, UNet2DConditionModel
-
-    config_path = Path(__file__).resolve().parents[2] / "models/builtin/atelier-tiny.config/unet/config.json"
-    config = {k: v for k, v in json.loads(config_path.read_text()).items() if not k.startswith("_")}
-    torch.manual_seed(0)
-    controlnet = ControlNetModel.from_unet(
-        UNet2DConditionModel.from_config(config), load_weights_from_unet=False
-    )
-    with torch.no_grad():
-        for block in [*controlnet.controlnet_down_blocks, controlnet.controlnet_mid_block]:
-            block.weight.normal_(0, 0.05)
-    controlnet.save_pretrained(folder)
-
-
 def test_controlnet_tab_previews_the_canny_map_and_generates(page, atelier_server, tmp_path):
     if atelier_server.data_dir is None:
         pytest.skip("needs the test's own data dir to place a ControlNet in")
-    _write_controlnet_for_the_builtin_model(atelier_server.data_dir / "ControlNet" / "e2e-canny")
+    write_test_controlnet(atelier_server.data_dir / "ControlNet" / "e2e-canny")
     from PIL import Image, ImageDraw
 
     control = Image.new("RGB", (SIZE, SIZE), "black")

@@ -1,0 +1,1 @@
+"""Atelier's AUTOMATIC1111-compatible HTTP API (/sdapi/v1/...)."""

@@ -1,0 +1,144 @@
+"""Request and response bodies of the `/sdapi/v1` API, in A1111's field names and shapes.
+
+The request models only say what A1111 clients send and its JSON types (so FastAPI answers a wrong
+type with a 422 naming the field); the ranges and rules live once, in engine.params — a request is
+turned into GenerationParams by api.convert, and a value out of range comes back as a 422 naming
+the same field. Unknown fields are ignored, as A1111 does: clients send fields for features we do
+not have (restore_faces, refiner_*), and refusing them would break those clients.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class Txt2ImgRequest(_Request):
+    prompt: str = ""
+    negative_prompt: str = ""
+    styles: list[str] | None = None
+    seed: int = -1
+    subseed: int = -1
+    subseed_strength: float = 0.0
+    sampler_name: str | None = None
+    sampler_index: str | None = Field(None, description="old clients' name for sampler_name")
+    scheduler: str | None = None
+    batch_size: int = 1
+    n_iter: int = 1
+    steps: int = 20
+    cfg_scale: float = 7.0
+    width: int = 512
+    height: int = 512
+    denoising_strength: float | None = None
+    eta: float | None = Field(None, description="eta of the ancestral and DDIM samplers")
+    s_churn: float | None = None
+    s_tmin: float | None = None
+    s_tmax: float | None = None
+    s_noise: float | None = None
+    override_settings: dict[str, Any] | None = None
+    override_settings_restore_afterwards: bool = True
+    enable_hr: bool = False
+    hr_scale: float = 2.0
+    hr_upscaler: str | None = None
+    hr_second_pass_steps: int = 0
+    hr_resize_x: int = 0
+    hr_resize_y: int = 0
+    hr_sampler_name: str | None = None
+    hr_scheduler: str | None = None
+    hr_prompt: str = ""
+    hr_negative_prompt: str = ""
+    script_name: str | None = None
+    script_args: list[Any] | dict[str, Any] = Field(default_factory=list)
+    send_images: bool = True
+    save_images: bool = False
+    alwayson_scripts: dict[str, Any] = Field(default_factory=dict)
+    infotext: str | None = Field(None, description="parameters text applied before the other fields")
+
+
+class Img2ImgRequest(Txt2ImgRequest):
+    init_images: list[str] = Field(default_factory=list, description="base64 or data URLs")
+    resize_mode: int = 0
+    mask: str | None = None
+    mask_blur: int | None = None
+    inpainting_fill: int = 0
+    inpaint_full_res: bool = False
+    inpaint_full_res_padding: int = 32
+    inpainting_mask_invert: int = 0
+    initial_noise_multiplier: float | None = None
+    include_init_images: bool = False
+
+
+class GenerationResponse(BaseModel):
+    images: list[str] | None = Field(description="base64 PNGs (with their parameters chunk)")
+    parameters: dict[str, Any]
+    info: str = Field(description="JSON string; `infotexts` holds each picture's parameters text")
+
+
+class _ExtrasCommon(_Request):
+    resize_mode: int = Field(0, description="0: scale by upscaling_resize, 1: scale to w x h")
+    show_extras_results: bool = True
+    upscaling_resize: float = 2.0
+    upscaling_resize_w: int = 512
+    upscaling_resize_h: int = 512
+    upscaling_crop: bool = True
+    upscaler_1: str = "None"
+    upscaler_2: str = "None"
+    extras_upscaler_2_visibility: float = 0.0
+
+
+class ExtrasSingleRequest(_ExtrasCommon):
+    image: str = Field(description="base64 or data URL")
+
+
+class FileData(BaseModel):
+    data: str = Field(description="base64 or data URL")
+    name: str = ""
+
+
+class ExtrasBatchRequest(_ExtrasCommon):
+    imageList: list[FileData]  # noqa: N815 - A1111's field name
+
+
+class ExtrasSingleResponse(BaseModel):
+    html_info: str
+    image: str | None
+
+
+class ExtrasBatchResponse(BaseModel):
+    html_info: str
+    images: list[str]
+
+
+class PNGInfoRequest(_Request):
+    image: str
+
+
+class PNGInfoResponse(BaseModel):
+    info: str
+    items: dict[str, Any]
+    parameters: dict[str, Any]
+
+
+class ProgressState(BaseModel):
+    skipped: bool
+    interrupted: bool
+    job: str
+    job_count: int
+    job_timestamp: str
+    job_no: int
+    sampling_step: int
+    sampling_steps: int
+
+
+class ProgressResponse(BaseModel):
+    progress: float
+    eta_relative: float
+    state: ProgressState
+    current_image: str | None
+    textinfo: str | None
+    queue_pending: int = Field(0, description="jobs waiting behind the current one")
