@@ -209,6 +209,24 @@ def test_progress_html():
     assert "Step 5/20" in text and "batch 2/2" in text and "ETA 1m 15s" in text and "width:25.0%" in text
     assert "Waiting" in progress_html(None, started=False)
     assert format_eta(None) == "…" and format_eta(3.4) == "3s"
+    assert "In queue: 2 jobs ahead" in progress_html(None, position=2)
+
+
+def test_a_waiting_job_knows_its_place_in_the_shared_queue():
+    import threading
+
+    from engine.jobs import Job, JobQueue
+
+    queue, gate = JobQueue(), threading.Event()
+    running = queue.submit(Job(), lambda *, job: gate.wait(5))
+    waiting = [queue.submit(Job(), lambda *, job: None) for _ in range(2)]
+    while queue.current is not running:
+        threading.Event().wait(0.01)
+    assert [running.position(), *(j.position() for j in waiting)] == [0, 1, 2] and queue.pending() == 2
+    waiting[0].interrupt()  # cancelled while waiting: it never runs, the next one does
+    gate.set()
+    assert waiting[1].wait(5) and waiting[1].error is None
+    assert waiting[0].error is not None and type(waiting[0].error).__name__ == "JobInterrupted"
 
 
 def test_session_jobs_clear_keeps_a_newer_job():
