@@ -140,3 +140,13 @@ def test_dependency_admits_the_right_credentials():
 
 def test_dependency_without_auth_lets_everything_through():
     assert make_client(None).get("/ping").status_code == 200
+
+
+def test_gradio_auth_and_api_flags_reach_the_server():
+    from engine.cmd_args import parse_args
+    from ui.app import launch_kwargs
+
+    kwargs = launch_kwargs(parse_args(["--gradio-auth", "ann:pw1, bea:pw:2"]))
+    assert kwargs["auth"] == [("ann", "pw1"), ("bea", "pw:2")] and "app_kwargs" not in kwargs
+    with_api = launch_kwargs(parse_args(["--api"]))
+    assert with_api["app_kwargs"]["docs_url"] == "/docs" and "auth" not in with_api
