@@ -1,0 +1,134 @@
+"""The Engine's picture tools besides txt2img / img2img: Upscaling (Extras), ControlNet previews,
+SD upscale and img2img batch folders. A mixin of engine.service.Engine, kept apart so the facade
+stays readable; every method here queues on the same job queue."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from engine import img2img as img2img_pipeline
+from engine.controlnet.apply import control_map
+from engine.controlnet.preprocessors import PREPROCESSORS, availability
+from engine.controlnet.units import ControlInput, ControlNetUnit
+from engine.extras import ExtrasParams, ExtrasResult, run_extras, run_extras_folder
+from engine.img2img import Img2ImgInputs
+from engine.img2img_batch import BatchReport, run_batch
+from engine.jobs import Job
+from engine.params import Img2ImgParams
+from engine.results import GenerationResult
+from engine.sd_upscale import sd_upscale
+
+
+class PictureTools:
+    # -- Upscaling (Extras) ------------------------------------------------------------------------
+    def upscaler_names(self) -> list[str]:
+        return self.upscalers.names()
+
+    def submit_extras(self, params: ExtrasParams, pictures: list[Any]) -> Job:
+        """Upscale pictures (saved under extras-images); the job's result is an ExtrasResult."""
+        if not pictures:
+            raise ValueError("Upscaling: add a picture first")
+        return self.queue.submit(Job("extras"), self._run_extras, params, pictures)
+
+    def submit_extras_folder(self, params: ExtrasParams, input_dir: Path, output_dir: Path) -> Job:
+        """Upscale every picture of a folder into another, under the same names (a BatchReport)."""
+        if not Path(input_dir).is_dir():
+            raise ValueError(f"folder not found: {input_dir}")
+        if Path(output_dir).resolve() == Path(input_dir).resolve():
+            raise ValueError("the output folder must differ from the input folder")
+        return self.queue.submit(
+            Job("extras"), self._run_extras_folder, params, Path(input_dir), Path(output_dir)
+        )
+
+    def _run_extras(self, params: ExtrasParams, pictures: list[Any], *, job: Job) -> ExtrasResult:
+        s = self._settings
+        outdir = self.outdir / "extras-images" if self.outdir else s.extras_outdir(self.data_dir)
+        return run_extras(self.upscalers, s, params, pictures, outdir if s.save_images else None, job)
+
+    def _run_extras_folder(self, params: ExtrasParams, input_dir: Path, output_dir: Path, *, job: Job) -> Any:
+        return run_extras_folder(self.upscalers, self._settings, params, input_dir, output_dir, job)
+
+    # -- ControlNet -------------------------------------------------------------------------------
+    def controlnet_models(self) -> list[str]:
+        return self.controlnets.titles()
+
+    def preprocessors(self) -> list[tuple[str, str | None]]:
+        """(name, why it cannot run or None) for every preprocessor."""
+        return [(name, availability(name, self.controlnets.annotators)) for name in PREPROCESSORS]
+
+    def preview_control(self, unit: ControlNetUnit, image: Any, width: int, height: int) -> Any:
+        """The map a unit's preprocessor makes of `image` at the output size (the unit's preview)."""
+        return control_map(unit, image, width, height, self.controlnets.annotators)[0]
+
+    def submit_sd_upscale(
+        self, params: Img2ImgParams, picture: Any, scale: float, upscaler: str, overlap: int
+    ) -> Job:
+        """img2img's "SD upscale" script: upscale, then redraw tile by tile."""
+        if upscaler not in self.upscalers.names():
+            raise ValueError(f"unknown upscaler {upscaler!r}")
+        job = Job("img2img", preview_every=0)
+        return self.queue.submit(
+            job, self._run_sd_upscale, self._resolved(params), picture, scale, upscaler, overlap
+        )
+
+    def _run_sd_upscale(self, params, picture, scale, upscaler, overlap, *, job: Job) -> GenerationResult:
+        model = self.models.get(params.checkpoint or self.current_checkpoint(), vae=self._settings.sd_vae)
+        return sd_upscale(
+            model,
+            params,
+            picture,
+            scale=scale,
+            upscaler=upscaler,
+            overlap=overlap,
+            upscalers=self.upscalers,
+            job=job,
+            save=self._save_options("img2img"),
+            embeddings=self.embeddings_for(model),
+            loras=self.loras,
+        )
+
+    def submit_img2img_batch(
+        self,
+        params: Img2ImgParams,
+        input_dir: Path,
+        output_dir: Path,
+        mask_dir: Path | None = None,
+        use_png_info: bool = False,
+        control: list[ControlInput] | None = None,
+    ) -> Job:
+        """Batch img2img; the job's result is a `BatchReport`. Folders are checked now, so a typo
+        is an immediate error rather than a failed job. A ControlNet unit without a picture uses
+        each batch picture in turn; one with a picture uses it for every file."""
+        for folder in filter(None, (input_dir, mask_dir)):
+            if not Path(folder).is_dir():
+                raise ValueError(f"folder not found: {folder}")
+        job = Job("img2img", preview_every=0)
+        folders = {
+            "input_dir": Path(input_dir),
+            "output_dir": Path(output_dir),
+            "mask_dir": Path(mask_dir) if mask_dir else None,
+        }
+        folders["use_png_info"] = use_png_info
+        folders["control"] = control
+        return self.queue.submit(job, self._run_img2img_batch, self._resolved(params), folders)
+
+    def _run_img2img_batch(self, params: Img2ImgParams, folders: dict[str, Any], *, job: Job) -> BatchReport:
+        model = self.models.get(params.checkpoint or self.current_checkpoint(), vae=self._settings.sd_vae)
+        embeddings = self.embeddings_for(model)
+
+        control = folders.pop("control", None)
+
+        def run_one(one: Img2ImgParams, inputs: Img2ImgInputs) -> GenerationResult:
+            return img2img_pipeline.img2img(
+                model,
+                one,
+                inputs,
+                job=job,
+                embeddings=embeddings,
+                loras=self.loras,
+                control=control,
+                controlnets=self.controlnets,
+            )
+
+        return run_batch(run_one, params, should_stop=lambda: job.interrupted, **folders)
