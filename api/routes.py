@@ -9,12 +9,17 @@ them in its thread pool, so a request waiting for its job never blocks the serve
 from __future__ import annotations
 
 import argparse
+import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import psutil
-from fastapi import APIRouter, Depends, FastAPI, HTTPException
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from pydantic import ValidationError
 
 from api import convert
@@ -38,6 +43,27 @@ from engine.infotext import parse_infotext, read_png_parameters
 from engine.upscale.upscalers import LATENT_MODES
 
 PREFIX = "/sdapi/v1"
+log = logging.getLogger(__name__)
+
+
+class JSONErrorRoute(APIRoute):
+    """A route whose unexpected failures still answer in JSON (A1111's {error, detail} shape)
+    instead of a bare "Internal Server Error" page; the traceback goes to the log."""
+
+    def get_route_handler(self) -> Callable:
+        handler = super().get_route_handler()
+
+        async def guarded(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except (HTTPException, RequestValidationError):
+                raise
+            except Exception as exc:
+                log.exception("API %s failed", request.url.path)
+                body = {"error": type(exc).__name__, "detail": str(exc) or type(exc).__name__}
+                return JSONResponse(body, status_code=500)
+
+        return guarded
 
 
 def create_api(app: FastAPI, engine: Any, args: argparse.Namespace) -> None:
@@ -45,7 +71,12 @@ def create_api(app: FastAPI, engine: Any, args: argparse.Namespace) -> None:
     credentials = parse_credentials(getattr(args, "api_auth", None))
     auth = BasicAuth(credentials) if credentials else None
     allow_urls = bool(getattr(args, "api_allow_image_urls", False))
-    router = APIRouter(prefix=PREFIX, dependencies=[Depends(require_basic_auth(auth))], tags=["sdapi"])
+    router = APIRouter(
+        prefix=PREFIX,
+        dependencies=[Depends(require_basic_auth(auth))],
+        tags=["sdapi"],
+        route_class=JSONErrorRoute,
+    )
 
     def wait(job: Any) -> Any:
         job.wait()
