@@ -93,10 +93,11 @@ def test_keys_come_from_the_schema() -> None:
     hires_keys = {label for label, names in labels.items() if names[0].startswith("hr_")} | {
         "Denoising strength"
     }
+    variation_keys = {"Variation seed", "Variation seed strength"}  # written only with a strength above 0
     for label in labels:
-        if label != "Batch size" and label not in sampler_keys | hires_keys:
+        if label != "Batch size" and label not in sampler_keys | hires_keys | variation_keys:
             assert f"{label}: " in text
-    assert not any(f"{key}: " in text for key in sampler_keys | hires_keys)  # hires fix is off
+    assert not any(f"{key}: " in text for key in sampler_keys | hires_keys | variation_keys)
     hires = build_infotext(
         GenerationParams(enable_hr=True, hr_second_pass_steps=10, hr_resize_x=640, hr_resize_y=512),
         seed=1,
