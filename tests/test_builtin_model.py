@@ -39,7 +39,6 @@ def test_prompts_are_drawn(report) -> None:
     assert all(fractions[k] >= v for k, v in bars.items()), fractions
 
 
-@pytest.mark.xfail(strict=True, reason="issue 3: the shipped model does not follow position words yet")
 def test_positions_are_drawn(report) -> None:
     assert report.fractions()["position"] >= 0.5
 
