@@ -118,8 +118,10 @@ def test_prompt_matrix_and_prompts_from_file_run_as_scripts(engine):
 
 
 def test_cfg_rescale_tames_a_burnt_high_cfg_picture(engine):
-    def std(cfg: float, enabled: bool) -> float:
-        """The pixel spread, averaged over two seeds."""
+    """At CFG 25 the guided prediction overshoots; the rescale pulls it back, so the picture comes
+    out closer to what a normal CFG draws (mean pixel distance to the CFG-7 picture, two seeds)."""
+
+    def pictures(cfg: float, enabled: bool) -> list[np.ndarray]:
         job = engine.submit_txt2img(
             params(cfg_scale=cfg, steps=12, seed=5, batch_size=2),
             extension_args={"cfg-rescale": {"enabled": enabled, "multiplier": 0.7}},
@@ -128,9 +130,8 @@ def test_cfg_rescale_tames_a_burnt_high_cfg_picture(engine):
         assert job.error is None
         if enabled:
             assert parse_infotext(job.result.infotexts[0])["CFG Rescale"] == "0.7"
-        return float(np.mean([np.asarray(im, dtype=np.float32).std() for im in job.result.images]))
+        return [np.asarray(im, dtype=np.float32) for im in job.result.images]
 
-    normal, burnt, rescaled = std(7, False), std(25, False), std(25, True)
-    # High CFG spreads the values far beyond a normal picture's; the rescale pulls them back.
-    assert burnt > normal + 5
-    assert rescaled < burnt - 3 and abs(rescaled - normal) < abs(burnt - normal)
+    normal, burnt, rescaled = pictures(7, False), pictures(25, False), pictures(25, True)
+    for n, b, r in zip(normal, burnt, rescaled, strict=True):
+        assert np.abs(r - n).mean() < np.abs(b - n).mean() - 5

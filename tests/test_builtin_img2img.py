@@ -20,6 +20,9 @@ SIZE = 128
 BASE = dict(steps=20, sampler_name="Euler a", seed=11, width=SIZE, height=SIZE)
 SOURCE_CAPTION = "a large red circle at the top left on a blue background"
 PROMPT = "a large green square at the bottom right on a yellow background"
+# The source's own place: the model follows position words, so a prompt naming another place would
+# rightly move the shape; with this one a middle strength has to keep the layout.
+SAME_PLACE = "a large green square at the top left on a yellow background"
 
 
 @pytest.fixture(scope="module")
@@ -37,15 +40,22 @@ def test_strength_zero_returns_the_input(builtin_model, source):
 
 
 def test_strength_one_is_txt2img_with_the_same_seed(builtin_model, source):
-    txt = np.asarray(process.txt2img(builtin_model, GenerationParams(prompt=PROMPT, **BASE)).images[0])
-    out = run(builtin_model, source, denoising_strength=1.0)
+    txt = np.asarray(process.txt2img(builtin_model, GenerationParams(prompt=SAME_PLACE, **BASE)).images[0])
+    out = run(builtin_model, source, denoising_strength=1.0, prompt=SAME_PLACE)
     assert np.abs(out.astype(int) - txt.astype(int)).mean() < 3  # the input's latents barely count at σ_max
     seen = describe(out)
-    assert (seen.background, seen.colour, seen.shape) == ("yellow", "green", "square")
+    assert (seen.background, seen.colour, seen.shape, seen.position) == (
+        "yellow",
+        "green",
+        "square",
+        "top left",
+    )
+    moved = describe(run(builtin_model, source, denoising_strength=1.0))  # another place: it goes there
+    assert (moved.background, moved.colour, moved.position) == ("yellow", "green", "bottom right")
 
 
 def test_a_middle_strength_keeps_the_layout_and_follows_the_prompt(builtin_model, source):
-    out = describe(run(builtin_model, source, denoising_strength=0.5))
+    out = describe(run(builtin_model, source, denoising_strength=0.5, prompt=SAME_PLACE))
     before = describe(np.asarray(source))
     assert out.position == before.position == "top left"  # the shape stays where it was ...
     assert np.hypot(*np.subtract(out.centroid, before.centroid)) < 8
