@@ -24,7 +24,7 @@ from engine.hooks import (
     Stage,
     StepContext,
 )
-from engine.sampling.denoiser import GuidanceHooks
+from engine.sampling.denoiser import GuidanceHooks, step_of
 
 
 def runner(job: Any) -> HookRunner:
@@ -95,22 +95,20 @@ def guidance(job: Any, base: GuidanceHooks | None, sigmas: torch.Tensor) -> Guid
     table = sigmas.detach().float().cpu()
     steps = len(table) - 1
 
-    def step_of(sigma: torch.Tensor) -> tuple[int, float]:
-        s = float(sigma.reshape(-1)[0])
-        above = int((table[:-1] >= s * (1 - 1e-5)).sum())
-        return max(0, min(above - 1, steps - 1)), s
+    def step_and_sigma(sigma: torch.Tensor) -> tuple[int, float]:
+        return step_of(table, sigma), float(sigma.reshape(-1)[0])
 
     if wants_model:
 
         def before_model(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-            step, s = step_of(sigma)
+            step, s = step_and_sigma(sigma)
             return hooks.run(Stage.BEFORE_MODEL_CALL, StepContext(gen, step, steps, s, x)).x
 
         combined.pre_model.insert(0, before_model)
     if wants_cfg:
 
         def after_cfg(x, sigma, guided, uncond, cond):
-            step, s = step_of(sigma)
+            step, s = step_and_sigma(sigma)
             ctx = StepContext(gen, step, steps, s, x, uncond=uncond, cond=cond, denoised=guided)
             return hooks.run(Stage.AFTER_CFG, ctx).denoised
 

@@ -75,6 +75,15 @@ class GuidanceHooks:
     post_cfg: list[Callable] = field(default_factory=list)
 
 
+def step_of(sigmas: torch.Tensor, sigma: torch.Tensor) -> int:
+    """The step of a run whose σ schedule is `sigmas` (CPU floats) that evaluates at `sigma`: the
+    last step whose σ is ≥ it, so a sampler's second evaluation inside a step (Heun, DPM2) still
+    counts as that step."""
+    s = float(sigma.reshape(-1)[0])
+    above = int((sigmas[:-1] >= s * (1 - 1e-5)).sum())
+    return max(0, min(above - 1, len(sigmas) - 2))
+
+
 class CFGGuider:
     """Classifier-free guidance with composable sub-prompts (AND) and prompt schedules.
 
@@ -104,11 +113,7 @@ class CFGGuider:
         return cls(denoiser, Conditioning.constant(cond, uncond), scale, **kw)
 
     def step_at(self, sigma: torch.Tensor) -> int:
-        if self.sigmas is None:
-            return 0
-        s = float(sigma.reshape(-1)[0])
-        above = int((self.sigmas[:-1] >= s * (1 - 1e-5)).sum())
-        return max(0, min(above - 1, len(self.sigmas) - 2))
+        return 0 if self.sigmas is None else step_of(self.sigmas, sigma)
 
     def _batch(self, embeddings: list[torch.Tensor], n: int) -> torch.Tensor:
         return torch.cat([e.expand(n, -1, -1) for e in embeddings])
