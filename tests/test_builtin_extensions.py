@@ -118,8 +118,17 @@ def test_prompt_matrix_and_prompts_from_file_run_as_scripts(engine):
 
 
 def test_cfg_rescale_tames_a_burnt_high_cfg_picture(engine):
-    """At CFG 25 the guided prediction overshoots; the rescale pulls it back, so the picture comes
-    out closer to what a normal CFG draws (mean pixel distance to the CFG-7 picture, two seeds)."""
+    """At CFG 25 the guided prediction overshoots: clipped pixels and high-frequency speckle (the
+    "burnt" look). The rescale pulls both back towards what CFG 7 draws. (Distance to the CFG-7
+    picture was the first measure; it follows layout changes more than burn, and flipped between
+    seeds on the fine-tuned model.)"""
+    import cv2
+
+    def clipped(im: np.ndarray) -> float:
+        return float(((im <= 2) | (im >= 253)).mean())
+
+    def speckle(im: np.ndarray) -> float:
+        return float(np.abs(cv2.Laplacian(im.mean(axis=2), cv2.CV_32F)).mean())
 
     def pictures(cfg: float, enabled: bool) -> list[np.ndarray]:
         job = engine.submit_txt2img(
@@ -134,4 +143,5 @@ def test_cfg_rescale_tames_a_burnt_high_cfg_picture(engine):
 
     normal, burnt, rescaled = pictures(7, False), pictures(25, False), pictures(25, True)
     for n, b, r in zip(normal, burnt, rescaled, strict=True):
-        assert np.abs(r - n).mean() < np.abs(b - n).mean() - 5
+        assert clipped(r) < clipped(b) / 3 and clipped(r) <= clipped(n) + 0.02
+        assert speckle(r) < 0.75 * speckle(b)

@@ -22,6 +22,8 @@ def test_batches_pair_a_downscaled_patch_with_its_original():
     cfg = UpscalerConfig(batch=4, patch=16)
     low, high = batch(synthetic_pictures(4, 0, 64), [], cfg, np.random.default_rng(0))
     assert low.shape == (4, 3, 16, 16) and high.shape == (4, 3, 32, 32)
+    assert low.dtype == high.dtype == torch.uint8
+    low, high = low.float() / 255, high.float() / 255
     assert torch.allclose(torch.nn.functional.avg_pool2d(high, 2).mean(), low.mean(), atol=0.02)
 
 

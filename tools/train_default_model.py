@@ -62,6 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
+    parser.add_argument(
+        "--workers", type=int, default=0, help="processes making batches ahead (controlnet, upscaler stages)"
+    )
     parser.add_argument("--max-minutes", type=float, default=None, help="checkpoint and stop after this long")
     parser.add_argument(
         "--export-to", type=Path, default=None, help="folder for the exported model (default: models/builtin)"
@@ -134,7 +137,7 @@ def upscaler_stage(args: argparse.Namespace, device, deadline) -> int:
                 print(f"wrote {export_upscaler(args.run_dir, scale, folder)}", flush=True)
         return 0
     cfg = UpscalerConfig(seed=args.seed, **overrides(UpscalerConfig, args.set))
-    if not train_upscaler(args.run_dir, cfg, device, deadline):
+    if not train_upscaler(args.run_dir, cfg, device, deadline, workers=args.workers):
         print("stopped at the time limit; run again to resume", flush=True)
     return 0
 
@@ -155,7 +158,7 @@ def controlnet_stage(args: argparse.Namespace, device, deadline) -> int:
         return 0
     torch.manual_seed(args.seed)
     cfg = ControlNetConfig(seed=args.seed, **overrides(ControlNetConfig, args.set))
-    if not train_controlnet(model, args.run_dir, cfg, deadline):
+    if not train_controlnet(model, args.run_dir, cfg, deadline, workers=args.workers):
         print("stopped at the time limit; run again to resume", flush=True)
     return 0
 

@@ -7,7 +7,7 @@ import copy
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,39 @@ def step_generator(seed: int, stage: str, step: int) -> torch.Generator:
     g = torch.Generator()
     g.manual_seed(int(step_rng(seed, stage + "/torch", step).integers(2**62)))
     return g
+
+
+class _Steps(torch.utils.data.Dataset):
+    def __init__(self, make: Callable[[int], Any], start: int, stop: int) -> None:
+        self.make, self.start, self.stop = make, start, stop
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def __getitem__(self, i: int) -> Any:
+        return self.make(self.start + i)
+
+
+def _one_thread(_worker: int) -> None:
+    torch.set_num_threads(1)  # the workers are many already: don't oversubscribe the cores
+
+
+def step_batches(make: Callable[[int], Any], start: int, stop: int, workers: int = 0) -> Iterator[Any]:
+    """`make(step)` for each step in [start, stop), in order. Every stage's batch is a pure function
+    of its step (`step_rng`), so with `workers` > 0 forked worker processes make them ahead and the
+    training sees exactly the batches it would see with 0. On a GPU the per-step CPU work (canny
+    maps, patch crops) was the bottleneck: the ControlNet trained at 4.3 steps/s on one core."""
+    if workers <= 0:
+        return (make(step) for step in range(start, stop))
+    loader = torch.utils.data.DataLoader(
+        _Steps(make, start, stop),
+        batch_size=None,
+        num_workers=workers,
+        prefetch_factor=4,
+        worker_init_fn=_one_thread,
+        multiprocessing_context="fork",  # the closures and the picture pools are shared, not pickled
+    )
+    return iter(loader)
 
 
 class EMA:

@@ -31,6 +31,7 @@ from training.common import (
     cosine_lr,
     load_state,
     save_state,
+    step_batches,
     step_rng,
     to_tensor,
 )
@@ -85,6 +86,20 @@ def control_maps(scenes: list[Any], size: int, rng: np.random.Generator) -> torc
     return torch.from_numpy(np.stack(maps)).permute(0, 3, 1, 2)
 
 
+def control_batch(
+    scenes: list[Any], size: int, cfg: ControlNetConfig, latent_shape: tuple[int, ...], step: int
+) -> tuple[torch.Tensor, ...]:
+    """Step `step`'s (scene index, canny map, t, caption dropped, noise): a pure function of the step,
+    so worker processes can make it ahead (`step_batches`)."""
+    rng = step_rng(cfg.seed, "controlnet", step)
+    index = rng.integers(len(scenes), size=cfg.batch)
+    hint = control_maps([scenes[i] for i in index], size, rng)
+    t = rng.integers(0, 1000, size=cfg.batch)
+    drop = rng.random(cfg.batch) < cfg.caption_dropout
+    noise = rng.standard_normal((cfg.batch, *latent_shape)).astype(np.float32)
+    return torch.from_numpy(index), hint, torch.from_numpy(t), torch.from_numpy(drop), torch.from_numpy(noise)
+
+
 @torch.no_grad()
 def encode_scenes(model: Any, cfg: ControlNetConfig, run_dir: Path, size: int) -> dict[str, Any]:
     """Scaled latents (fp16) and captions of the run's scenes, cached in the run dir."""
@@ -103,8 +118,11 @@ def encode_scenes(model: Any, cfg: ControlNetConfig, run_dir: Path, size: int) -
     return data
 
 
-def train_controlnet(model: Any, run_dir: Path, cfg: ControlNetConfig, deadline: Deadline) -> bool:
-    """Train (or resume) the canny ControlNet of `model` (a LoadedModel, frozen) in `run_dir`."""
+def train_controlnet(
+    model: Any, run_dir: Path, cfg: ControlNetConfig, deadline: Deadline, workers: int = 0
+) -> bool:
+    """Train (or resume) the canny ControlNet of `model` (a LoadedModel, frozen) in `run_dir`.
+    `workers`: processes that make the batches ahead (the result does not depend on it)."""
     from training.diffusion_stage import token_table
 
     device = model.device
@@ -140,21 +158,20 @@ def train_controlnet(model: Any, run_dir: Path, cfg: ControlNetConfig, deadline:
         })  # fmt: skip
 
     bar = tqdm(total=cfg.steps, initial=step, desc="controlnet", dynamic_ncols=True)
-    while step < cfg.steps:
+
+    def make(at: int) -> tuple[torch.Tensor, ...]:
+        return control_batch(scenes, size, cfg, tuple(latents.shape[1:]), at)
+
+    for index, hint, t, drop, noise in step_batches(make, step, cfg.steps, workers):
         if deadline.passed():
             checkpoint()
             bar.close()
             return False
         for group in optimizer.param_groups:
             group["lr"] = cosine_lr(step, cfg.steps, cfg.lr, cfg.warmup)
-        rng = step_rng(cfg.seed, "controlnet", step)
-        index = rng.integers(len(latents), size=cfg.batch)
-        hint = control_maps([scenes[i] for i in index], size, rng).to(device)
-        t = torch.from_numpy(rng.integers(0, 1000, size=cfg.batch)).to(device)
-        drop = torch.from_numpy(rng.random(cfg.batch) < cfg.caption_dropout)
-        tokens = torch.where(drop[:, None], empty_ids[None], ids[torch.from_numpy(index)]).to(device)
-        x0 = latents[torch.from_numpy(index)].float().to(device)
-        noise = torch.from_numpy(rng.standard_normal(x0.shape).astype(np.float32)).to(device)
+        hint, t, noise = hint.to(device), t.to(device), noise.to(device)
+        tokens = torch.where(drop[:, None], empty_ids[None], ids[index]).to(device)
+        x0 = latents[index].float().to(device)
         a = ab[t].view(-1, 1, 1, 1)
         xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
         with torch.no_grad(), autocast(device):
