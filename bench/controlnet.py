@@ -3,8 +3,11 @@ cost per step?
 
 - iou_with / iou_without: median edge IoU (world.edges, 2 px tolerance) between the canny map of a
   rendered scene and the canny edges of the generated picture, for N scene captions, with the
-  built-in canny ControlNet (pixel perfect, weight 1) and without it. Needs the ControlNet
-  (models/builtin/ControlNet/, or --controlnet FILE); without one they are null.
+  built-in canny ControlNet (pixel perfect, weight 1) and without it. iou_with_no_position /
+  iou_without_no_position: the same scenes with the caption's position phrase left out, so only the
+  map says where the shape goes (the built-in model never saw such prompts: it often gets their
+  background wrong). Need the ControlNet (models/builtin/ControlNet/, or --controlnet FILE);
+  without one they are null.
 - step_ratio_1unit / step_ratio_2units: seconds per sampling step with one and with two units over
   seconds per step without ControlNet, same job, measured alternately in this process (median of
   --repeats runs; a step's time is the difference between a 20- and a 10-step job over 10, so
@@ -12,7 +15,8 @@ cost per step?
   ControlNet a seeded random one of the same shape is timed.
 
 Euler a, 20 steps, CFG 7, 128×128. Ends with one JSON line
-{"iou_with": …, "iou_without": …, "step_ratio_1unit": …, "step_ratio_2units": …}.
+{"iou_with": …, "iou_without": …, "step_ratio_1unit": …, "step_ratio_2units": …,
+ "iou_with_no_position": …, "iou_without_no_position": …}.
 
     .venv/bin/python bench/controlnet.py [--n 50] [--repeats 5] [--controlnet FILE]
 """
@@ -36,6 +40,13 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 STEPS = 20
+
+
+def subject_prompt(scene) -> str:
+    """The scene's caption without its position phrase: what to draw, not where."""
+    from world.scenes import POSITION_PHRASES
+
+    return scene.caption.replace(" " + POSITION_PHRASES[scene.position], "", 1)
 
 
 def controlnet_folder(explicit: Path | None, model, scratch: Path) -> tuple[Path, str, bool]:
@@ -85,9 +96,14 @@ def main() -> None:
         library = ControlNetLibrary(folder)
         rng = np.random.default_rng([args.seed, 5])
 
-        def job(scene, seed: int, units: int, steps: int = STEPS):
+        def job(scene, seed: int, units: int, steps: int = STEPS, prompt: str | None = None):
             params = GenerationParams(
-                prompt=scene.caption, steps=steps, sampler_name="Euler a", seed=seed, width=size, height=size
+                prompt=prompt or scene.caption,
+                steps=steps,
+                sampler_name="Euler a",
+                seed=seed,
+                width=size,
+                height=size,
             )
             source = Image.fromarray(render(scene, size))
             unit = ControlNetUnit(module="canny", model=name, pixel_perfect=True)
@@ -109,17 +125,19 @@ def main() -> None:
                 timing[units].append((elapsed[STEPS] - elapsed[STEPS // 2]) / (STEPS - STEPS // 2))
         per_step = {k: statistics.median(v) for k, v in timing.items()}
 
-        iou_with = iou_without = None
+        iou: dict[str, float | None] = dict.fromkeys(
+            ("iou_with", "iou_without", "iou_with_no_position", "iou_without_no_position")
+        )
         if trained:
-            with_cn, without = [], []
+            scores: dict[str, list[float]] = {k: [] for k in iou}
             for i in range(args.n):
                 scene = random_scene(rng)
-                source, controlled = job(scene, args.seed + i, 1)
-                _, plain = job(scene, args.seed + i, 0)
-                target = edges_of(np.asarray(source))
-                with_cn.append(edge_iou(target, edges_of(np.asarray(controlled.images[0]))))
-                without.append(edge_iou(target, edges_of(np.asarray(plain.images[0]))))
-            iou_with, iou_without = float(np.median(with_cn)), float(np.median(without))
+                target = edges_of(np.asarray(render(scene, size)))
+                for suffix, prompt in (("", scene.caption), ("_no_position", subject_prompt(scene))):
+                    for key, units in (("iou_with", 1), ("iou_without", 0)):
+                        picture = job(scene, args.seed + i, units, prompt=prompt)[1].images[0]
+                        scores[key + suffix].append(edge_iou(target, edges_of(np.asarray(picture))))
+            iou = {k: float(np.median(v)) for k, v in scores.items()}
 
     print(
         f"s/step: none {per_step[0]:.4f}, 1 unit {per_step[1]:.4f}, 2 units {per_step[2]:.4f}"
@@ -129,10 +147,12 @@ def main() -> None:
     print(
         json.dumps(
             {
-                "iou_with": iou_with,
-                "iou_without": iou_without,
+                "iou_with": iou["iou_with"],
+                "iou_without": iou["iou_without"],
                 "step_ratio_1unit": round(per_step[1] / per_step[0], 3),
                 "step_ratio_2units": round(per_step[2] / per_step[0], 3),
+                "iou_with_no_position": iou["iou_with_no_position"],
+                "iou_without_no_position": iou["iou_without_no_position"],
             }
         )
     )
