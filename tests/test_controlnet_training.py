@@ -1,6 +1,7 @@
 """The built-in canny ControlNet's training pieces on tiny components: it starts as the UNet's
 encoder with no effect, handles the coordinate UNet, learns (loss falls on a fixed batch), and its
-export loads back through the app's ControlNet loader with the same weights."""
+export loads back through the app's ControlNet loader with the same weights, and a fine-tune starts
+from another run's weights."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import torch
 
 from engine.controlnet.models import ControlNetLibrary
 from tests.tiny_models import tiny_components
-from training.controlnet_stage import STATE_FILE, make_controlnet
+from training.common import Deadline
+from training.controlnet_stage import STATE_FILE, ControlNetConfig, make_controlnet, train_controlnet
 from training.export import export_controlnet
 from world.edges import edge_iou, edges_of
 
@@ -58,3 +60,25 @@ def test_edge_iou():
     picture = np.zeros((32, 32, 3), np.uint8)
     picture[8:24, 8:24] = 255
     assert edges_of(picture)[6:10, 12].any() and not edges_of(picture)[12:20, 12:20].any()
+
+
+def test_a_fine_tune_starts_from_another_runs_weights(tmp_path, tiny_single_file):
+    from engine.models.loaders import load_checkpoint
+    from engine.models.registry import scan_checkpoints
+
+    (info,) = [i for i in scan_checkpoints([tiny_single_file.parent]) if i.path == tiny_single_file]
+    model = load_checkpoint(info, torch.device("cpu"), torch.float32, torch.float32)
+    source = make_controlnet(model.unet)
+    with torch.no_grad():
+        for block in source.controlnet_down_blocks:
+            block.weight.normal_()
+    (tmp_path / "src").mkdir()
+    torch.save({"ema": source.state_dict(), "step": 3}, tmp_path / "src" / STATE_FILE)
+    # lr 0: nothing moves, so the new run's weights must be the source's, not a fresh copy's zeros.
+    cfg = ControlNetConfig(n_scenes=4, steps=1, batch=2, lr=0.0, eval_every=99, checkpoint_every=1)
+    forever = Deadline.in_minutes(None)
+    assert train_controlnet(model, tmp_path / "ft", cfg, forever, init_from=tmp_path / "src")
+    state = torch.load(tmp_path / "ft" / STATE_FILE, weights_only=False)
+    for weights in (state["controlnet"], state["ema"]):
+        for key, value in source.state_dict().items():
+            assert torch.equal(weights[key], value), key

@@ -1,10 +1,13 @@
 """The built-in upscaler's training pieces: batches are (bicubic-downscaled, original) pairs, a few
-steps lower the loss, and the export loads through the app's upscaler library (spandrel)."""
+steps lower the loss, the export loads through the app's upscaler library (spandrel), and a
+fine-tune starts from an exported model's weights."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
+from safetensors.torch import load_file
 
 from engine.upscale.upscalers import UpscalerLibrary
 from training.common import Deadline
@@ -12,6 +15,8 @@ from training.upscaler_stage import (
     UpscalerConfig,
     batch,
     export_upscaler,
+    make_model,
+    natural_pictures,
     psnr_gain,
     synthetic_pictures,
     train_upscaler,
@@ -46,3 +51,31 @@ def test_psnr_gain_of_bicubic_itself_is_zero():
 
     pictures = synthetic_pictures(2, 0, 64)
     assert abs(psnr_gain(lambda low: bicubic(low, (low.shape[1] * 2, low.shape[0] * 2)), pictures, 2)) < 1e-9
+
+
+def test_a_fine_tune_starts_from_the_exported_weights(tmp_path):
+    tiny = {"batch": 2, "patch": 16, "n_synthetic": 4, "num_feat": 8, "num_conv": 2, "eval_every": 99}
+    assert train_upscaler(
+        tmp_path / "a", UpscalerConfig(steps=3, **tiny), torch.device("cpu"), Deadline.in_minutes(None)
+    )
+    source = export_upscaler(tmp_path / "a", 2, tmp_path / "a_out")
+    # lr 0: the fine-tune's optimizer moves nothing, so its export must equal what it started from.
+    cfg = UpscalerConfig(steps=2, lr=0.0, loss="mse", **tiny)
+    forever = Deadline.in_minutes(None)
+    assert train_upscaler(tmp_path / "b", cfg, torch.device("cpu"), forever, init_from=source)
+    tuned = load_file(str(export_upscaler(tmp_path / "b", 2, tmp_path / "b_out")))
+    start = load_file(str(source))
+    assert tuned.keys() == start.keys() and all(torch.equal(tuned[k], start[k]) for k in start)
+    fresh = make_model(UpscalerConfig(**tiny)).state_dict()  # and that is not a fresh model
+    assert not all(torch.equal(fresh[k].half(), start[k]) for k in start)
+
+
+def test_an_unknown_loss_is_refused():
+    with pytest.raises(ValueError, match="loss"):
+        make_model(UpscalerConfig(loss="l3"))
+
+
+def test_the_stereo_pair_gives_two_colour_photos():
+    left, right = natural_pictures(("stereo_motorcycle",))
+    assert left.shape == right.shape and left.shape[2] == 3 and left.dtype == np.uint8
+    assert not np.array_equal(left, right)

@@ -36,7 +36,11 @@ def overrides(config_class, pairs: list[str]) -> dict[str, object]:
         key, sep, value = pair.partition("=")
         if not sep or key not in types:
             raise SystemExit(f"--set {pair!r}: expected KEY=VALUE with KEY one of {sorted(types)}")
-        result[key] = float(value) if types[key] in (float, "float") else int(value)
+        kind = types[key]
+        if kind in (str, "str"):
+            result[key] = value
+        else:
+            result[key] = float(value) if kind in (float, "float") else int(value)
     return result
 
 
@@ -73,8 +77,9 @@ def main(argv: list[str] | None = None) -> int:
         "--init-from",
         type=Path,
         default=None,
-        metavar="RUN_DIR",
-        help="start the diffusion stage from another run's weights (fine-tune) instead of random",
+        metavar="PATH",
+        help="fine-tune instead of starting afresh: the diffusion and controlnet stages take another"
+        " run's dir, the upscaler stage an exported atelier-x*.safetensors",
     )
     parser.add_argument(
         "--set",
@@ -137,7 +142,8 @@ def upscaler_stage(args: argparse.Namespace, device, deadline) -> int:
                 print(f"wrote {export_upscaler(args.run_dir, scale, folder)}", flush=True)
         return 0
     cfg = UpscalerConfig(seed=args.seed, **overrides(UpscalerConfig, args.set))
-    if not train_upscaler(args.run_dir, cfg, device, deadline, workers=args.workers):
+    done = train_upscaler(args.run_dir, cfg, device, deadline, workers=args.workers, init_from=args.init_from)
+    if not done:
         print("stopped at the time limit; run again to resume", flush=True)
     return 0
 
@@ -158,7 +164,9 @@ def controlnet_stage(args: argparse.Namespace, device, deadline) -> int:
         return 0
     torch.manual_seed(args.seed)
     cfg = ControlNetConfig(seed=args.seed, **overrides(ControlNetConfig, args.set))
-    if not train_controlnet(model, args.run_dir, cfg, deadline, workers=args.workers):
+    if not train_controlnet(
+        model, args.run_dir, cfg, deadline, workers=args.workers, init_from=args.init_from
+    ):
         print("stopped at the time limit; run again to resume", flush=True)
     return 0
 

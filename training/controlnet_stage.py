@@ -121,10 +121,17 @@ def encode_scenes(model: Any, cfg: ControlNetConfig, run_dir: Path, size: int) -
 
 
 def train_controlnet(
-    model: Any, run_dir: Path, cfg: ControlNetConfig, deadline: Deadline, workers: int = 0
+    model: Any,
+    run_dir: Path,
+    cfg: ControlNetConfig,
+    deadline: Deadline,
+    workers: int = 0,
+    init_from: Path | None = None,
 ) -> bool:
     """Train (or resume) the canny ControlNet of `model` (a LoadedModel, frozen) in `run_dir`.
-    `workers`: processes that make the batches ahead (the result does not depend on it)."""
+    `workers`: processes that make the batches ahead (the result does not depend on it). A fresh
+    run starts from `init_from`'s EMA weights (another run dir) when given: fine-tuning with a new
+    schedule, which resuming cannot do (a resumed run must keep its config)."""
     from training.diffusion_stage import token_table
 
     device = model.device
@@ -140,9 +147,13 @@ def train_controlnet(
         module.requires_grad_(False).eval()
 
     controlnet = make_controlnet(model.unet).to(device).train()
+    state_path = run_dir / STATE_FILE
+    if init_from is not None and not state_path.is_file():
+        if (source := load_state(init_from / STATE_FILE)) is None:
+            raise FileNotFoundError(f"--init-from {init_from}: no {STATE_FILE} there")
+        controlnet.load_state_dict(source["ema"])
     ema = EMA(controlnet, cfg.ema_decay)
     optimizer = torch.optim.AdamW(controlnet.parameters(), lr=cfg.lr, weight_decay=0.01)
-    state_path = run_dir / STATE_FILE
     step = 0
     if (state := load_state(state_path)) is not None:
         check_resume_config(state, cfg, state_path)
