@@ -8,11 +8,13 @@ For each of the 20 samplers (each on its A1111 default schedule type, CFG 7, 128
   and the whole `denoise` call in the same run (median of `--repeats` runs at 20 steps). Goal < 5 %.
 - **adherence**: the mean over the scorer's attributes (background, colour, shape, size, position)
   of the fraction of pictures that get the attribute right, at the sampler's usual step count (20),
-  over `--n` random captions; `all_right` is the fraction of pictures with every attribute right.
+  over `--n` random captions; `all_right` is the fraction of pictures with every attribute right;
+  `attributes` the five fractions, and `meets_bars` whether they reach the built-in model's bars
+  (background ≥ 0.95, colour ≥ 0.85, shape ≥ 0.70, position ≥ 0.70; `world.adherence.BARS`).
 
 The full run also fills a sampler × step-count table (10 / 20 / 30 steps) of adherence, printed as
 Markdown on stderr for the README. Ends with one JSON line mapping each sampler name to
-`{"overhead_share": …, "adherence": …, "all_right": …}`.
+`{"overhead_share": …, "adherence": …, "all_right": …, "attributes": {…}, "meets_bars": …}`.
 
     .venv/bin/python bench/samplers.py [--quick] [--n 32] [--repeats 5]
 
@@ -42,7 +44,7 @@ from engine.models.manager import ModelManager  # noqa: E402
 from engine.params import GenerationParams  # noqa: E402
 from engine.sampler_params import sampler_options  # noqa: E402
 from engine.sampling.registry import sampler_names  # noqa: E402
-from world.adherence import BENCH_CFG, generate_and_score, random_captions  # noqa: E402
+from world.adherence import BENCH_CFG, generate_and_score, meets_bars, random_captions  # noqa: E402
 
 USUAL_STEPS = 20
 TABLE_STEPS = (10, 20, 30)
@@ -98,12 +100,12 @@ def overhead_share(model, sampler: str, repeats: int) -> tuple[float, int]:
     return statistics.median(shares), calls
 
 
-def adherence(model, sampler: str, steps: int, captions: list[str]) -> tuple[float, float]:
-    """(mean attribute fraction, fraction of pictures with every attribute right)."""
+def adherence(model, sampler: str, steps: int, captions: list[str]) -> tuple[float, float, dict[str, float]]:
+    """(mean attribute fraction, fraction of pictures with every attribute right, the fractions)."""
     report = generate_and_score(model, captions, sampler=sampler, steps=steps)
     fractions = report.fractions()
     all_right = sum(all(s.values()) for s in report.scores) / max(1, len(report.scores))
-    return statistics.mean(fractions.values()), all_right
+    return statistics.mean(fractions.values()), all_right, fractions
 
 
 def main() -> None:
@@ -126,13 +128,15 @@ def main() -> None:
         share, calls = overhead_share(model, sampler, repeats)
         table[sampler] = {}
         for steps in step_counts:
-            mean, all_right = adherence(model, sampler, steps, captions)
+            mean, all_right, fractions = adherence(model, sampler, steps, captions)
             table[sampler][steps] = mean
             if steps == USUAL_STEPS:
                 result[sampler] = {
                     "overhead_share": round(share, 4),
                     "adherence": round(mean, 3),
                     "all_right": round(all_right, 3),
+                    "attributes": {k: round(v, 3) for k, v in fractions.items()},
+                    "meets_bars": meets_bars(fractions),
                 }
         print(
             f"{sampler}: overhead {share:.1%} ({calls} UNet calls), adherence "
@@ -140,12 +144,13 @@ def main() -> None:
             file=sys.stderr,
             flush=True,
         )
-    header = "| Sampler | " + " | ".join(f"{s} steps" for s in step_counts) + " | overhead |"
-    print(header, file=sys.stderr)
-    print("|---" * (len(step_counts) + 2) + "|", file=sys.stderr)
+    header = "| Sampler | " + " | ".join(f"{s} steps" for s in step_counts)
+    print(header + f" | bars at {USUAL_STEPS} | overhead |", file=sys.stderr)
+    print("|---" * (len(step_counts) + 3) + "|", file=sys.stderr)
     for sampler, row in table.items():
         cells = " | ".join(f"{row[s]:.2f}" for s in step_counts)
-        print(f"| {sampler} | {cells} | {result[sampler]['overhead_share']:.1%} |", file=sys.stderr)
+        bars = "yes" if result[sampler]["meets_bars"] else "no"
+        print(f"| {sampler} | {cells} | {bars} | {result[sampler]['overhead_share']:.1%} |", file=sys.stderr)
     print(json.dumps(result))
 
 

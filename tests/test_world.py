@@ -261,3 +261,12 @@ def test_describe_rejects_non_rgb_input() -> None:
         describe(np.zeros((128, 128), np.uint8))
     with pytest.raises(ValueError, match="uint8"):
         describe(np.zeros((128, 128, 3), np.float32))
+
+
+def test_the_bars_judge_each_attribute_and_ignore_size() -> None:
+    from world.adherence import meets_bars
+
+    good = {"background": 0.95, "colour": 0.85, "shape": 0.70, "position": 0.70, "size": 0.0}
+    assert meets_bars(good)
+    assert not meets_bars({**good, "background": 0.945})  # the built-in model's Euler a score
+    assert not meets_bars({**good, "shape": 0.69})
