@@ -167,3 +167,38 @@ def test_the_mask_head_trains_with_the_run_but_never_ships(straight_run: Path) -
     assert not unet.conv_out._forward_pre_hooks  # the exported UNet is the plain architecture
     masks = scene_masks(DIFF_CFG, 8)
     assert masks.shape == (16, 1, 8, 8) and masks.min() == -1 and masks.max() == 1
+
+
+def test_a_focus_draws_more_of_one_background() -> None:
+    from training.diffusion_stage import draw_indices, focus_indices
+
+    captions = [
+        "a large red circle at the top left on an orange background",
+        "a small blue star in the center on a red background",
+        "a small white square on the left on a green background",
+        "a large black star at the bottom on an orange background",
+    ]
+    focus = focus_indices(captions, "orange")
+    assert focus.tolist() == [0, 3] and focus_indices(captions, "") is None
+    with pytest.raises(ValueError, match="purple"):
+        focus_indices(captions, "purple")
+    plain = draw_indices(np.random.default_rng(0), 4, 4000, None, 0.5)
+    assert plain.tolist() == np.random.default_rng(0).integers(4, size=4000).tolist()
+    focused = draw_indices(np.random.default_rng(0), 4, 4000, focus, 0.5)
+    share = np.isin(focused, focus).mean()  # 0.5 forced + half of the other 0.5 by chance
+    assert 0.72 < share < 0.78 and np.isin(plain, focus).mean() < 0.55
+
+
+def test_prep_finetune_puts_the_shipped_weights_where_init_from_reads_them(tmp_path: Path) -> None:
+    from engine.models.builtin import BUILTIN_NAME, build_builtin_modules
+    from engine.models.paths import APP_ROOT
+    from tools.prep_finetune import main
+    from training.diffusion_stage import init_from_run
+
+    assert main(["--run-dir", str(tmp_path / "run"), "--source-dir", str(tmp_path / "src")]) == 0
+    shipped = ModelManager(root=APP_ROOT, device="cpu", precision="fp32").get(BUILTIN_NAME)
+    unet, vae, te = build_builtin_modules()
+    init_from_run(unet, te, tmp_path / "src")
+    assert_same_state(unet.state_dict(), shipped.unet.state_dict())
+    assert_same_state(te.state_dict(), shipped.text_encoder.state_dict())
+    assert_same_state(load_state(tmp_path / "run" / "vae_state.pt")["ema"], shipped.vae.state_dict())

@@ -70,6 +70,12 @@ class DiffusionConfig:
     # regression probe the position gap opened within 250 steps with it versus none without.
     # The head is not exported: the shipped UNet is unchanged. 0 = off (the shipped run).
     mask_loss: float = 0.0
+    # Hard-example focus for fine-tunes: this share of each batch is drawn from the scenes with this
+    # background colour ("" = off, the plain uniform draw). The shipped model painted 9 of 26 orange
+    # backgrounds wholly red or yellow (its neighbours in colour), and with the ControlNet those
+    # flips were most of its misses.
+    focus_background: str = ""
+    focus_share: float = 0.0
     ema_decay: float = 0.999
     eval_every: int = 500
     eval_prompts: int = 32
@@ -133,6 +139,30 @@ def encode_dataset(vae, cfg: DiffusionConfig, run_dir: Path, device: torch.devic
     }
     save_state(path, data)
     return data
+
+
+def focus_indices(captions: list[str], background: str) -> np.ndarray | None:
+    """Indices of the captions on `background` (None when no focus is asked for)."""
+    if not background:
+        return None
+    from world.scenes import parse_caption
+
+    found = [i for i, caption in enumerate(captions) if parse_caption(caption).background == background]
+    if not found:
+        raise ValueError(f"focus_background {background!r}: no training scene has that background")
+    return np.array(found)
+
+
+def draw_indices(
+    rng: np.random.Generator, n: int, batch: int, focus: np.ndarray | None, share: float
+) -> np.ndarray:
+    """A batch of scene indices: uniform, except that each is replaced, with probability `share`, by
+    one drawn from `focus` (without a focus the draws are exactly the unfocused run's)."""
+    index = rng.integers(n, size=batch)
+    if focus is not None:
+        chosen = rng.random(batch) < share
+        index = np.where(chosen, focus[rng.integers(len(focus), size=batch)], index)
+    return index
 
 
 def token_table(tokenizer, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -257,6 +287,7 @@ def train_diffusion(
             },
         )
 
+    focus = focus_indices(data["captions"], cfg.focus_background)
     eval_set = random_captions(cfg.eval_prompts, cfg.seed)
     bar = tqdm(total=cfg.steps, initial=step, desc="unet+clip", dynamic_ncols=True)
     while step < cfg.steps:
@@ -267,7 +298,7 @@ def train_diffusion(
         for group in optimizer.param_groups:
             group["lr"] = cosine_lr(step, cfg.steps, cfg.lr, cfg.warmup)
         rng = step_rng(cfg.seed, "diffusion", step)
-        index = torch.from_numpy(rng.integers(len(latents), size=cfg.batch))
+        index = torch.from_numpy(draw_indices(rng, len(latents), cfg.batch, focus, cfg.focus_share))
         t = rng.integers(0, 1000, size=cfg.batch)
         high = rng.random(cfg.batch) < cfg.high_t_fraction
         t = torch.from_numpy(np.where(high, rng.integers(700, 1000, size=cfg.batch), t)).to(device)
