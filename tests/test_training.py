@@ -202,3 +202,19 @@ def test_prep_finetune_puts_the_shipped_weights_where_init_from_reads_them(tmp_p
     assert_same_state(unet.state_dict(), shipped.unet.state_dict())
     assert_same_state(te.state_dict(), shipped.text_encoder.state_dict())
     assert_same_state(load_state(tmp_path / "run" / "vae_state.pt")["ema"], shipped.vae.state_dict())
+
+
+def test_stop_at_ends_part_way_and_resumes_to_the_straight_run(straight_run: Path, tmp_path: Path) -> None:
+    import shutil
+
+    shutil.copy(straight_run / "vae_state.pt", tmp_path / "vae_state.pt")
+    unet, vae, te = build()
+    assert not train_diffusion(unet, vae, te, tmp_path, DIFF_CFG, CPU, NEVER, stop_at=3)
+    assert load_state(tmp_path / "diffusion_state.pt")["step"] == 3
+    unet, vae, te = build()  # a second call at the same stop changes nothing
+    assert not train_diffusion(unet, vae, te, tmp_path, DIFF_CFG, CPU, NEVER, stop_at=3)
+    assert load_state(tmp_path / "diffusion_state.pt")["step"] == 3
+    unet, vae, te = build()
+    assert train_diffusion(unet, vae, te, tmp_path, DIFF_CFG, CPU, NEVER)
+    a, b = load_state(straight_run / "diffusion_state.pt"), load_state(tmp_path / "diffusion_state.pt")
+    assert_same_state(a["ema_unet"], b["ema_unet"])

@@ -71,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--max-minutes", type=float, default=None, help="checkpoint and stop after this long")
     parser.add_argument(
+        "--stop-at-step", type=int, default=None, help="diffusion stage: checkpoint and stop at this step"
+    )
+    parser.add_argument(
         "--export-to", type=Path, default=None, help="folder for the exported model (default: models/builtin)"
     )
     parser.add_argument(
@@ -117,10 +120,11 @@ def main(argv: list[str] | None = None) -> int:
 
         cfg = DiffusionConfig(seed=args.seed, **overrides(DiffusionConfig, args.set))
         done = train_diffusion(
-            unet, vae, text_encoder, args.run_dir, cfg, device, deadline, init_from=args.init_from
-        )
+            unet, vae, text_encoder, args.run_dir, cfg, device, deadline,
+            init_from=args.init_from, stop_at=args.stop_at_step,
+        )  # fmt: skip
         if not done:
-            print("stopped at the time limit; run again to resume", flush=True)
+            print("stopped (time limit or --stop-at-step); run again to resume", flush=True)
             return 0
     if args.stage in ("export", "all"):
         from training.export import export_builtin

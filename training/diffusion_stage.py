@@ -230,9 +230,12 @@ def train_diffusion(
     device,
     deadline: Deadline,
     init_from: Path | None = None,
+    stop_at: int | None = None,
 ) -> bool:
     """Train (or resume) UNet + text encoder in `run_dir`; True when all steps are done.
-    A fresh run starts from `init_from`'s weights when given (ignored once the run has a state)."""
+    A fresh run starts from `init_from`'s weights when given (ignored once the run has a state).
+    `stop_at`: checkpoint and stop at this step, part-way through the schedule (the shipped model's
+    runs ended so, and tools/regenerate_builtin.sh replays them)."""
     from engine.models.tokenizer import load_clip_tokenizer
 
     vae = load_trained_vae(vae, run_dir).to(device)
@@ -291,7 +294,7 @@ def train_diffusion(
     eval_set = random_captions(cfg.eval_prompts, cfg.seed)
     bar = tqdm(total=cfg.steps, initial=step, desc="unet+clip", dynamic_ncols=True)
     while step < cfg.steps:
-        if deadline.passed():
+        if deadline.passed() or (stop_at is not None and step >= stop_at):
             checkpoint()
             bar.close()
             return False
