@@ -72,7 +72,7 @@ def test_a_fine_tune_starts_from_the_exported_weights(tmp_path):
 
 def test_an_unknown_loss_is_refused():
     with pytest.raises(ValueError, match="loss"):
-        make_model(UpscalerConfig(loss="l3"))
+        UpscalerConfig(loss="l3")
 
 
 def test_the_stereo_pair_gives_two_colour_photos():

@@ -80,6 +80,10 @@ class UpscalerConfig:
     checkpoint_every: int = 200
     eval_every: int = 1000
 
+    def __post_init__(self) -> None:
+        if self.loss not in ("l1", "mse"):
+            raise ValueError(f"upscaler loss must be 'l1' or 'mse', not {self.loss!r}")
+
 
 def natural_pictures(names: tuple[str, ...]) -> list[np.ndarray]:
     import skimage.data
@@ -108,8 +112,6 @@ def bicubic(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def make_model(cfg: UpscalerConfig) -> Any:
-    if cfg.loss not in ("l1", "mse"):
-        raise ValueError(f"upscaler loss must be 'l1' or 'mse', not {cfg.loss!r}")
     from spandrel.architectures.Compact import Compact
 
     return Compact(num_feat=cfg.num_feat, num_conv=cfg.num_conv, upscale=cfg.scale)
@@ -164,10 +166,6 @@ def held_out(seed: int) -> dict[str, list[np.ndarray]]:
     return {"synthetic": synthetic_pictures(24, seed + 1000), "natural": natural_pictures(NATURAL_HELD_OUT)}
 
 
-def state_path_for(run_dir: Path, cfg: UpscalerConfig) -> Path:
-    return run_dir / f"upscaler_x{cfg.scale}_state.pt"
-
-
 def train_upscaler(
     run_dir: Path,
     cfg: UpscalerConfig,
@@ -185,12 +183,12 @@ def train_upscaler(
     natural = [p for p in natural_pictures(NATURAL_TRAIN) if min(p.shape[:2]) >= side]
     torch.manual_seed(cfg.seed)
     model = make_model(cfg).to(device)
-    if init_from is not None and not state_path_for(run_dir, cfg).is_file():
+    state_path = run_dir / f"upscaler_x{cfg.scale}_state.pt"
+    if init_from is not None and not state_path.is_file():
         from safetensors.torch import load_file
 
         model.load_state_dict({k: v.float() for k, v in load_file(str(init_from)).items()})
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    state_path = state_path_for(run_dir, cfg)
     step = 0
     if (state := load_state(state_path)) is not None:
         check_resume_config(state, cfg, state_path)
