@@ -13,6 +13,7 @@ from engine.upscale.upscalers import UpscalerLibrary
 from training.common import Deadline
 from training.upscaler_stage import (
     UpscalerConfig,
+    adapt_to_scale,
     batch,
     export_upscaler,
     make_model,
@@ -79,3 +80,22 @@ def test_the_stereo_pair_gives_two_colour_photos():
     left, right = natural_pictures(("stereo_motorcycle",))
     assert left.shape == right.shape and left.shape[2] == 3 and left.dtype == np.uint8
     assert not np.array_equal(left, right)
+
+
+def test_a_x2_upscaler_starts_a_x4_one_as_its_own_output_enlarged_by_nearest():
+    tiny = {"num_feat": 8, "num_conv": 2}
+    torch.manual_seed(0)
+    x2 = make_model(UpscalerConfig(scale=2, **tiny)).eval()
+    x4 = make_model(UpscalerConfig(scale=4, **tiny)).eval()
+    x4.load_state_dict(adapt_to_scale(x2.state_dict(), x4.state_dict(), 4))
+    low = torch.rand(1, 3, 10, 12)
+    with torch.no_grad():
+        expected = torch.nn.functional.interpolate(x2(low), scale_factor=2, mode="nearest")
+        assert torch.allclose(x4(low), expected, atol=1e-5)
+
+
+def test_init_weights_of_another_width_are_refused():
+    wide = make_model(UpscalerConfig(scale=2, num_feat=8, num_conv=2)).state_dict()
+    narrow = make_model(UpscalerConfig(scale=4, num_feat=4, num_conv=2)).state_dict()
+    with pytest.raises(ValueError, match="init-from"):
+        adapt_to_scale(wide, narrow, 4)

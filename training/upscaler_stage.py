@@ -166,6 +166,39 @@ def held_out(seed: int) -> dict[str, list[np.ndarray]]:
     return {"synthetic": synthetic_pictures(24, seed + 1000), "natural": natural_pictures(NATURAL_HELD_OUT)}
 
 
+def adapt_to_scale(source: dict[str, torch.Tensor], target: dict[str, torch.Tensor], scale: int) -> dict:
+    """`source`'s weights, fitted to a model of the same width and depth at `scale`: an exported
+    upscaler of another scale starts a fine-tune. Only the last conv differs (3·s² outputs, one per
+    colour and sub-pixel); each new sub-pixel (i, j) copies the source sub-pixel it falls in, so the
+    start is the source's output enlarged by nearest neighbour — a picture, not noise, and the body's
+    features (what the training time went into) carry over unchanged."""
+    out = {}
+    for key, value in source.items():
+        if key not in target:
+            raise ValueError(f"--init-from weights have {key}, which this model does not")
+        value = value.float()
+        if value.shape != target[key].shape:
+            value = _subpixel_head(value, target[key].shape, scale, key)
+        out[key] = value
+    return out
+
+
+def _subpixel_head(value: torch.Tensor, shape: torch.Size, scale: int, key: str) -> torch.Tensor:
+    from_scale = int(round((value.shape[0] / 3) ** 0.5))
+    if value.shape[1:] != shape[1:] or 3 * from_scale**2 != value.shape[0] or shape[0] != 3 * scale**2:
+        raise ValueError(
+            f"--init-from weights: {key} is {tuple(value.shape)}, this model needs {tuple(shape)}"
+        )
+    # pixel_shuffle reads channel c·s² + i·s + j as colour c at sub-pixel (i, j).
+    index = [
+        c * from_scale**2 + (i * from_scale // scale) * from_scale + (j * from_scale // scale)
+        for c in range(3)
+        for i in range(scale)
+        for j in range(scale)
+    ]
+    return value[index].clone()
+
+
 def train_upscaler(
     run_dir: Path,
     cfg: UpscalerConfig,
@@ -176,7 +209,8 @@ def train_upscaler(
 ) -> bool:
     """Train (or resume) in `run_dir`; True when all steps are done. `workers`: processes that make
     the batches ahead (the result does not depend on it). A fresh run starts from `init_from`'s
-    weights when given (an exported `.safetensors` of the same architecture: fine-tuning)."""
+    weights when given (an exported `.safetensors` of the same width and depth, at any scale:
+    fine-tuning; see `adapt_to_scale`)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     side = cfg.patch * cfg.scale
     synthetic = [p for p in synthetic_pictures(cfg.n_synthetic, cfg.seed) if min(p.shape[:2]) >= side]
@@ -187,7 +221,7 @@ def train_upscaler(
     if init_from is not None and not state_path.is_file():
         from safetensors.torch import load_file
 
-        model.load_state_dict({k: v.float() for k, v in load_file(str(init_from)).items()})
+        model.load_state_dict(adapt_to_scale(load_file(str(init_from)), model.state_dict(), cfg.scale))
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     step = 0
     if (state := load_state(state_path)) is not None:

@@ -47,9 +47,11 @@ def generate_and_score(
     sampler: str = BENCH_SAMPLER,
     steps: int = BENCH_STEPS,
     cfg_scale: float = BENCH_CFG,
+    scheduler: str = "Automatic",
 ) -> AdherenceReport:
     """`model` is a loaded model (engine.models.types.LoadedModel); caption i uses seed first_seed+i.
-    The sampler (with its default schedule type), step count and CFG default to the benchmark's."""
+    The sampler (with its default schedule type unless `scheduler` names one), step count and CFG
+    default to the benchmark's."""
     from engine.params import GenerationParams
     from engine.process import txt2img
 
@@ -59,6 +61,7 @@ def generate_and_score(
             prompt=caption,
             steps=steps,
             sampler_name=sampler,
+            scheduler=scheduler,
             cfg_scale=cfg_scale,
             seed=first_seed + i,
             width=size,
