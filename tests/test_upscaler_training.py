@@ -99,3 +99,25 @@ def test_init_weights_of_another_width_are_refused():
     narrow = make_model(UpscalerConfig(scale=4, num_feat=4, num_conv=2)).state_dict()
     with pytest.raises(ValueError, match="init-from"):
         adapt_to_scale(wide, narrow, 4)
+
+
+def test_soften_blurs_natural_crops_only():
+    rng = np.random.default_rng(5)
+    noise = rng.integers(0, 256, (128, 128, 3), dtype=np.uint8)  # every pixel its own: blur shows
+    sharp = UpscalerConfig(batch=6, patch=16, natural_share=1.0)
+    _, high = batch([], [noise], sharp, np.random.default_rng(0))
+    soft = UpscalerConfig(batch=6, patch=16, natural_share=1.0, soften=2.0)
+    _, blurred = batch([], [noise], soft, np.random.default_rng(0))
+
+    def roughness(x: torch.Tensor) -> float:
+        return (x[..., 1:].float() - x[..., :-1].float()).abs().mean().item()
+
+    assert roughness(blurred) < 0.9 * roughness(high)
+    _, synthetic_only = batch(synthetic_pictures(2, 0, 64), [], soft, np.random.default_rng(0))
+    _, synthetic_sharp = batch(synthetic_pictures(2, 0, 64), [], sharp, np.random.default_rng(0))
+    assert torch.equal(synthetic_only, synthetic_sharp)
+
+
+def test_a_negative_soften_is_refused():
+    with pytest.raises(ValueError, match="soften"):
+        UpscalerConfig(soften=-1.0)
