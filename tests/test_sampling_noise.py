@@ -84,3 +84,23 @@ def plain_second() -> torch.Tensor:
     rng = ImageRNG([100], (8,), torch.device("cpu"))
     rng.next()
     return rng.next()
+
+
+# W(t) of BrownianPath(7, (2, 3)) as first written (a fresh generator per node, no cached octaves):
+# a seed's SDE pictures stay the same through rewrites of the path for speed.
+PINNED = {
+    0.03: [0.02429977059364319, -0.42285531759262085, -0.068362295627594, -0.28982681035995483,
+           -0.09774113446474075, 0.295775443315506],
+    0.7: [-0.8508155941963196, 0.860753059387207, 0.888968825340271, -0.27358582615852356,
+          -1.6344941854476929, 1.7420878410339355],
+    3.0: [-1.2917245626449585, 0.6306662559509277, -0.7693955898284912, -0.791854202747345,
+          -3.9906961917877197, 0.9861396551132202],
+    14.614641: [0.09246302396059036, -2.594043254852295, 4.213466167449951, -3.589015483856201,
+                -12.553873062133789, -2.240457057952881],
+}  # fmt: skip
+
+
+def test_path_values_are_pinned():
+    path = BrownianPath(7, (2, 3))
+    for t, values in PINNED.items():
+        assert path(t).flatten().tolist() == values, t
