@@ -45,7 +45,7 @@ from engine.jobs import Job  # noqa: E402
 from engine.models.manager import ModelManager  # noqa: E402
 from engine.params import GenerationParams  # noqa: E402
 from engine.sampler_params import sampler_options  # noqa: E402
-from engine.sampling.registry import sampler_names, schedule_names  # noqa: E402
+from engine.sampling.registry import AUTOMATIC, sampler_names, schedule_names  # noqa: E402
 from world.adherence import BENCH_CFG, generate_and_score, meets_bars, random_captions  # noqa: E402
 
 USUAL_STEPS = 20
@@ -103,7 +103,7 @@ def overhead_share(model, sampler: str, repeats: int) -> tuple[float, int]:
 
 
 def adherence(
-    model, sampler: str, steps: int, captions: list[str], scheduler: str = "Automatic"
+    model, sampler: str, steps: int, captions: list[str], scheduler: str = AUTOMATIC
 ) -> tuple[float, float, dict[str, float]]:
     """(mean attribute fraction, fraction of pictures with every attribute right, the fractions)."""
     report = generate_and_score(model, captions, sampler=sampler, steps=steps, scheduler=scheduler)
@@ -118,7 +118,7 @@ def schedules_meeting_bars(model, sampler: str, captions: list[str]) -> list[str
     guided denoiser punishes a multistep method where a schedule's steps are large relative to σ)."""
     meeting = []
     for schedule in schedule_names():
-        if schedule == "Automatic":
+        if schedule == AUTOMATIC:
             continue  # the default schedule, already measured
         mean, _, fractions = adherence(model, sampler, USUAL_STEPS, captions, scheduler=schedule)
         attributes = ", ".join(f"{k} {v:.2f}" for k, v in fractions.items())
