@@ -62,6 +62,7 @@ def upscale_one(
     max_pixels: int,
     tile: int,
     overlap: int,
+    ensemble: bool = False,
 ) -> tuple[Image.Image, dict[str, object]]:
     """(the upscaled picture, the `Postprocess …` keys for its infotext)."""
     scale, size = target_size(image, params)
@@ -77,10 +78,11 @@ def upscale_one(
     if params.upscaler_1 == "None":
         return image.convert("RGB"), {}
     source = image.convert("RGB")
-    result = library.upscale(source, scale, params.upscaler_1, tile, overlap)
+    result = library.upscale(source, scale, params.upscaler_1, tile, overlap, ensemble)
     info["Postprocess upscaler"] = params.upscaler_1
     if params.upscaler_2 != "None" and params.upscaler_2_visibility > 0:
-        second = library.upscale(source, scale, params.upscaler_2, tile, overlap).resize(result.size)
+        second = library.upscale(source, scale, params.upscaler_2, tile, overlap, ensemble)
+        second = second.resize(result.size)
         result = Image.blend(result, second, params.upscaler_2_visibility)
         info["Postprocess upscaler 2"] = params.upscaler_2
         info["Postprocess upscaler 2 visibility"] = params.upscaler_2_visibility
@@ -108,6 +110,7 @@ def _upscale(library: UpscalerLibrary, settings: Any, params: ExtrasParams, pict
         max_pixels=settings.upscale_max_pixels,
         tile=settings.ESRGAN_tile,
         overlap=settings.ESRGAN_tile_overlap,
+        ensemble=settings.upscaler_self_ensemble,
     )
     return image, extras_infotext(picture, info)
 

@@ -82,6 +82,7 @@ class Engine(PictureTools):
             models_root(self.root),
             extra_folders=(models_root(self.root) / BUILTIN_SUBDIR / "upscalers",),  # the shipped ones
             device=self.models.device,
+            settings=lambda: self._settings,
         )
         self.controlnets = ControlNetLibrary(
             controlnet_dir or models_root(self.root) / CONTROLNET_SUBDIR,

@@ -48,6 +48,11 @@ class Settings(SamplerDefaults):
     )
     ESRGAN_tile: int = Field(192, ge=0, le=2048, description="Upscaler tile size in px (0 = no tiling)")
     ESRGAN_tile_overlap: int = Field(8, ge=0, le=256, description="Upscaler tile overlap in px")
+    upscaler_self_ensemble: bool = Field(
+        False,
+        description="Upscaler models: average the 8 flips and rotations of each tile "
+        "(8× the time; a little more accurate: +0.07–0.09 dB on the built-in ×4)",
+    )
     upscale_max_pixels: int = Field(
         8192 * 8192,
         ge=64 * 64,

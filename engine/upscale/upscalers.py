@@ -11,6 +11,7 @@ the result is resized to the exact size with Lanczos.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ import torch
 from PIL import Image
 
 from engine.models.state_dict import load_state_dict
+from engine.upscale.ensemble import self_ensemble
 from engine.upscale.tiling import run_tiled
 
 MODEL_SUBDIRS = ("ESRGAN", "RealESRGAN", "SwinIR", "DAT")
@@ -82,10 +84,17 @@ def to_image(tensor: torch.Tensor) -> Image.Image:
 
 class UpscalerLibrary:
     def __init__(
-        self, models_root: Path, extra_folders: tuple[Path, ...] = (), device: str | torch.device = "cpu"
+        self,
+        models_root: Path,
+        extra_folders: tuple[Path, ...] = (),
+        device: str | torch.device = "cpu",
+        settings: Callable[[], Any] | None = None,
     ):
         self.folders = [Path(models_root) / sub for sub in MODEL_SUBDIRS] + [Path(f) for f in extra_folders]
         self.device = torch.device(device)
+        # The app's current Settings, read at each call, for what a caller leaves unset (tile size,
+        # overlap, self-ensemble): hires fix and SD upscale follow the Settings tab as Extras does.
+        self.settings = settings
         self._lock = threading.Lock()
         self._cached: tuple[tuple, Any] | None = None  # one model at a time: they can be large
 
@@ -109,21 +118,34 @@ class UpscalerLibrary:
             return self._cached[1]
 
     def upscale(
-        self, image: Image.Image, scale: float, name: str, tile: int = 192, overlap: int = 8
+        self,
+        image: Image.Image,
+        scale: float,
+        name: str,
+        tile: int | None = None,
+        overlap: int | None = None,
+        ensemble: bool | None = None,
     ) -> Image.Image:
-        """`image` enlarged `scale` times by upscaler `name` (None: unchanged)."""
+        """`image` enlarged `scale` times by upscaler `name` (None: unchanged). Unset options come
+        from the settings (ESRGAN_tile, ESRGAN_tile_overlap, upscaler_self_ensemble), else 192 / 8 /
+        off."""
+        current = self.settings() if self.settings else None
+        tile = getattr(current, "ESRGAN_tile", 192) if tile is None else tile
+        overlap = getattr(current, "ESRGAN_tile_overlap", 8) if overlap is None else overlap
+        ensemble = getattr(current, "upscaler_self_ensemble", False) if ensemble is None else ensemble
         if name == "None" or scale == 1:
             return image
         target = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
         if name in PIXEL_UPSCALERS:
             return image.convert("RGB").resize(target, PIXEL_UPSCALERS[name])
         descriptor = self.model(name)
+        network = self_ensemble(descriptor) if ensemble else descriptor
         current = image.convert("RGB")
         for _ in range(MAX_PASSES):
             if current.width >= target[0] and current.height >= target[1]:
                 break
             with torch.no_grad():
                 x = to_tensor(current).to(self.device)
-                y = run_tiled(lambda t: descriptor(t), x, descriptor.scale, tile, overlap)
+                y = run_tiled(network, x, descriptor.scale, tile, overlap)
             current = to_image(y)
         return current if current.size == target else current.resize(target, Image.Resampling.LANCZOS)
