@@ -60,11 +60,12 @@ def upscale_one(
     params: ExtrasParams,
     *,
     max_pixels: int,
-    tile: int,
-    overlap: int,
-    ensemble: bool = False,
+    tile: int | None = None,
+    overlap: int | None = None,
+    ensemble: bool | None = None,
 ) -> tuple[Image.Image, dict[str, object]]:
-    """(the upscaled picture, the `Postprocess …` keys for its infotext)."""
+    """(the upscaled picture, the `Postprocess …` keys for its infotext). Unset tile / overlap /
+    self-ensemble: the library's (the app's Settings)."""
     scale, size = target_size(image, params)
     if size[0] * size[1] > max_pixels:
         raise ValueError(
@@ -108,9 +109,6 @@ def _upscale(library: UpscalerLibrary, settings: Any, params: ExtrasParams, pict
         picture,
         params,
         max_pixels=settings.upscale_max_pixels,
-        tile=settings.ESRGAN_tile,
-        overlap=settings.ESRGAN_tile_overlap,
-        ensemble=settings.upscaler_self_ensemble,
     )
     return image, extras_infotext(picture, info)
 

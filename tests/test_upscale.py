@@ -19,9 +19,7 @@ from engine.jobs import Job
 from engine.upscale.tiling import run_tiled
 from engine.upscale.upscalers import UpscalerLibrary
 
-SETTINGS = SimpleNamespace(
-    upscale_max_pixels=4096 * 4096, ESRGAN_tile=0, ESRGAN_tile_overlap=8, upscaler_self_ensemble=False
-)
+SETTINGS = SimpleNamespace(upscale_max_pixels=4096 * 4096)
 
 
 def write_model(folder: Path, name: str, arch: str) -> Path:

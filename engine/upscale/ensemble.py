@@ -3,7 +3,7 @@
 A super-resolution network is not exactly equivariant to flips and quarter turns, so running it on
 the 8 flipped/rotated copies of its input, turning each output back and averaging cancels part of
 its error. On the built-in ×4 it adds +0.07–0.09 dB PSNR on photos for 8× the time: an opt-in
-setting (`upscaler_self_ensemble`), off by default as in every other web UI.
+setting (`upscaler_self_ensemble`), off by default.
 """
 
 from __future__ import annotations
