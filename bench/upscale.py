@@ -3,13 +3,16 @@
 - psnr_gain_x2_db / psnr_gain_x4_db: mean PSNR(built-in) − PSNR(bicubic) on held-out pictures,
   each downscaled by the factor and enlarged again: the lower of the two means over synthetic
   scenes the training never drew and over scikit-image pictures kept out of training (both are
-  printed as gain_by_set). null while models/builtin/upscalers/ lacks the model. The app's default;
-  psnr_gain_x*_db_self_ensemble: the same with the Settings option that averages the 8 flips and
-  rotations (8× the time; `engine/upscale/ensemble.py`).
+  printed as gain_by_set). null while models/builtin/upscalers/ lacks the model. As the app runs by
+  default: the Settings' self-ensemble "Automatic", i.e. the passes each file asks for (the ×4: 2,
+  as is and mirrored across the diagonal; the ×2: 1). psnr_gain_x*_db_single_pass: one pass;
+  psnr_gain_x*_db_self_ensemble: all 8 flips and rotations (`engine/upscale/ensemble.py`).
 - mpix_per_s_tiled / mpix_per_s_untiled: output megapixels per second upscaling a 512×512 picture
   ×2 through the app's upscaler library, with the default tiles (192 px, overlap 8) and in one piece,
   in this process, alternating (median of --repeats); the built-in ×2 model, or a seeded random one of
-  the same architecture when it is not trained yet. peak_rss_mb: this process's peak memory.
+  the same architecture when it is not trained yet. mpix_per_s_x4_tiled: the built-in ×4 on a
+  256×256 picture (the same output size) as the app runs it, mpix_per_s_x4_tiled_single_pass: in one
+  pass. peak_rss_mb: this process's peak memory.
 
     .venv/bin/python bench/upscale.py [--repeats 5]
 
@@ -52,7 +55,9 @@ def main() -> None:
     from training.upscaler_stage import UpscalerConfig, held_out, make_model, psnr_gain
 
     gains: dict[int, float | None] = {}
-    ensembled: dict[int, float | None] = {2: None, 4: None}
+    variants = {"": "Automatic", "_single_pass": "Off", "_self_ensemble": "8 passes"}
+    # psnr_gain_x{2,4}_db{_single_pass,_self_ensemble} → the worse set's gain
+    others: dict[str, float | None] = {f"psnr_gain_x{s}_db{v}": None for s in (2, 4) for v in variants if v}
     per_kind: dict[str, float] = {}
     library = UpscalerLibrary(ROOT / "models", extra_folders=(BUILTIN,))
     evaluation = held_out(args.seed)
@@ -62,19 +67,21 @@ def main() -> None:
             gains[scale] = None
             continue
 
-        for ensemble in (False, True):
+        for suffix, ensemble in variants.items():
 
-            def run(low: np.ndarray, name: str = name, scale: int = scale, ensemble: bool = ensemble):
+            def run(low: np.ndarray, name: str = name, scale: int = scale, ensemble: str = ensemble):
                 return np.asarray(
                     library.upscale(Image.fromarray(low), scale, name, tile=0, ensemble=ensemble)
                 )
 
-            suffix = "_self_ensemble" if ensemble else ""
             for kind, pictures in evaluation.items():
                 per_kind[f"x{scale}_{kind}{suffix}"] = round(psnr_gain(run, pictures, scale), 3)
-        # The worse of the two sets, as the app runs by default (self-ensemble off).
-        gains[scale] = round(min(per_kind[f"x{scale}_{kind}"] for kind in evaluation), 3)
-        ensembled[scale] = round(min(per_kind[f"x{scale}_{kind}_self_ensemble"] for kind in evaluation), 3)
+            # The worse of the two sets.
+            worst = round(min(per_kind[f"x{scale}_{kind}{suffix}"] for kind in evaluation), 3)
+            if suffix:
+                others[f"psnr_gain_x{scale}_db{suffix}"] = worst
+            else:
+                gains[scale] = worst
 
     with tempfile.TemporaryDirectory() as scratch:
         timing_library, name = library, "atelier-x2"
@@ -94,6 +101,17 @@ def main() -> None:
                 start = time.perf_counter()
                 timing_library.upscale(picture, 2, name, tile=192 if mode == "tiled" else 0, overlap=8)
                 seconds[mode].append(time.perf_counter() - start)
+        x4_rates: dict[str, float | None] = {"": None, "_single_pass": None}
+        if gains[4] is not None:
+            quarter = picture.resize((256, 256), Image.Resampling.BICUBIC)
+            library.upscale(quarter.resize((32, 32)), 4, "atelier-x4")  # warm-up
+            for suffix, ensemble in (("", "Automatic"), ("_single_pass", "Off")):
+                times = []
+                for _ in range(args.repeats):
+                    start = time.perf_counter()
+                    library.upscale(quarter, 4, "atelier-x4", tile=192, overlap=8, ensemble=ensemble)
+                    times.append(time.perf_counter() - start)
+                x4_rates[suffix] = round(1024 * 1024 / 1e6 / statistics.median(times), 3)
     megapixels = 1024 * 1024 / 1e6
     tiled = megapixels / statistics.median(seconds["tiled"])
     untiled = megapixels / statistics.median(seconds["untiled"])
@@ -104,10 +122,11 @@ def main() -> None:
             {
                 "psnr_gain_x2_db": gains[2],
                 "psnr_gain_x4_db": gains[4],
-                "psnr_gain_x2_db_self_ensemble": ensembled[2],
-                "psnr_gain_x4_db_self_ensemble": ensembled[4],
+                **others,
                 "mpix_per_s_tiled": round(tiled, 3),
                 "mpix_per_s_untiled": round(untiled, 3),
+                "mpix_per_s_x4_tiled": x4_rates[""],
+                "mpix_per_s_x4_tiled_single_pass": x4_rates["_single_pass"],
                 "peak_rss_mb": round(peak_mb, 1),
                 "gain_by_set": per_kind,
             }

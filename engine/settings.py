@@ -10,9 +10,9 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, field_validator
 
 from engine.sampler_params import SamplerDefaults
 
@@ -48,10 +48,10 @@ class Settings(SamplerDefaults):
     )
     ESRGAN_tile: int = Field(192, ge=0, le=2048, description="Upscaler tile size in px (0 = no tiling)")
     ESRGAN_tile_overlap: int = Field(8, ge=0, le=256, description="Upscaler tile overlap in px")
-    upscaler_self_ensemble: bool = Field(
-        False,
-        description="Upscaler models: average the 8 flips and rotations of each tile "
-        "(8× the time; a little more accurate: +0.07–0.09 dB on the built-in ×4)",
+    upscaler_self_ensemble: Literal["Automatic", "Off", "2 passes", "8 passes"] = Field(
+        "Automatic",
+        description="Upscaler models: average each tile over flipped/rotated passes (n× the time, a "
+        "little more accurate). Automatic: as the model file asks (the built-in ×4: 2 passes; others: off)",
     )
     upscale_max_pixels: int = Field(
         8192 * 8192,
@@ -71,6 +71,14 @@ class Settings(SamplerDefaults):
     sd_vae: str = Field(
         "Automatic", description="VAE: Automatic (the checkpoint's own), None, or a file in models/VAE"
     )
+
+    @field_validator("upscaler_self_ensemble", mode="before")
+    @classmethod
+    def _ensemble_was_a_checkbox(cls, value: Any) -> Any:
+        # Until 2026-11-23 this setting was a checkbox for all 8 passes: keep a saved true / false.
+        if isinstance(value, bool):
+            return "8 passes" if value else "Off"
+        return value
 
     def txt2img_outdir(self, base: Path) -> Path:
         return self._outdir(base, self.outdir_txt2img_samples)

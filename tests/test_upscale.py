@@ -103,16 +103,79 @@ def test_self_ensemble_is_the_mean_over_the_eight_symmetries_and_exactly_equivar
         assert not torch.allclose(net(x.flip(3)), plain.flip(3), atol=1e-3)
 
 
+def test_two_passes_average_the_picture_and_its_mirror_across_a_diagonal(library):
+    from engine.upscale.ensemble import self_ensemble
+
+    net = library.model("tiny-esrgan")
+    x = torch.rand(1, 3, 12, 16, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        # the anti-diagonal mirror: the transpose of the picture turned half a turn
+        transposed = net(x.flip(2, 3).transpose(2, 3)).transpose(2, 3).flip(2, 3)
+        assert torch.allclose(self_ensemble(net, 2)(x), (net(x) + transposed) / 2, atol=1e-6)
+        assert self_ensemble(net, 1) is net
+    with pytest.raises(ValueError, match="passes"):
+        self_ensemble(net, 3)
+
+
+def save_compact(path: Path, passes: int | None) -> None:
+    from safetensors.torch import save_file
+    from spandrel.architectures.Compact import Compact
+
+    torch.manual_seed(0)
+    state = {k: v.contiguous() for k, v in Compact(num_feat=8, num_conv=2, upscale=2).state_dict().items()}
+    save_file(state, str(path), metadata=None if passes is None else {"atelier_self_ensemble": str(passes)})
+
+
+def test_automatic_self_ensemble_runs_the_passes_the_model_file_asks_for(tmp_path):
+    folder = tmp_path / "RealESRGAN"
+    folder.mkdir()
+    save_compact(folder / "asks-two.safetensors", 2)
+    save_compact(folder / "asks-none.safetensors", None)  # the same weights, no metadata
+    library = UpscalerLibrary(tmp_path)
+    source = picture()
+
+    def run(name: str, ensemble) -> np.ndarray:
+        return np.asarray(library.upscale(source, 2, name, tile=0, ensemble=ensemble))
+
+    two, one, eight = run("asks-none", "2 passes"), run("asks-none", "Off"), run("asks-none", "8 passes")
+    assert not np.array_equal(two, one) and not np.array_equal(two, eight)
+    assert np.array_equal(run("asks-two", "Automatic"), two)
+    assert np.array_equal(run("asks-none", "Automatic"), one)
+    assert np.array_equal(run("asks-two", "Off"), one)  # the setting overrides the file
+    assert np.array_equal(run("asks-two", "8 passes"), eight)
+    assert np.array_equal(run("asks-none", True), eight) and np.array_equal(run("asks-none", False), one)
+    with pytest.raises(ValueError, match="self-ensemble"):
+        run("asks-none", "4 passes")
+
+
+def test_the_builtin_x4_asks_for_two_passes_and_the_x2_for_one():
+    from engine.upscale.ensemble import recommended_passes
+
+    folder = Path(__file__).resolve().parent.parent / "models" / "builtin" / "upscalers"
+    assert recommended_passes(folder / "atelier-x4.safetensors") == 2
+    assert recommended_passes(folder / "atelier-x2.safetensors") == 1
+
+
+def test_the_old_self_ensemble_checkbox_value_still_loads():
+    from engine.settings import Settings
+
+    assert Settings().upscaler_self_ensemble == "Automatic"
+    assert Settings.model_validate({"upscaler_self_ensemble": True}).upscaler_self_ensemble == "8 passes"
+    assert Settings.model_validate({"upscaler_self_ensemble": False}).upscaler_self_ensemble == "Off"
+    with pytest.raises(ValueError, match="upscaler_self_ensemble"):
+        Settings(upscaler_self_ensemble="3 passes")
+
+
 def test_unset_upscale_options_follow_the_app_settings(library):
     """Hires fix and SD upscale call `upscale` without options: they get the Settings tab's values."""
-    settings = SimpleNamespace(ESRGAN_tile=16, ESRGAN_tile_overlap=4, upscaler_self_ensemble=True)
+    settings = SimpleNamespace(ESRGAN_tile=16, ESRGAN_tile_overlap=4, upscaler_self_ensemble="8 passes")
     following = UpscalerLibrary(library.folders[0].parent, settings=lambda: settings)
     source = picture()
     expected = np.asarray(library.upscale(source, 2, "tiny-compact", tile=16, overlap=4, ensemble=True))
     assert np.array_equal(np.asarray(following.upscale(source, 2, "tiny-compact")), expected)
     plain = np.asarray(library.upscale(source, 2, "tiny-compact", tile=16, overlap=4, ensemble=False))
     assert not np.array_equal(plain, expected)
-    settings.upscaler_self_ensemble = False
+    settings.upscaler_self_ensemble = "Automatic"  # a .pth names no passes: one
     assert np.array_equal(np.asarray(following.upscale(source, 2, "tiny-compact")), plain)
 
 

@@ -45,6 +45,14 @@ def test_a_short_run_exports_a_model_the_app_loads(tmp_path):
 
     out = library.upscale(Image.new("RGB", (40, 30), "red"), 2, "atelier-x2")
     assert out.size == (80, 60) and path.stat().st_size < 5 * 1024 * 1024
+    from engine.upscale.ensemble import recommended_passes
+
+    assert recommended_passes(path) == 1
+    twice = export_upscaler(tmp_path / "run", 2, tmp_path / "asks-two", self_ensemble=2)
+    assert recommended_passes(twice) == 2
+    assert load_file(str(twice)).keys() == load_file(str(path)).keys()
+    with pytest.raises(ValueError, match="self_ensemble"):
+        export_upscaler(tmp_path / "run", 2, tmp_path / "bad", self_ensemble=3)
 
 
 def test_psnr_gain_of_bicubic_itself_is_zero():
@@ -121,3 +129,39 @@ def test_soften_blurs_natural_crops_only():
 def test_a_negative_soften_is_refused():
     with pytest.raises(ValueError, match="soften"):
         UpscalerConfig(soften=-1.0)
+
+
+@pytest.mark.parametrize("deeper", [3, 4, 7])
+def test_a_deeper_model_starts_as_exactly_the_shallower_one(deeper):
+    torch.manual_seed(0)
+    shallow = make_model(UpscalerConfig(scale=4, num_feat=8, num_conv=2)).eval()
+    deep = make_model(UpscalerConfig(scale=4, num_feat=8, num_conv=deeper)).eval()
+    deep.load_state_dict(adapt_to_scale(shallow.state_dict(), deep.state_dict(), 4))
+    low = torch.rand(1, 3, 10, 12)
+    with torch.no_grad():
+        assert torch.allclose(deep(low), shallow(low), atol=1e-6)
+    # the shallower model's layers are all there, in order, and the added ones are the identity
+    convs = [deep.state_dict()[f"body.{2 * k}.weight"] for k in range(1, deeper + 1)]
+    old = [shallow.state_dict()[f"body.{2 * k}.weight"] for k in range(1, 3)]
+    kept = [c for c in convs if any(torch.equal(c, o) for o in old)]
+    assert len(kept) == 2 and torch.equal(kept[0], old[0]) and torch.equal(kept[1], old[1])
+    assert sum(int(c[:, :, 1, 1].diagonal().eq(1).all() and c.abs().sum() == 8) for c in convs) == deeper - 2
+
+
+def test_channel_shuffle_reorders_colours_of_natural_crops_only():
+    rng = np.random.default_rng(1)
+    red = np.zeros((64, 64, 3), np.uint8)
+    red[..., 0] = 200 + rng.integers(0, 50, (64, 64))
+    cfg = UpscalerConfig(batch=12, patch=16, natural_share=1.0, channel_shuffle=1.0)
+    _, high = batch([], [red], cfg, np.random.default_rng(0))
+    dominant = high.float().mean(dim=(2, 3)).argmax(dim=1)
+    assert len(set(dominant.tolist())) > 1  # the red moved to other channels in some crops
+    assert torch.equal(high.float().amax(dim=1), high.float().sum(dim=1))  # still one channel lit
+    plain = UpscalerConfig(batch=12, patch=16, natural_share=0.0, channel_shuffle=1.0)
+    scenes = synthetic_pictures(2, 0, 64)
+    _, synthetic = batch(scenes, [red], plain, np.random.default_rng(0))
+    unshuffled_cfg = UpscalerConfig(batch=12, patch=16, natural_share=0.0)
+    _, unshuffled = batch(scenes, [red], unshuffled_cfg, np.random.default_rng(0))
+    assert torch.equal(synthetic, unshuffled)
+    with pytest.raises(ValueError, match="channel_shuffle"):
+        UpscalerConfig(channel_shuffle=1.5)

@@ -141,9 +141,14 @@ def upscaler_stage(args: argparse.Namespace, device, deadline) -> int:
 
     if args.stage == "upscaler-export":
         folder = args.export_to or builtin_paths()[0].parent / "upscalers"
+        # The export's one setting: `--set self_ensemble=2` (the passes the app runs it with).
+        options = dict(item.split("=", 1) for item in args.set)
+        if set(options) - {"self_ensemble"}:
+            raise SystemExit(f"--stage upscaler-export takes only --set self_ensemble=N, not {args.set}")
+        passes = int(options.get("self_ensemble", 1))
         for scale in (2, 4):
             if (args.run_dir / f"upscaler_x{scale}_state.pt").is_file():
-                print(f"wrote {export_upscaler(args.run_dir, scale, folder)}", flush=True)
+                print(f"wrote {export_upscaler(args.run_dir, scale, folder, passes)}", flush=True)
         return 0
     cfg = UpscalerConfig(seed=args.seed, **overrides(UpscalerConfig, args.set))
     done = train_upscaler(args.run_dir, cfg, device, deadline, workers=args.workers, init_from=args.init_from)

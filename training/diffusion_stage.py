@@ -76,6 +76,11 @@ class DiffusionConfig:
     # flips were most of its misses.
     focus_background: str = ""
     focus_share: float = 0.0
+    # Input perturbation (Ning et al. 2023, "Input Perturbation Reduces Exposure Bias in Diffusion
+    # Models"): the UNet sees x_t made with ε + γ·ξ but is still asked for ε, so it learns to answer
+    # sensibly a little off the training distribution, where a sampler's own errors (and CFG) take
+    # it. 0 = off (the shipped run); the paper uses 0.1.
+    input_perturbation: float = 0.0
     ema_decay: float = 0.999
     eval_every: int = 500
     eval_prompts: int = 32
@@ -314,9 +319,12 @@ def train_diffusion(
             noise = noise + cfg.offset_noise * torch.randn((*x0.shape[:2], 1, 1), generator=generator)
         if cfg.pyramid_discount:
             noise = pyramid_noise(noise, cfg.pyramid_discount, generator)
-        noise = noise.to(device)
+        seen = noise  # what x_t is made with; the target stays `noise`
+        if cfg.input_perturbation:  # drawn last, so runs without it keep their noise
+            seen = noise + cfg.input_perturbation * torch.randn(x0.shape, generator=generator)
+        noise, seen = noise.to(device), seen.to(device)
         a = ab[t].view(-1, 1, 1, 1)
-        xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        xt = a.sqrt() * x0 + (1 - a).sqrt() * seen
         with autocast(device):
             context = text_encoder(tokens)[0]
             pred = unet(xt, t, encoder_hidden_states=context).sample.float()

@@ -84,12 +84,18 @@ class UpscalerConfig:
     # ×4 fine-tunes: +0.748 dB on the photos without, +0.768 with 1.0, +0.777 with 2.0; shrinking
     # the crops instead (sharper targets) cost 0.03 dB.
     soften: float = 0.0
+    # Chance that a natural crop's colour channels are put in a random order (0: never). Half of the
+    # training photos are grey and the colour ones are few, so the body sees little colour structure
+    # beyond what those few pictures have.
+    channel_shuffle: float = 0.0
     checkpoint_every: int = 200
     eval_every: int = 1000
 
     def __post_init__(self) -> None:
         if self.loss not in ("l1", "mse"):
             raise ValueError(f"upscaler loss must be 'l1' or 'mse', not {self.loss!r}")
+        if not 0 <= self.channel_shuffle <= 1:
+            raise ValueError(f"upscaler channel_shuffle must be in [0, 1], not {self.channel_shuffle}")
         if self.soften < 0:
             raise ValueError(f"upscaler soften must be 0 or more, not {self.soften}")
 
@@ -145,6 +151,8 @@ def batch(
             hr = np.asarray(
                 Image.fromarray(np.ascontiguousarray(hr)).filter(ImageFilter.GaussianBlur(radius))
             )
+        if pool is natural and cfg.channel_shuffle > 0 and rng.random() < cfg.channel_shuffle:
+            hr = hr[..., rng.permutation(3)]
         if rng.random() < 0.5:
             hr = hr[:, ::-1]
         hr = np.ascontiguousarray(np.rot90(hr, rng.integers(4)))
@@ -181,11 +189,13 @@ def held_out(seed: int) -> dict[str, list[np.ndarray]]:
 
 
 def adapt_to_scale(source: dict[str, torch.Tensor], target: dict[str, torch.Tensor], scale: int) -> dict:
-    """`source`'s weights, fitted to a model of the same width and depth at `scale`: an exported
-    upscaler of another scale starts a fine-tune. Only the last conv differs (3·s² outputs, one per
-    colour and sub-pixel); each new sub-pixel (i, j) copies the source sub-pixel it falls in, so the
-    start is the source's output enlarged by nearest neighbour — a picture, not noise, and the body's
-    features (what the training time went into) carry over unchanged."""
+    """`source`'s weights, fitted to a model of the same width (and the same or more depth: see
+    `_deepen`) at `scale`: an exported upscaler of another scale starts a fine-tune. Only the last
+    conv differs (3·s² outputs, one per colour and sub-pixel); each new sub-pixel (i, j) copies the
+    source sub-pixel it falls in, so the start is the source's output enlarged by nearest neighbour
+    — a picture, not noise, and the body's features (what the training time went into) carry over
+    unchanged."""
+    source = _deepen(source, target)
     out = {}
     for key, value in source.items():
         if key not in target:
@@ -194,6 +204,45 @@ def adapt_to_scale(source: dict[str, torch.Tensor], target: dict[str, torch.Tens
         if value.shape != target[key].shape:
             value = _subpixel_head(value, target[key].shape, scale, key)
         out[key] = value
+    return out
+
+
+def _body_depth(state: dict[str, torch.Tensor]) -> int:
+    """num_conv of a Compact state dict: body.0 is the first conv, then (conv, PReLU) per layer, then
+    the last conv."""
+    return (max(int(k.split(".")[1]) for k in state if k.startswith("body.")) - 2) // 2
+
+
+def _deepen(source: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -> dict:
+    """`source` with identity layers added, evenly spaced, to reach `target`'s depth: each new conv
+    is the identity (centre tap 1 on its own channel) and its PReLU has slope 1, so the deeper model
+    starts as exactly the shallower one and training only has to add what the extra layers can do
+    (the photos' gain had stopped growing with more steps of the shallower model). Width must match."""
+    have, want = _body_depth(source), _body_depth(target)
+    if want <= have:
+        return source
+    feat = source["body.0.weight"].shape[0]
+    # Old layers 1..have keep their order; new identity layer i goes after old layer `after[i]`.
+    added = want - have
+    after = [max(1, min(have, round((i + 1) * have / (added + 1)))) for i in range(added)]
+    order: list[int | None] = []  # old layer number, or None for an identity layer
+    for k in range(1, have + 1):
+        order.append(k)
+        order.extend([None] * after.count(k))
+    out = {k: v for k, v in source.items() if k.startswith(("body.0.", "body.1."))}
+    identity = torch.zeros(feat, feat, 3, 3)
+    identity[torch.arange(feat), torch.arange(feat), 1, 1] = 1.0
+    for new, old in enumerate(order, start=1):
+        if old is None:
+            out[f"body.{2 * new}.weight"] = identity.clone()
+            out[f"body.{2 * new}.bias"] = torch.zeros(feat)
+            out[f"body.{2 * new + 1}.weight"] = torch.ones(feat)
+        else:
+            for part in ("weight", "bias"):
+                out[f"body.{2 * new}.{part}"] = source[f"body.{2 * old}.{part}"]
+            out[f"body.{2 * new + 1}.weight"] = source[f"body.{2 * old + 1}.weight"]
+    for part in ("weight", "bias"):
+        out[f"body.{2 * want + 2}.{part}"] = source[f"body.{2 * have + 2}.{part}"]
     return out
 
 
@@ -223,8 +272,8 @@ def train_upscaler(
 ) -> bool:
     """Train (or resume) in `run_dir`; True when all steps are done. `workers`: processes that make
     the batches ahead (the result does not depend on it). A fresh run starts from `init_from`'s
-    weights when given (an exported `.safetensors` of the same width and depth, at any scale:
-    fine-tuning; see `adapt_to_scale`)."""
+    weights when given (an exported `.safetensors` of the same width, any depth up to this one's, at
+    any scale: fine-tuning; see `adapt_to_scale`)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     side = cfg.patch * cfg.scale
     synthetic = [p for p in synthetic_pictures(cfg.n_synthetic, cfg.seed) if min(p.shape[:2]) >= side]
@@ -298,14 +347,22 @@ def train_upscaler(
     return True
 
 
-def export_upscaler(run_dir: Path, scale: int, folder: Path) -> Path:
-    """The trained weights as `atelier-x{scale}.safetensors` (fp16: a few hundred KB)."""
+def export_upscaler(run_dir: Path, scale: int, folder: Path, self_ensemble: int = 1) -> Path:
+    """The trained weights as `atelier-x{scale}.safetensors` (fp16: a few hundred KB). A
+    `self_ensemble` above 1 goes into the file's metadata: the passes the app's "Automatic"
+    self-ensemble setting then runs it with (`engine/upscale/ensemble.py`)."""
     from safetensors.torch import save_file
+
+    from engine.upscale.ensemble import METADATA_KEY, SYMMETRIES
+
+    if self_ensemble not in SYMMETRIES:
+        raise ValueError(f"self_ensemble must be one of {sorted(SYMMETRIES)}, not {self_ensemble}")
 
     state = load_state(run_dir / f"upscaler_x{scale}_state.pt")
     if state is None:
         raise FileNotFoundError(f"{run_dir} has no x{scale} upscaler: train it first")
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"atelier-x{scale}.safetensors"
-    save_file({k: v.half().contiguous() for k, v in state["model"].items()}, str(path))
+    metadata = {METADATA_KEY: str(self_ensemble)} if self_ensemble > 1 else None
+    save_file({k: v.half().contiguous() for k, v in state["model"].items()}, str(path), metadata=metadata)
     return path

@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 
 from engine.models.state_dict import load_state_dict
-from engine.upscale.ensemble import self_ensemble
+from engine.upscale.ensemble import passes_for, recommended_passes, self_ensemble
 from engine.upscale.tiling import run_tiled
 
 MODEL_SUBDIRS = ("ESRGAN", "RealESRGAN", "SwinIR", "DAT")
@@ -105,6 +105,10 @@ class UpscalerLibrary:
         return [*PIXEL_UPSCALERS, *(f.name for f in self.files())]
 
     def model(self, name: str) -> Any:
+        return self._load(name)[0]
+
+    def _load(self, name: str) -> tuple[Any, int]:
+        """(spandrel descriptor, the self-ensemble passes its file recommends)."""
         match = [f for f in self.files() if f.name == name]
         if not match:
             raise ValueError(
@@ -114,7 +118,8 @@ class UpscalerLibrary:
         key = (str(match[0].path), stat.st_mtime_ns, stat.st_size)
         with self._lock:
             if self._cached is None or self._cached[0] != key:
-                self._cached = (key, load_model(match[0].path).to(self.device))
+                loaded = load_model(match[0].path).to(self.device)
+                self._cached = (key, (loaded, recommended_passes(match[0].path)))
             return self._cached[1]
 
     def upscale(
@@ -124,22 +129,23 @@ class UpscalerLibrary:
         name: str,
         tile: int | None = None,
         overlap: int | None = None,
-        ensemble: bool | None = None,
+        ensemble: str | bool | None = None,
     ) -> Image.Image:
         """`image` enlarged `scale` times by upscaler `name` (None: unchanged). Unset options come
         from the settings (ESRGAN_tile, ESRGAN_tile_overlap, upscaler_self_ensemble), else 192 / 8 /
-        off."""
+        "Automatic". `ensemble` is a choice of that setting ("Automatic": the passes the model file asks
+        for), or True / False for 8 passes / one."""
         current = self.settings() if self.settings else None
         tile = getattr(current, "ESRGAN_tile", 192) if tile is None else tile
         overlap = getattr(current, "ESRGAN_tile_overlap", 8) if overlap is None else overlap
-        ensemble = getattr(current, "upscaler_self_ensemble", False) if ensemble is None else ensemble
+        ensemble = getattr(current, "upscaler_self_ensemble", "Automatic") if ensemble is None else ensemble
         if name == "None" or scale == 1:
             return image
         target = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
         if name in PIXEL_UPSCALERS:
             return image.convert("RGB").resize(target, PIXEL_UPSCALERS[name])
-        descriptor = self.model(name)
-        network = self_ensemble(descriptor) if ensemble else descriptor
+        descriptor, recommended = self._load(name)
+        network = self_ensemble(descriptor, passes_for(ensemble, recommended))
         current = image.convert("RGB")
         for _ in range(MAX_PASSES):
             if current.width >= target[0] and current.height >= target[1]:
