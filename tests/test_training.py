@@ -30,6 +30,7 @@ DIFF_CFG = DiffusionConfig(
     pyramid_discount=0.8,
     high_t_fraction=0.5,
     mask_loss=0.5,
+    input_perturbation=0.1,  # every optional term on, so resuming is checked with each of them
 )
 CPU = torch.device("cpu")
 NEVER = Deadline(None)
