@@ -62,7 +62,7 @@ def upscale_one(
     max_pixels: int,
     tile: int | None = None,
     overlap: int | None = None,
-    ensemble: str | bool | None = None,
+    ensemble: str | None = None,
 ) -> tuple[Image.Image, dict[str, object]]:
     """(the upscaled picture, the `Postprocess …` keys for its infotext). Unset tile / overlap /
     self-ensemble: the library's (the app's Settings)."""

@@ -48,12 +48,9 @@ def self_ensemble(
     return run
 
 
-def passes_for(choice: str | bool, recommended: int = 1) -> int:
-    """How many passes a setting (`Settings.upscaler_self_ensemble`) means for a model that
-    recommends `recommended`. A bool is the
-    setting as it was before 2026-11-23 (a checkbox for all 8)."""
-    if isinstance(choice, bool):
-        return 8 if choice else 1
+def passes_for(choice: str, recommended: int = 1) -> int:
+    """How many passes a choice of `Settings.upscaler_self_ensemble` means for a model that
+    recommends `recommended`."""
     table = {"Automatic": recommended, "Off": 1, "2 passes": 2, "8 passes": 8}
     if choice not in table:
         raise ValueError(f"upscaler self-ensemble must be one of {', '.join(table)}, not {choice!r}")

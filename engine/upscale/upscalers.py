@@ -129,12 +129,12 @@ class UpscalerLibrary:
         name: str,
         tile: int | None = None,
         overlap: int | None = None,
-        ensemble: str | bool | None = None,
+        ensemble: str | None = None,
     ) -> Image.Image:
         """`image` enlarged `scale` times by upscaler `name` (None: unchanged). Unset options come
         from the settings (ESRGAN_tile, ESRGAN_tile_overlap, upscaler_self_ensemble), else 192 / 8 /
         "Automatic". `ensemble` is a choice of that setting ("Automatic": the passes the model file asks
-        for), or True / False for 8 passes / one."""
+        for)."""
         current = self.settings() if self.settings else None
         tile = getattr(current, "ESRGAN_tile", 192) if tile is None else tile
         overlap = getattr(current, "ESRGAN_tile_overlap", 8) if overlap is None else overlap
