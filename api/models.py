@@ -40,6 +40,7 @@ class Txt2ImgRequest(_Request):
     s_tmin: float | None = None
     s_tmax: float | None = None
     s_noise: float | None = None
+    s_min_uncond: float | None = Field(None, description="Negative Guidance minimum sigma (NGMS)")
     override_settings: dict[str, Any] | None = None
     override_settings_restore_afterwards: bool = True
     enable_hr: bool = False

@@ -21,6 +21,9 @@ Markdown on stderr for the README. Ends with one JSON line mapping each sampler 
 `--quick`: 8 captions, usual step count only, 2 timing repeats (a couple of minutes on 2 CPU cores).
 `--schedules`: also tries every schedule type on each sampler that misses the bars on its default one
 and adds `schedules_meeting_bars` to its JSON entry.
+`--set NAME=VALUE` (repeatable): a sampler parameter for every run, by its A1111 option name, e.g.
+`--set s_min_uncond=1.5 --set s_min_uncond_all=true` (Negative Guidance minimum sigma on all steps).
+`--samplers "LMS,PLMS"`: only these.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from engine import process  # noqa: E402
 from engine.jobs import Job  # noqa: E402
 from engine.models.manager import ModelManager  # noqa: E402
 from engine.params import GenerationParams  # noqa: E402
+from engine.sampler_params import SAMPLER_NAMES as SAMPLER_PARAMETERS  # noqa: E402
 from engine.sampler_params import sampler_options  # noqa: E402
 from engine.sampling.registry import AUTOMATIC, sampler_names, schedule_names  # noqa: E402
 from world.adherence import BENCH_CFG, generate_and_score, meets_bars, random_captions  # noqa: E402
@@ -78,11 +82,11 @@ class TimedUNet:
 
 
 @torch.inference_mode()
-def overhead_share(model, sampler: str, repeats: int) -> tuple[float, int]:
+def overhead_share(model, sampler: str, repeats: int, overrides: dict | None = None) -> tuple[float, int]:
     """(median share of `denoise` time outside the UNet, UNet calls per run) at USUAL_STEPS."""
     params = GenerationParams(
         prompt=PROMPT, sampler_name=sampler, steps=USUAL_STEPS, cfg_scale=BENCH_CFG, seed=1,
-        width=128, height=128,
+        width=128, height=128, **(overrides or {}),
     )  # fmt: skip
     options = sampler_options(params)
     conditioning = process.encode_prompt(model, params)
@@ -103,16 +107,25 @@ def overhead_share(model, sampler: str, repeats: int) -> tuple[float, int]:
 
 
 def adherence(
-    model, sampler: str, steps: int, captions: list[str], scheduler: str = AUTOMATIC
+    model,
+    sampler: str,
+    steps: int,
+    captions: list[str],
+    scheduler: str = AUTOMATIC,
+    overrides: dict | None = None,
 ) -> tuple[float, float, dict[str, float]]:
     """(mean attribute fraction, fraction of pictures with every attribute right, the fractions)."""
-    report = generate_and_score(model, captions, sampler=sampler, steps=steps, scheduler=scheduler)
+    report = generate_and_score(
+        model, captions, sampler=sampler, steps=steps, scheduler=scheduler, overrides=overrides
+    )
     fractions = report.fractions()
     all_right = sum(all(s.values()) for s in report.scores) / max(1, len(report.scores))
     return statistics.mean(fractions.values()), all_right, fractions
 
 
-def schedules_meeting_bars(model, sampler: str, captions: list[str]) -> list[str]:
+def schedules_meeting_bars(
+    model, sampler: str, captions: list[str], overrides: dict | None = None
+) -> list[str]:
     """The schedule types on which `sampler` reaches the bars at USUAL_STEPS: for a sampler whose
     default schedule misses them, the evidence for which schedule suits it on this model (a stiff
     guided denoiser punishes a multistep method where a schedule's steps are large relative to σ)."""
@@ -120,12 +133,29 @@ def schedules_meeting_bars(model, sampler: str, captions: list[str]) -> list[str
     for schedule in schedule_names():
         if schedule == AUTOMATIC:
             continue  # the default schedule, already measured
-        mean, _, fractions = adherence(model, sampler, USUAL_STEPS, captions, scheduler=schedule)
+        mean, _, fractions = adherence(model, sampler, USUAL_STEPS, captions, schedule, overrides)
         attributes = ", ".join(f"{k} {v:.2f}" for k, v in fractions.items())
         print(f"  {sampler} on {schedule}: {mean:.3f} ({attributes})", file=sys.stderr, flush=True)
         if meets_bars(fractions):
             meeting.append(schedule)
     return meeting
+
+
+def parse_overrides(pairs: list[str]) -> dict:
+    """`--set` pairs → GenerationParams fields, checked (and typed) by GenerationParams itself."""
+    raw = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or name not in SAMPLER_PARAMETERS:
+            raise SystemExit(
+                f"--set {pair!r}: expected NAME=VALUE with NAME among {', '.join(SAMPLER_PARAMETERS)}"
+            )
+        raw[name] = value
+    try:
+        checked = GenerationParams(**raw)
+    except ValueError as exc:  # pydantic's ValidationError names the field and the value
+        raise SystemExit(f"--set: {exc}") from None
+    return {name: getattr(checked, name) for name in raw}
 
 
 def main() -> None:
@@ -141,8 +171,18 @@ def main() -> None:
         help="for each sampler that misses the bars on its default schedule type: every schedule type"
         " at the usual step count, and which of them reach the bars",
     )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a sampler parameter (A1111 option name) for every run, e.g. s_min_uncond=1.5",
+    )
+    parser.add_argument("--samplers", default="", help="comma-separated sampler names (default: all)")
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
+    overrides = parse_overrides(args.set)
+    chosen = [s.strip() for s in args.samplers.split(",") if s.strip()] or sampler_names()
     n, repeats = (8, 2) if args.quick else (args.n, args.repeats)
     step_counts = (USUAL_STEPS,) if args.quick else TABLE_STEPS
 
@@ -150,11 +190,11 @@ def main() -> None:
     captions = random_captions(n, seed=0)
     result: dict[str, dict[str, float]] = {}
     table: dict[str, dict[int, float]] = {}
-    for sampler in sampler_names():
-        share, calls = overhead_share(model, sampler, repeats)
+    for sampler in chosen:
+        share, calls = overhead_share(model, sampler, repeats, overrides)
         table[sampler] = {}
         for steps in step_counts:
-            mean, all_right, fractions = adherence(model, sampler, steps, captions)
+            mean, all_right, fractions = adherence(model, sampler, steps, captions, AUTOMATIC, overrides)
             table[sampler][steps] = mean
             if steps == USUAL_STEPS:
                 result[sampler] = {
@@ -173,7 +213,7 @@ def main() -> None:
     if args.schedules:
         for sampler, row in result.items():
             if not row["meets_bars"]:
-                row["schedules_meeting_bars"] = schedules_meeting_bars(model, sampler, captions)
+                row["schedules_meeting_bars"] = schedules_meeting_bars(model, sampler, captions, overrides)
     header = "| Sampler | " + " | ".join(f"{s} steps" for s in step_counts)
     print(header + f" | bars at {USUAL_STEPS} | overhead |", file=sys.stderr)
     print("|---" * (len(step_counts) + 3) + "|", file=sys.stderr)

@@ -170,7 +170,16 @@ def denoise(
         x, sigmas = sampling.latents, sampling.sigmas
     denoiser = make_denoiser(model, image_cond, control)
     hooks = stage_hooks.guidance(job, hooks, sigmas)
-    guider = CFGGuider(denoiser, conditioning, params.cfg_scale, sigmas=sigmas, hooks=hooks)
+    guider = CFGGuider(
+        denoiser,
+        conditioning,
+        params.cfg_scale,
+        sigmas=sigmas,
+        hooks=hooks,
+        skip_early_cond=options.skip_early_cond,
+        s_min_uncond=options.s_min_uncond,
+        s_min_uncond_all=options.s_min_uncond_all,
+    )
     last = {"denoised": x}
 
     def on_step(info: StepInfo) -> None:

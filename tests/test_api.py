@@ -93,7 +93,8 @@ def test_txt2img_with_sampler_scheduler_and_hires_fix(client):
     hires = dict(
         enable_hr=True, hr_scale=2, hr_second_pass_steps=2, denoising_strength=0.5, hr_upscaler="Latent"
     )
-    body = small(sampler_name="DPM++ 2M", scheduler="Karras", styles=["sunny"], **hires)
+    skips = dict(s_min_uncond=5, override_settings={"s_min_uncond_all": True, "skip_early_cond": 0.1})
+    body = small(sampler_name="DPM++ 2M", scheduler="Karras", styles=["sunny"], **hires, **skips)
     answer = client.post(API + "/txt2img", json=body)
     assert answer.status_code == 200, answer.text
     data = answer.json()
@@ -107,6 +108,9 @@ def test_txt2img_with_sampler_scheduler_and_hires_fix(client):
         "Hires upscale: 2",
         "Hires steps: 2",
         "Seed: 5",
+        "NGMS: 5",
+        "NGMS all steps: True",
+        "Skip Early CFG: 0.1",
     ):
         assert part in text, text
     assert text.startswith("a red circle on a blue background, bright") and "Negative prompt: dull" in text
@@ -201,6 +205,8 @@ def test_errors_are_4xx_with_the_field_named(client, server):
     assert wrong_type.status_code == 422 and wrong_type.json()["detail"][0]["loc"][-1] == "steps"
     too_many = client.post(API + "/txt2img", json=small(steps=1000))
     assert too_many.status_code == 422 and too_many.json()["detail"][0]["loc"][-1] == "steps"
+    ngms = client.post(API + "/txt2img", json=small(s_min_uncond=-1))
+    assert ngms.status_code == 422 and ngms.json()["detail"][0]["loc"][-1] == "s_min_uncond"
     sampler = client.post(API + "/txt2img", json=small(sampler_name="Nope Sampler"))
     assert 400 <= sampler.status_code < 500 and "Nope Sampler" in sampler.text
     model = client.post(API + "/txt2img", json=small(override_settings={"sd_model_checkpoint": "missing"}))

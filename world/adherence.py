@@ -48,10 +48,11 @@ def generate_and_score(
     steps: int = BENCH_STEPS,
     cfg_scale: float = BENCH_CFG,
     scheduler: str = "Automatic",
+    overrides: dict | None = None,
 ) -> AdherenceReport:
     """`model` is a loaded model (engine.models.types.LoadedModel); caption i uses seed first_seed+i.
     The sampler (with its default schedule type unless `scheduler` names one), step count and CFG
-    default to the benchmark's."""
+    default to the benchmark's; `overrides` sets further GenerationParams fields (sampler parameters)."""
     from engine.params import GenerationParams
     from engine.process import txt2img
 
@@ -66,6 +67,7 @@ def generate_and_score(
             seed=first_seed + i,
             width=size,
             height=size,
+            **(overrides or {}),
         )
         image = np.asarray(txt2img(model, params).images[0].convert("RGB"))
         report.images.append(image)

@@ -48,13 +48,21 @@ class SamplerOptions:
     beta_dist_alpha: float = 0.6
     beta_dist_beta: float = 0.6
     eta_noise_seed_delta: int = 0  # ENSD: noise after the initial latent uses seed + delta
+    # Guidance skips (A1111's "Ignore negative prompt during early sampling" and "Negative Guidance
+    # minimum sigma"): read by CFGGuider, not by the samplers. On a skipped evaluation the model runs
+    # on the prompt alone (CFG scale 1), which also saves the unconditional half of the batch.
+    skip_early_cond: float = 0.0  # no CFG on steps with step / steps <= this fraction (0 = none)
+    s_min_uncond: float = 0.0  # NGMS: no CFG where σ < this (0 = never) ...
+    s_min_uncond_all: bool = False  # ... on every other step, as A1111, or on all steps with this
 
     def __post_init__(self) -> None:
         for name in ("eta_ancestral", "eta_ddim", "s_churn", "s_tmin", "s_tmax", "s_noise"):
             value = getattr(self, name)
             if math.isnan(value) or value < 0:
                 raise ValueError(f"{name} must be a number >= 0, got {value}")
-        for name in ("sigma_min", "sigma_max", "rho"):
+        if not 0 <= self.skip_early_cond <= 1:  # also rejects NaN
+            raise ValueError(f"skip_early_cond must be a fraction from 0 to 1, got {self.skip_early_cond}")
+        for name in ("sigma_min", "sigma_max", "rho", "s_min_uncond"):
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
                 raise ValueError(f"{name} must be a finite number >= 0 (0 = default), got {value}")

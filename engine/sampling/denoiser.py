@@ -100,12 +100,21 @@ class CFGGuider:
         scale: float,
         sigmas: torch.Tensor | None = None,
         hooks: GuidanceHooks | None = None,
+        *,
+        skip_early_cond: float = 0.0,
+        s_min_uncond: float = 0.0,
+        s_min_uncond_all: bool = False,
     ):
-        if conditioning.changes and sigmas is None:
-            raise ValueError("a scheduled prompt needs the sampler's sigmas to know the step")
+        if (
+            conditioning.changes or skip_early_cond or (s_min_uncond and not s_min_uncond_all)
+        ) and sigmas is None:
+            raise ValueError("a scheduled prompt or a step-based guidance skip needs the sampler's sigmas")
         self.denoiser, self.conditioning, self.scale = denoiser, conditioning, scale
         self.sigmas = None if sigmas is None else sigmas.detach().float().cpu()
         self.hooks = hooks or GuidanceHooks()
+        self.skip_early_cond = skip_early_cond  # see skips_uncond
+        self.s_min_uncond = s_min_uncond
+        self.s_min_uncond_all = s_min_uncond_all
 
     @classmethod
     def plain(cls, denoiser: SigmaDenoiser, cond: torch.Tensor, uncond: torch.Tensor, scale: float, **kw):
@@ -118,26 +127,55 @@ class CFGGuider:
     def _batch(self, embeddings: list[torch.Tensor], n: int) -> torch.Tensor:
         return torch.cat([e.expand(n, -1, -1) for e in embeddings])
 
+    def skips_uncond(self, sigma: torch.Tensor) -> bool:
+        """A1111's two guidance skips. "Skip Early CFG": the first `skip_early_cond` fraction of the
+        steps. NGMS: steps whose σ is below `s_min_uncond`, every other step (odd ones) unless
+        `s_min_uncond_all`. A1111 counts model calls where we count the sampler's steps (read off σ,
+        as for prompt editing), so a two-evaluation sampler (Heun, DPM2) skips both evaluations of a
+        step or neither; one-evaluation samplers skip the same steps as in A1111."""
+        if not (self.skip_early_cond or self.s_min_uncond):
+            return False
+        step = self.step_at(sigma)
+        if self.skip_early_cond and step / max(1, len(self.sigmas) - 1) <= self.skip_early_cond:
+            return True
+        below = float(sigma.reshape(-1)[0]) < self.s_min_uncond
+        return below and (self.s_min_uncond_all or step % 2 == 1)
+
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        if self.scale == 1.0 and self.conditioning.is_single:
-            # uncond has no effect: skip half the work, as A1111 does
-            conds, _, _ = self.conditioning.at(self.step_at(sigma))
-            for hook in self.hooks.pre_model:
-                x = hook(x, sigma)
-            guided = self.denoiser(x, sigma, self._batch(conds, x.shape[0]))
-            for hook in self.hooks.after_cfg:
-                guided = hook(x, sigma, guided, None, guided)
-            for hook in self.hooks.post_cfg:
-                guided = hook(guided, sigma)
-            return guided
+        if (self.scale == 1.0 and self.conditioning.is_single) or self.skips_uncond(sigma):
+            # the uncond has no effect (CFG 1, as A1111 skips it) or is skipped: half the work
+            return self._without_uncond(x, sigma)[0]
         return self.with_uncond(x, sigma)[0]
+
+    def _without_uncond(self, x: torch.Tensor, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x̂₀ at CFG 1 from the prompt's passes alone, the first sub-prompt's x̂₀). As in A1111, the
+        first sub-prompt stands in for the skipped uncond: x̂₀ = c₀ + Σᵢ wᵢ (cᵢ − c₀), which is the
+        prompt's x̂₀ when there is no AND."""
+        conds, weights, _ = self.conditioning.at(self.step_at(sigma))
+        for hook in self.hooks.pre_model:
+            x = hook(x, sigma)
+        n, k = x.shape[0], len(conds)
+        sigma_batch = sigma.reshape(-1)
+        if sigma_batch.numel() > 1:
+            sigma_batch = sigma_batch.repeat(k)
+        cond_x0s = self.denoiser(torch.cat([x] * k), sigma_batch, self._batch(conds, n)).chunk(k)
+        first = cond_x0s[0]
+        guided = first + sum(w * (c - first) for w, c in zip(weights[1:], cond_x0s[1:], strict=True))
+        for hook in self.hooks.after_cfg:
+            guided = hook(x, sigma, guided, None, guided)
+        for hook in self.hooks.post_cfg:
+            guided = hook(guided, sigma)
+        return guided, first
 
     def with_uncond(
         self, x: torch.Tensor, sigma: torch.Tensor, scale_multiplier: float = 1.0
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(guided x̂₀ at scale · scale_multiplier, unconditional x̂₀), both from one batched call.
         Samplers that step along the unconditional prediction (DDIM CFG++) call this directly.
-        Pre-CFG hooks see (uncond, uncond + Σ wᵢ (condᵢ − uncond)): one combined conditional."""
+        Pre-CFG hooks see (uncond, uncond + Σ wᵢ (condᵢ − uncond)): one combined conditional.
+        Where the uncond is skipped (`skips_uncond`), the first sub-prompt's x̂₀ stands in for it."""
+        if self.skips_uncond(sigma):
+            return self._without_uncond(x, sigma)
         conds, weights, uncond = self.conditioning.at(self.step_at(sigma))
         for hook in self.hooks.pre_model:
             x = hook(x, sigma)
