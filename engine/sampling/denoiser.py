@@ -154,18 +154,10 @@ class CFGGuider:
         conds, weights, _ = self.conditioning.at(self.step_at(sigma))
         for hook in self.hooks.pre_model:
             x = hook(x, sigma)
-        n, k = x.shape[0], len(conds)
-        sigma_batch = sigma.reshape(-1)
-        if sigma_batch.numel() > 1:
-            sigma_batch = sigma_batch.repeat(k)
-        cond_x0s = self.denoiser(torch.cat([x] * k), sigma_batch, self._batch(conds, n)).chunk(k)
+        cond_x0s = self._evaluate(x, sigma, conds)
         first = cond_x0s[0]
         guided = first + sum(w * (c - first) for w, c in zip(weights[1:], cond_x0s[1:], strict=True))
-        for hook in self.hooks.after_cfg:
-            guided = hook(x, sigma, guided, None, guided)
-        for hook in self.hooks.post_cfg:
-            guided = hook(guided, sigma)
-        return guided, first
+        return self._after_cfg(x, sigma, guided, None, guided), first
 
     def with_uncond(
         self, x: torch.Tensor, sigma: torch.Tensor, scale_multiplier: float = 1.0
@@ -179,19 +171,30 @@ class CFGGuider:
         conds, weights, uncond = self.conditioning.at(self.step_at(sigma))
         for hook in self.hooks.pre_model:
             x = hook(x, sigma)
-        n, k = x.shape[0], len(conds)
-        sigma_batch = sigma.reshape(-1)
-        if sigma_batch.numel() > 1:
-            sigma_batch = sigma_batch.repeat(k + 1)
-        layout = {"uncond_count": n} if getattr(self.denoiser, "wants_uncond_count", False) else {}
-        out = self.denoiser(torch.cat([x] * (k + 1)), sigma_batch, self._batch([uncond, *conds], n), **layout)
-        uncond_x0, *cond_x0s = out.chunk(k + 1)
+        uncond_x0, *cond_x0s = self._evaluate(x, sigma, [uncond, *conds], with_uncond=True)
         cond_x0 = uncond_x0 + sum(w * (c - uncond_x0) for w, c in zip(weights, cond_x0s, strict=True))
         for hook in self.hooks.pre_cfg:
             uncond_x0, cond_x0 = hook(uncond_x0, cond_x0, sigma)
         guided = uncond_x0 + self.scale * scale_multiplier * (cond_x0 - uncond_x0)
+        return self._after_cfg(x, sigma, guided, uncond_x0, cond_x0), uncond_x0
+
+    def _evaluate(
+        self, x: torch.Tensor, sigma: torch.Tensor, embeddings: list[torch.Tensor], with_uncond: bool = False
+    ) -> tuple[torch.Tensor, ...]:
+        """x̂₀ of every image under each embedding, from one batched model call (embedding-major rows;
+        with `with_uncond` the first embedding is the uncond, which a ControlNet UNet is told of)."""
+        n, rows = x.shape[0], len(embeddings)
+        sigma_batch = sigma.reshape(-1)
+        if sigma_batch.numel() > 1:
+            sigma_batch = sigma_batch.repeat(rows)
+        wants_layout = with_uncond and getattr(self.denoiser, "wants_uncond_count", False)
+        layout = {"uncond_count": n} if wants_layout else {}
+        out = self.denoiser(torch.cat([x] * rows), sigma_batch, self._batch(embeddings, n), **layout)
+        return out.chunk(rows)
+
+    def _after_cfg(self, x, sigma, guided, uncond_x0, cond_x0) -> torch.Tensor:
         for hook in self.hooks.after_cfg:
             guided = hook(x, sigma, guided, uncond_x0, cond_x0)
         for hook in self.hooks.post_cfg:
             guided = hook(guided, sigma)
-        return guided, uncond_x0
+        return guided
