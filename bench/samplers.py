@@ -1,13 +1,16 @@
 """Every sampler on the built-in model: its cost outside the model call, and its picture quality.
 
-For each of the 20 samplers (each on its A1111 default schedule type, CFG 7, 128×128):
+For each of the 20 samplers (each on its A1111 default schedule type, CFG 7, 128×128, with the
+built-in model's preferred sampler settings as a fresh install applies them: NGMS 3 on every step,
+`models/builtin/atelier-tiny.json`; `--a1111-defaults` leaves them out):
 
 - **overhead_share**: the share of the sampling loop's time spent outside the UNet call — the
   sampler's own arithmetic, noise draws (Brownian paths for SDE samplers), σ→t lookups, CFG
   combination and the per-step callback. Measured by timing the UNet calls inside `process.denoise`
   and the whole `denoise` call in the same run (median of `--repeats` runs at 20 steps). Goal < 5 %.
 - **adherence**: the mean over the scorer's attributes (background, colour, shape, size, position)
-  of the fraction of pictures that get the attribute right, at the sampler's usual step count (20),
+  of the fraction of pictures that get the attribute right, at the sampler's usual step count (20;
+  DPM fast 30, as its steps are model calls: `world.adherence.usual_steps`),
   over `--n` random captions; `all_right` is the fraction of pictures with every attribute right;
   `attributes` the five fractions, and `meets_bars` whether they reach the built-in model's bars
   (background ≥ 0.95, colour ≥ 0.85, shape ≥ 0.70, position ≥ 0.70; `world.adherence.BARS`).
@@ -19,6 +22,7 @@ Markdown on stderr for the README. Ends with one JSON line mapping each sampler 
     .venv/bin/python bench/samplers.py [--quick] [--n 32] [--repeats 5]
 
 `--quick`: 8 captions, usual step count only, 2 timing repeats (a couple of minutes on 2 CPU cores).
+`--a1111-defaults`: without the checkpoint's preferred sampler settings (A1111's bare defaults).
 `--schedules`: also tries every schedule type on each sampler that misses the bars on its default one
 and adds `schedules_meeting_bars` to its JSON entry.
 `--set NAME=VALUE` (repeatable): a sampler parameter for every run, by its A1111 option name, e.g.
@@ -50,9 +54,16 @@ from engine.params import GenerationParams  # noqa: E402
 from engine.sampler_params import SAMPLER_NAMES as SAMPLER_PARAMETERS  # noqa: E402
 from engine.sampler_params import sampler_options  # noqa: E402
 from engine.sampling.registry import AUTOMATIC, sampler_names, schedule_names  # noqa: E402
-from world.adherence import BENCH_CFG, generate_and_score, meets_bars, random_captions  # noqa: E402
+from world.adherence import (  # noqa: E402
+    BENCH_CFG,
+    generate_and_score,
+    meets_bars,
+    preferred_overrides,
+    random_captions,
+    usual_steps,
+)
 
-USUAL_STEPS = 20
+TIMING_STEPS = 20
 TABLE_STEPS = (10, 20, 30)
 PROMPT = "a large red circle at the top left on a blue background"
 
@@ -83,9 +94,9 @@ class TimedUNet:
 
 @torch.inference_mode()
 def overhead_share(model, sampler: str, repeats: int, overrides: dict | None = None) -> tuple[float, int]:
-    """(median share of `denoise` time outside the UNet, UNet calls per run) at USUAL_STEPS."""
+    """(median share of `denoise` time outside the UNet, UNet calls per run) at TIMING_STEPS."""
     params = GenerationParams(
-        prompt=PROMPT, sampler_name=sampler, steps=USUAL_STEPS, cfg_scale=BENCH_CFG, seed=1,
+        prompt=PROMPT, sampler_name=sampler, steps=TIMING_STEPS, cfg_scale=BENCH_CFG, seed=1,
         width=128, height=128, **(overrides or {}),
     )  # fmt: skip
     options = sampler_options(params)
@@ -126,14 +137,14 @@ def adherence(
 def schedules_meeting_bars(
     model, sampler: str, captions: list[str], overrides: dict | None = None
 ) -> list[str]:
-    """The schedule types on which `sampler` reaches the bars at USUAL_STEPS: for a sampler whose
+    """The schedule types on which `sampler` reaches the bars at its usual steps: for a sampler whose
     default schedule misses them, the evidence for which schedule suits it on this model (a stiff
     guided denoiser punishes a multistep method where a schedule's steps are large relative to σ)."""
     meeting = []
     for schedule in schedule_names():
         if schedule == AUTOMATIC:
             continue  # the default schedule, already measured
-        mean, _, fractions = adherence(model, sampler, USUAL_STEPS, captions, schedule, overrides)
+        mean, _, fractions = adherence(model, sampler, usual_steps(sampler), captions, schedule, overrides)
         attributes = ", ".join(f"{k} {v:.2f}" for k, v in fractions.items())
         print(f"  {sampler} on {schedule}: {mean:.3f} ({attributes})", file=sys.stderr, flush=True)
         if meets_bars(fractions):
@@ -179,25 +190,35 @@ def main() -> None:
         help="a sampler parameter (A1111 option name) for every run, e.g. s_min_uncond=1.5",
     )
     parser.add_argument("--samplers", default="", help="comma-separated sampler names (default: all)")
+    parser.add_argument(
+        "--a1111-defaults",
+        action="store_true",
+        help="without the checkpoint's preferred sampler settings (its <stem>.json), A1111's bare defaults",
+    )
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
-    overrides = parse_overrides(args.set)
+    set_overrides = parse_overrides(args.set)
     chosen = [s.strip() for s in args.samplers.split(",") if s.strip()] or sampler_names()
     n, repeats = (8, 2) if args.quick else (args.n, args.repeats)
-    step_counts = (USUAL_STEPS,) if args.quick else TABLE_STEPS
 
     model = ModelManager(root=ROOT, device=args.device).get()  # the built-in model on a fresh install
+    preferred = {} if args.a1111_defaults else preferred_overrides(model)
+    overrides = {**preferred, **set_overrides}
+    print(f"sampler settings beyond A1111's defaults: {overrides or 'none'}", file=sys.stderr, flush=True)
     captions = random_captions(n, seed=0)
     result: dict[str, dict[str, float]] = {}
     table: dict[str, dict[int, float]] = {}
     for sampler in chosen:
         share, calls = overhead_share(model, sampler, repeats, overrides)
         table[sampler] = {}
+        usual = usual_steps(sampler)
+        step_counts = (usual,) if args.quick else tuple(sorted({*TABLE_STEPS, usual}))
         for steps in step_counts:
             mean, all_right, fractions = adherence(model, sampler, steps, captions, AUTOMATIC, overrides)
             table[sampler][steps] = mean
-            if steps == USUAL_STEPS:
+            if steps == usual:
                 result[sampler] = {
+                    "usual_steps": usual,
                     "overhead_share": round(share, 4),
                     "adherence": round(mean, 3),
                     "all_right": round(all_right, 3),
@@ -214,12 +235,14 @@ def main() -> None:
         for sampler, row in result.items():
             if not row["meets_bars"]:
                 row["schedules_meeting_bars"] = schedules_meeting_bars(model, sampler, captions, overrides)
-    header = "| Sampler | " + " | ".join(f"{s} steps" for s in step_counts)
-    print(header + f" | bars at {USUAL_STEPS} | overhead |", file=sys.stderr)
-    print("|---" * (len(step_counts) + 3) + "|", file=sys.stderr)
+    columns = sorted({s for row in table.values() for s in row})
+    header = "| Sampler | " + " | ".join(f"{s} steps" for s in columns)
+    print(header + " | bars at usual steps | overhead |", file=sys.stderr)
+    print("|---" * (len(columns) + 3) + "|", file=sys.stderr)
     for sampler, row in table.items():
-        cells = " | ".join(f"{row[s]:.2f}" for s in step_counts)
-        bars = "yes" if result[sampler]["meets_bars"] else "no"
+        cells = " | ".join(f"{row[s]:.2f}" if s in row else "–" for s in columns)
+        usual = result[sampler]["usual_steps"]
+        bars = ("yes" if result[sampler]["meets_bars"] else "no") + (f" ({usual})" if usual != 20 else "")
         print(f"| {sampler} | {cells} | {bars} | {result[sampler]['overhead_share']:.1%} |", file=sys.stderr)
     print(json.dumps(result))
 

@@ -112,9 +112,22 @@ SamplerOverrides = create_model(
 )  # fmt: skip
 
 
-def resolve_overrides(params: Any, settings: Any) -> dict[str, Any]:
-    """The update that fills a job's unset (None) sampler parameters from the settings."""
-    return {name: getattr(settings, name) for name in NAMES if getattr(params, name) is None}
+def resolve_overrides(params: Any, settings: Any, preferred: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The update that fills a job's unset (None) sampler parameters from the settings.
+
+    `preferred`: the checkpoint's preferred values (`engine.models.preferences`). Each one fills a
+    parameter the job leaves unset and the user's setting leaves at A1111's default, as A1111's
+    per-checkpoint preferred VAE fills in for "Automatic": a value the user chose always wins."""
+    preferred = preferred or {}
+    update = {}
+    for name in NAMES:
+        if getattr(params, name) is not None:
+            continue
+        value = getattr(settings, name)
+        if name in preferred and value == A1111_DEFAULTS[name]:
+            value = preferred[name]
+        update[name] = value
+    return update
 
 
 def sampler_options(params: Any) -> SamplerOptions:

@@ -28,6 +28,7 @@ from engine.models.builtin import builtin_model_path
 from engine.models.lora import LoraLibrary
 from engine.models.manager import ModelManager
 from engine.models.paths import BUILTIN_SUBDIR, LORA_SUBDIR, models_root
+from engine.models.preferences import preferences_or_empty, read_preferences
 from engine.params import GenerationParams, Img2ImgParams, img2img_settings
 from engine.results import GenerationResult
 from engine.sampler_params import resolve_overrides
@@ -164,6 +165,20 @@ class Engine(PictureTools):
     def load_checkpoint(self, title: str) -> None:
         self.models.get(title)
 
+    def preferred_sampler_settings(self, title: str | None = None) -> dict[str, Any]:
+        """What checkpoint `title` (default: the current one) prefers for the Sampler settings, from
+        the `<stem>.json` beside it; {} when nothing. Raises ValueError for a broken file."""
+        return read_preferences(self.models.find(title or self.current_checkpoint()).path)
+
+    def _job_preferences(self, params: GenerationParams) -> dict[str, Any]:
+        if not self._settings.use_checkpoint_preferences:
+            return {}
+        try:
+            info = self.models.find(params.checkpoint or self.current_checkpoint())
+        except ValueError:  # no such checkpoint: the job itself fails with that message
+            return {}
+        return preferences_or_empty(info.path)
+
     def default_size(self) -> int:
         loaded = self.models.current
         if loaded is not None:
@@ -298,7 +313,8 @@ class Engine(PictureTools):
         # Unset sampler parameters take the Sampler settings values now, so the job (and its
         # infotext) keeps them even if the settings change while it waits in the queue.
         settings = self._settings
-        params = params.model_copy(update=resolve_overrides(params, settings))
+        preferred = self._job_preferences(params)
+        params = params.model_copy(update=resolve_overrides(params, settings, preferred))
         if isinstance(params, Img2ImgParams):
             params = params.model_copy(update=img2img_settings(params, settings))
         return with_styles_applied(params, self.styles())  # unknown names raise ValueError

@@ -71,6 +71,11 @@ class Settings(SamplerDefaults):
     sd_vae: str = Field(
         "Automatic", description="VAE: Automatic (the checkpoint's own), None, or a file in models/VAE"
     )
+    use_checkpoint_preferences: bool = Field(
+        True,
+        description='Use a checkpoint\'s preferred sampler settings ("sampler settings" in the '
+        "<checkpoint>.json beside it) for each sampler setting left at A1111's default",
+    )
 
     @field_validator("upscaler_self_ensemble", mode="before")
     @classmethod

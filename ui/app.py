@@ -27,7 +27,11 @@ from ui.png_info import SEND_FIELDS, build_png_info_tab, infotext_to_fields, rea
 from ui.progress import SessionJobs  # noqa: E402
 from ui.quicksettings import build_quicksettings, current_checkpoint_update  # noqa: E402
 from ui.send_to import editor_value, selected_infotext, selected_picture  # noqa: E402
-from ui.settings_tab import build_sampler_settings_tab, build_settings_tab  # noqa: E402
+from ui.settings_tab import (  # noqa: E402
+    build_sampler_settings_tab,
+    build_settings_tab,
+    current_preferences_html,
+)
 from ui.style import CSS  # noqa: E402
 from ui.txt2img import build_txt2img_tab  # noqa: E402
 from ui.txt2img_run import OPTIONAL_FIELDS  # noqa: E402
@@ -56,7 +60,7 @@ def build_ui(engine: EngineLike) -> gr.Blocks:
             with gr.Tab("PNG Info", id="pnginfo", elem_id="tab_pnginfo"):
                 png_text, send_button, send_img2img_button, png_image = build_png_info_tab()
             with gr.Tab("Sampler settings", id="sampler_settings", elem_id="tab_sampler_settings"):
-                sampler_controls, sampler_names = build_sampler_settings_tab(engine)
+                sampler_controls, sampler_names, preferred = build_sampler_settings_tab(engine, checkpoint)
             with gr.Tab("Settings", id="settings", elem_id="tab_settings"):
                 setting_controls, setting_names = build_settings_tab(engine)
                 build_extension_settings(engine)
@@ -99,6 +103,14 @@ def build_ui(engine: EngineLike) -> gr.Blocks:
             on_page_load, outputs=[*default_outputs, *setting_controls], queue=False, api_visibility="private"
         )
 
+        # The checkpoint's preferences line: the Settings switch may have changed since the page was built.
+        demo.load(
+            lambda: current_preferences_html(engine),
+            outputs=preferred,
+            queue=False,
+            show_progress="hidden",
+            api_visibility="private",
+        )
         demo.load(
             lambda: current_checkpoint_update(engine),
             outputs=checkpoint,

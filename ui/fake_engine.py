@@ -60,6 +60,7 @@ class FakeEngine:
         # No extension folders: tests that need extensions give the fake a loaded manager.
         self.extensions = ExtensionManager([], self.data_dir / "extensions.json")
         self.extension_install_allowed = True
+        self.preferences: dict[str, dict[str, Any]] = {}  # checkpoint title → its preferred settings
 
     @property
     def settings(self) -> Settings:
@@ -84,6 +85,12 @@ class FakeEngine:
         if title not in self.checkpoints:
             raise ValueError(f"no checkpoint named {title!r}")
         self.loaded = title
+
+    def preferred_sampler_settings(self, title: str | None = None) -> dict[str, Any]:
+        preferred = self.preferences.get(title or self.current_checkpoint() or "", {})
+        if isinstance(preferred, Exception):  # a test's broken <checkpoint>.json
+            raise preferred
+        return dict(preferred)
 
     def default_size(self) -> int:
         return 128

@@ -11,6 +11,8 @@ from typing import Any, Literal, get_args, get_origin
 
 import gradio as gr
 
+from engine.infotext import override_entries
+from engine.params import GenerationParams
 from engine.sampler_params import SAMPLER_NAMES as SAMPLER_PARAMS
 from engine.settings import Settings
 from ui.common import EngineLike, error_message, message_html
@@ -73,14 +75,62 @@ def build_settings_tab(engine: EngineLike) -> tuple[list[gr.components.Component
     return _build_panel(engine, setting_names(), "settings")
 
 
-def build_sampler_settings_tab(engine: EngineLike) -> tuple[list[gr.components.Component], list[str]]:
+def build_sampler_settings_tab(
+    engine: EngineLike, checkpoint: gr.Dropdown | None = None
+) -> tuple[list[gr.components.Component], list[str], gr.HTML]:
     """The Sampler settings tab: A1111's sampler parameters (eta, sigma churn, UniPC, ...). They are
-    the defaults of every job; a job (or an infotext, or an API request) may override each one."""
+    the defaults of every job; a job (or an infotext, or an API request) may override each one.
+    Returns (controls, names, the checkpoint-preferences line); the line follows `checkpoint`."""
     gr.Markdown(
         "Defaults for every generation. Values that differ from A1111's defaults are written into "
         "the image's parameters, and *Send to txt2img* / the API can override them per job."
     )
-    return _build_panel(engine, list(SAMPLER_PARAMS), "sampler_settings")
+    preferred = gr.HTML(current_preferences_html(engine), elem_id="sampler_settings_preferred")
+    if checkpoint is not None:
+        checkpoint.change(
+            lambda title: preferences_html(engine, title),
+            inputs=checkpoint,
+            outputs=preferred,
+            queue=False,
+            show_progress="hidden",
+            api_visibility="private",
+        )
+    controls, names = _build_panel(engine, list(SAMPLER_PARAMS), "sampler_settings")
+    return controls, names, preferred
+
+
+def current_preferences_html(engine: EngineLike) -> str:
+    """`preferences_html` for the checkpoint in use ("" when there is none to ask about)."""
+    try:
+        title = engine.current_checkpoint()
+    except ValueError:  # no checkpoints at all: the quick-settings bar says so
+        return ""
+    return preferences_html(engine, title) if title else ""
+
+
+def preferences_html(engine: EngineLike, title: str | None) -> str:
+    """What the checkpoint `title` prefers for these settings, and whether it is used: the line above
+    the Sampler settings fields (empty when the checkpoint states no preference)."""
+    try:
+        preferred = engine.preferred_sampler_settings(title)
+    except Exception as exc:  # a broken <checkpoint>.json: say so; jobs run with the settings alone
+        return message_html(f"{title}: preferred sampler settings ignored: {error_message(exc)}")
+    if not preferred:
+        return ""
+    listed = ", ".join(
+        override_entries(GenerationParams(prompt="", **preferred))
+    )  # as the infotext spells them
+    if not engine.settings.use_checkpoint_preferences:
+        return message_html(
+            f"{title} prefers {listed}. Not used: “Use a checkpoint's preferred sampler settings” is "
+            "off in Settings.",
+            "info",
+        )
+    return message_html(
+        f"{title} prefers {listed}: used for each of these left at A1111's default below (a value "
+        "you set, or a job's own, wins). Switch off in Settings.",
+        "info",
+    )
 
 
 def _build_panel(

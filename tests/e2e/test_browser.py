@@ -55,6 +55,8 @@ def test_txt2img_generates_an_image_with_its_infotext(page):
     assert f"Seed: {SEED}" in infotext
     assert f"Steps: {STEPS}" in infotext and f"Size: {SIZE}x{SIZE}" in infotext
     assert "a large red circle" in infotext
+    # The built-in model's preferred sampler settings (models/builtin/atelier-tiny.json) were used.
+    assert "NGMS: 3" in infotext and "NGMS all steps: True" in infotext
     assert page.locator(".atelier-msg-error").count() == 0
     # Generate is back (the run is over) and the progress bar is gone.
     assert page.locator("#txt2img_generate").is_visible()
@@ -147,6 +149,17 @@ def test_pasted_sampler_parameters_become_per_job_overrides(page, tmp_path):
     assert "Sigma noise: 0.9" in page.inner_text("#txt2img_infotext")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "txt2img-overrides.png"), full_page=True)
+
+
+def test_sampler_settings_tab_names_the_checkpoints_preferences(page):
+    _open_tab(page, "Sampler settings")
+    line = page.locator("#sampler_settings_preferred")
+    line.wait_for(state="visible", timeout=30_000)
+    text = line.inner_text()
+    assert "atelier-tiny prefers NGMS: 3, NGMS all steps: True" in text, text
+    assert page.locator("#setting_s_min_uncond input").input_value() == "0"  # the setting itself is untouched
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "sampler-settings.png"), full_page=True)
 
 
 def _counter(page, elem_id: str) -> str:
