@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 
+import numpy as np
 import torch
 
 RELATIVE_DEPTH = 30
@@ -44,26 +45,31 @@ class BrownianPath:
         # One generator, reseeded per node: the same numbers as a fresh generator per node, without
         # building one ~35 times per query (a query is most of an SDE sampler's own time per step).
         self._generator = torch.Generator()
-        self._octaves: list[torch.Tensor] = []  # W(1), W(2), W(4), …: every query starts from two
+        self._octaves: list[np.ndarray] = []  # W(1), W(2), W(4), …: every query starts from two
 
-    def _normal(self, *node: int) -> torch.Tensor:
+    def _normal(self, *node: int) -> np.ndarray:
+        # Drawn by torch (the generator fixes the numbers); the arithmetic on these small arrays is
+        # numpy's, whose per-call cost is a fraction of torch's. Each operation is one correctly
+        # rounded float32 operation in both, so the values are bit-for-bit torch's (pinned in tests).
         self._generator.manual_seed(_mix(self.seed, *node))
-        return torch.randn(self.shape, generator=self._generator, dtype=torch.float32)
+        return torch.randn(self.shape, generator=self._generator, dtype=torch.float32).numpy()
 
-    def _octave_end(self, k: int) -> torch.Tensor:
+    def _octave_end(self, k: int) -> np.ndarray:
         """W(2^k), k ≥ 0, built once per path."""
         while len(self._octaves) <= k:
             j = len(self._octaves)
             if j == 0:
                 self._octaves.append(self._normal(0, 0, 0))
             else:
-                self._octaves.append(self._octaves[-1] + math.sqrt(2.0 ** (j - 1)) * self._normal(j, 0, 0))
+                self._octaves.append(
+                    self._octaves[-1] + np.float32(math.sqrt(2.0 ** (j - 1))) * self._normal(j, 0, 0)
+                )
         return self._octaves[k]
 
-    def _octave(self, t: float) -> tuple[int, float, float, torch.Tensor, torch.Tensor]:
+    def _octave(self, t: float) -> tuple[int, float, float, np.ndarray, np.ndarray]:
         """(octave k, a, b, W(a), W(b)) with t in (a, b]: [0, 1] is octave 0, (2^(k−1), 2^k] octave k."""
         if t <= 1.0:
-            return 0, 0.0, 1.0, torch.zeros(self.shape), self._octave_end(0)
+            return 0, 0.0, 1.0, np.zeros(self.shape, np.float32), self._octave_end(0)
         k = math.ceil(math.log2(t))
         while 2.0 ** (k - 1) >= t:  # guard against log2 rounding at powers of two
             k -= 1
@@ -86,8 +92,11 @@ class BrownianPath:
         while b - a > tolerance:
             mid = (a + b) / 2
             # (w_a + w_b) / 2 + sqrt(b − a) / 2 · z, in place (the same operations in the same order).
-            z = self._normal(octave, level + 1, index + 1).mul_(math.sqrt(b - a) / 2)
-            w_mid = torch.add(w_a, w_b).div_(2).add_(z)
+            z = self._normal(octave, level + 1, index + 1)
+            z *= np.float32(math.sqrt(b - a) / 2)
+            w_mid = np.add(w_a, w_b)
+            w_mid /= np.float32(2)
+            w_mid += z
             level, index = level + 1, 2 * index
             if t <= mid:
                 b, w_b = mid, w_mid
@@ -95,7 +104,10 @@ class BrownianPath:
                 a, w_a, index = mid, w_mid, index + 1
             if t == a or t == b:
                 break
-        value = w_a + (w_b - w_a) * ((t - a) / (b - a)) if t not in (a, b) else (w_a if t == a else w_b)
+        if t in (a, b):
+            value = torch.from_numpy(w_a if t == a else w_b)
+        else:
+            value = torch.from_numpy(w_a + (w_b - w_a) * np.float32((t - a) / (b - a)))
         self._cache[t] = value
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
