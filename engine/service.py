@@ -31,7 +31,7 @@ from engine.models.paths import BUILTIN_SUBDIR, LORA_SUBDIR, models_root
 from engine.models.preferences import preferences_or_empty, read_preferences
 from engine.params import GenerationParams, Img2ImgParams, img2img_settings
 from engine.results import GenerationResult
-from engine.sampler_params import resolve_overrides
+from engine.sampler_params import A1111_DEFAULTS, resolve_overrides
 from engine.sampling.registry import sampler_names, schedule_hint, schedule_names
 from engine.script_jobs import ExtensionJobs, ScriptCall
 from engine.scripts import EngineNames
@@ -309,12 +309,17 @@ class Engine(PictureTools):
             self._embeddings = (signature, EmbeddingDatabase.load(folder, dim))
         return self._embeddings[1]
 
-    def _resolved(self, params: GenerationParams) -> GenerationParams:
+    def _resolved(self, params: GenerationParams, *, for_script: bool = False) -> GenerationParams:
         # Unset sampler parameters take the Sampler settings values now, so the job (and its
         # infotext) keeps them even if the settings change while it waits in the queue.
+        # `for_script`: a script (X/Y/Z plot) may switch checkpoints per cell, so the parameters a
+        # checkpoint's preference could fill (setting at A1111's default) stay unset here and
+        # each cell's own resolution fills them for the cell's checkpoint.
         settings = self._settings
-        preferred = self._job_preferences(params)
-        params = params.model_copy(update=resolve_overrides(params, settings, preferred))
+        update = resolve_overrides(params, settings, {} if for_script else self._job_preferences(params))
+        if for_script:
+            update = {k: v for k, v in update.items() if v != A1111_DEFAULTS[k]}
+        params = params.model_copy(update=update)
         if isinstance(params, Img2ImgParams):
             params = params.model_copy(update=img2img_settings(params, settings))
         return with_styles_applied(params, self.styles())  # unknown names raise ValueError
@@ -335,7 +340,8 @@ class Engine(PictureTools):
         `save_images`: False keeps the pictures out of the output folders (the API's default)."""
         job = Job("txt2img", preview_every=self._settings.show_progress_every_n_steps)
         run = functools.partial(self._run_txt2img, vae=vae, save_images=save_images)
-        return self._submit(job, "txt2img", run, self._resolved(params), (control,), extension_args, script)
+        resolved = self._resolved(params, for_script=script is not None)
+        return self._submit(job, "txt2img", run, resolved, (control,), extension_args, script)
 
     def submit_img2img(
         self,
@@ -353,7 +359,7 @@ class Engine(PictureTools):
         img2img picture. The other arguments: as submit_txt2img's."""
         job = Job("img2img", preview_every=self._settings.show_progress_every_n_steps)
         run = functools.partial(self._run_img2img, vae=vae, save_images=save_images)
-        resolved = self._resolved(params)
+        resolved = self._resolved(params, for_script=script is not None)
         return self._submit(job, "img2img", run, resolved, (inputs, control), extension_args, script)
 
     def _submit(self, job, kind, run, params, inputs, extension_args, call) -> Job:

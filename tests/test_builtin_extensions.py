@@ -68,6 +68,7 @@ def test_xyz_sampler_steps_seed_cells_are_single_generations(engine, monkeypatch
     assert grid.width >= 4 * SIZE and grid.height >= 2 * SIZE  # 2 columns × 2 Z, 2 rows, plus legend
     for cell, info in zip(cells, result.infotexts[1:], strict=True):
         text = parse_infotext(info)
+        assert text["NGMS"] == "3"  # each cell resolved for its checkpoint: the built-in model's preference
         single = engine.txt2img(
             params(sampler_name=text["Sampler"], steps=int(text["Steps"]), seed=int(text["Seed"]))
         )

@@ -145,3 +145,28 @@ def test_the_sampler_settings_tab_says_what_the_checkpoint_prefers_and_whether_i
     assert "Not used" in preferences_html(engine, "tiny")
     broken = preferences_html(engine, "broken")
     assert "atelier-msg-error" in broken and "broken.json: not readable JSON" in broken
+
+
+def test_script_cells_take_the_preferences_of_their_own_checkpoint(tmp_path_factory, tiny_single_file):
+    """An X/Y/Z plot over checkpoints: the job's parameters leave what a preference could fill unset,
+    and each cell is resolved for its own checkpoint (the built-in one prefers NGMS 3, tiny nothing)."""
+    from engine.service import Engine
+
+    engine = Engine(
+        data_dir=tmp_path_factory.mktemp("data"),
+        models_dirs=[tiny_single_file.parent],
+        device="cpu",
+        load_extensions=False,
+    )
+    assert engine.preferred_sampler_settings("tiny") == {}  # found, and states no preference
+    engine.update_settings(eta_ancestral=0.5)  # a value the user chose is fixed for the whole job
+    base = engine._resolved(GenerationParams(prompt="x"), for_script=True)
+    assert base.s_min_uncond is None and base.eta_ancestral == 0.5
+    on_builtin = engine._resolved(base.model_copy(update={"checkpoint": "atelier-tiny"}))
+    assert (on_builtin.s_min_uncond, on_builtin.s_min_uncond_all, on_builtin.eta_ancestral) == (
+        3.0,
+        True,
+        0.5,
+    )
+    on_tiny = engine._resolved(base.model_copy(update={"checkpoint": "tiny"}))
+    assert (on_tiny.s_min_uncond, on_tiny.s_min_uncond_all, on_tiny.eta_ancestral) == (0.0, False, 0.5)
