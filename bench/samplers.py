@@ -56,6 +56,7 @@ from engine.sampler_params import sampler_options  # noqa: E402
 from engine.sampling.registry import AUTOMATIC, sampler_names, schedule_names  # noqa: E402
 from world.adherence import (  # noqa: E402
     BENCH_CFG,
+    BENCH_STEPS,
     generate_and_score,
     meets_bars,
     preferred_overrides,
@@ -242,7 +243,9 @@ def main() -> None:
     for sampler, row in table.items():
         cells = " | ".join(f"{row[s]:.2f}" if s in row else "–" for s in columns)
         usual = result[sampler]["usual_steps"]
-        bars = ("yes" if result[sampler]["meets_bars"] else "no") + (f" ({usual})" if usual != 20 else "")
+        bars = ("yes" if result[sampler]["meets_bars"] else "no") + (
+            f" ({usual})" if usual != BENCH_STEPS else ""
+        )
         print(f"| {sampler} | {cells} | {bars} | {result[sampler]['overhead_share']:.1%} |", file=sys.stderr)
     print(json.dumps(result))
 
