@@ -327,11 +327,11 @@ def serve(args: argparse.Namespace) -> int:
     try:
         # Imported only now: it pulls in torch, diffusers and gradio (seconds), which --help and
         # the install phase must not pay for.
-        from ui.app import serve as serve_app
+        from ui.server import serve as serve_app
     except ModuleNotFoundError as exc:
-        if exc.name in ("ui", "ui.app"):
-            raise LaunchError(f"{REPO_ROOT / 'ui' / 'app.py'} is missing; is the checkout complete?") from exc
-        if (exc.name or "").split(".")[0] in ("ui", "engine", "extensions"):
+        if exc.name in ("ui", "ui.server"):
+            raise LaunchError(f"{REPO_ROOT / 'ui' / 'server.py'} is missing; is the checkout complete?") from exc
+        if (exc.name or "").split(".")[0] in ("ui", "api", "engine", "extensions"):
             raise  # a bug in our own code: the traceback is the useful message
         raise LaunchError(
             f"the Python package {exc.name!r} is not installed in {sys.prefix}; "

@@ -15,9 +15,11 @@ from fastapi import HTTPException
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
+from api.errors import validation_error as invalid
 from api.images import decode_image, encode_image
 from api.models import Img2ImgRequest, Txt2ImgRequest
 from api.script_args import named_args
+from engine.controlnet.preprocessors import canonical_name
 from engine.controlnet.units import CONTROL_MODES, HR_OPTIONS, RESIZE_MODES, ControlInput, ControlNetUnit
 from engine.img2img import Img2ImgInputs
 from engine.infotext import params_from_infotext
@@ -45,13 +47,6 @@ class EngineRequest:
     vae: str | None = None
     inputs: Img2ImgInputs | None = None
     notes: list[str] = field(default_factory=list)
-
-
-def invalid(field_path: tuple[Any, ...], message: str, value: Any = None) -> RequestValidationError:
-    """A 422 naming the request field, in FastAPI's own error shape."""
-    return RequestValidationError(
-        [{"loc": ("body", *field_path), "msg": message, "type": "value_error", "input": value}]
-    )
 
 
 def to_params(
@@ -170,7 +165,7 @@ def _control_units(body: Any, allow_urls: bool) -> list[ControlInput]:
         try:
             control = ControlNetUnit(
                 enabled=bool(unit.get("enabled", True)),
-                module=unit.get("module") or "none",
+                module=_module(unit.get("module") or "none"),
                 model=unit.get("model") or "None",
                 weight=unit.get("weight", 1.0),
                 guidance_start=unit.get("guidance_start", 0.0),
@@ -192,6 +187,11 @@ def _control_units(body: Any, allow_urls: bool) -> list[ControlInput]:
         picture = _picture((*path, "image"), image, allow_urls) if image else None
         inputs.append(ControlInput(control, picture))
     return inputs
+
+
+def _module(name: Any) -> Any:
+    """A preprocessor as the ControlNet extension's clients name it (any case, or its alias)."""
+    return canonical_name(name) or name if isinstance(name, str) else name
 
 
 def _choice(value: Any, choices: tuple[str, ...]) -> str:

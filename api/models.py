@@ -143,3 +143,22 @@ class ProgressResponse(BaseModel):
     current_image: str | None
     textinfo: str | None
     queue_pending: int = Field(0, description="jobs waiting behind the current one")
+
+
+class ControlNetDetectRequest(_Request):
+    """The ControlNet extension's /controlnet/detect body; -1 means the preprocessor's default."""
+
+    controlnet_module: str = "none"
+    controlnet_input_images: list[str] = Field(default_factory=list, description="base64 or data URLs")
+    controlnet_processor_res: int = -1
+    controlnet_threshold_a: float = -1
+    controlnet_threshold_b: float = -1
+    controlnet_masks: list[str] = Field(
+        default_factory=list, description="ignored: no preprocessor takes one"
+    )
+    low_vram: bool = Field(False, description="ignored: the engine manages memory")
+
+
+class ControlNetDetectResponse(BaseModel):
+    images: list[str]
+    info: str

@@ -9,21 +9,18 @@ them in its thread pool, so a request waiting for its job never blocks the serve
 from __future__ import annotations
 
 import argparse
-import logging
 import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import psutil
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Response
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from fastapi.routing import APIRoute
+from fastapi import APIRouter, Depends, FastAPI, HTTPException
 from pydantic import ValidationError
 
 from api import convert
 from api.auth import BasicAuth, parse_credentials, require_basic_auth
+from api.errors import JSONErrorRoute
+from api.extension_routes import controlnet_router, extensions_list
 from api.images import encode_image
 from api.models import (
     ExtrasBatchRequest,
@@ -43,27 +40,6 @@ from engine.infotext import parse_infotext, read_png_parameters
 from engine.upscale.upscalers import LATENT_MODES
 
 PREFIX = "/sdapi/v1"
-log = logging.getLogger(__name__)
-
-
-class JSONErrorRoute(APIRoute):
-    """A route whose unexpected failures still answer in JSON (A1111's {error, detail} shape)
-    instead of a bare "Internal Server Error" page; the traceback goes to the log."""
-
-    def get_route_handler(self) -> Callable:
-        handler = super().get_route_handler()
-
-        async def guarded(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except (HTTPException, RequestValidationError):
-                raise
-            except Exception as exc:
-                log.exception("API %s failed", request.url.path)
-                body = {"error": type(exc).__name__, "detail": str(exc) or type(exc).__name__}
-                return JSONResponse(body, status_code=500)
-
-        return guarded
 
 
 def create_api(app: FastAPI, engine: Any, args: argparse.Namespace) -> None:
@@ -71,9 +47,10 @@ def create_api(app: FastAPI, engine: Any, args: argparse.Namespace) -> None:
     credentials = parse_credentials(getattr(args, "api_auth", None))
     auth = BasicAuth(credentials) if credentials else None
     allow_urls = bool(getattr(args, "api_allow_image_urls", False))
+    dependencies = [Depends(require_basic_auth(auth))]
     router = APIRouter(
         prefix=PREFIX,
-        dependencies=[Depends(require_basic_auth(auth))],
+        dependencies=dependencies,
         tags=["sdapi"],
         route_class=JSONErrorRoute,
     )
@@ -323,4 +300,9 @@ def create_api(app: FastAPI, engine: Any, args: argparse.Namespace) -> None:
             for kind in ("txt2img", "img2img")
         }
 
+    @router.get("/extensions")
+    def extensions() -> list[dict[str, Any]]:
+        return extensions_list(engine)
+
     app.include_router(router)
+    app.include_router(controlnet_router(engine, dependencies, allow_urls))

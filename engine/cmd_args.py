@@ -8,6 +8,7 @@ pydantic), and `python3 launch.py --help` should answer instantly.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,6 +29,22 @@ def _port(text: str) -> int:
     if not 1 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"invalid port {value}: must be between 1 and 65535")
     return value
+
+
+_LABEL = r"[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?"
+_HOST_NAME = re.compile(rf"^(\*|(\*\.)?{_LABEL}(\.{_LABEL})*)$")  # "*", "studio.lan", "*.example.lan"
+
+
+def _host_names(text: str) -> tuple[str, ...]:
+    """argparse type for --allowed-hosts: comma-separated host names, lower-cased."""
+    names = tuple(name.strip().lower().rstrip(".") for name in text.split(",") if name.strip())
+    for name in names:
+        if not _HOST_NAME.match(name):
+            raise argparse.ArgumentTypeError(
+                f"invalid host name {name[:80]!r}: give names like studio.lan or *.example.lan, "
+                "without a scheme, port or path"
+            )
+    return names
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,6 +70,19 @@ def build_parser() -> argparse.ArgumentParser:
         type=_port,
         default=DEFAULT_PORT,
         help=f"port to serve the UI and API on (default: {DEFAULT_PORT})",
+    )
+    server.add_argument(
+        "--allowed-hosts",
+        type=_host_names,
+        default=(),
+        metavar="NAME[,NAME2]",
+        help=(
+            "host names the server answers to besides localhost and 127.0.0.1 (with --listen also "
+            "any IP address and this machine's name): a LAN name or a reverse proxy's, e.g. "
+            "studio.lan; '*.example.lan' for a whole domain; '*' turns the host check off. Requests "
+            "for other names are refused, which stops web pages from reaching Atelier through DNS "
+            "rebinding"
+        ),
     )
     server.add_argument(
         "--autolaunch", action="store_true", help="open the UI in the system's default browser once it is up"

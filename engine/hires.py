@@ -17,12 +17,10 @@ from engine.conditioning.schedule import Conditioning
 from engine.controlnet.apply import PreparedUnit
 from engine.jobs import Job
 from engine.models.types import LoadedModel
-from engine.params import GenerationParams
+from engine.params import SAME_AS_FIRST_PASS, GenerationParams
 from engine.rng import ImageRNG
 from engine.sampler_params import sampler_options
 from engine.upscale.upscalers import LATENT_MODES, UpscalerLibrary
-
-SAME = (None, "", "Use same sampler", "Use same scheduler")
 
 
 def target_size(params: GenerationParams) -> tuple[int, int]:
@@ -43,9 +41,9 @@ def second_pass_params(params: GenerationParams) -> GenerationParams:
     update: dict[str, object] = {"width": width, "height": height}
     if params.hr_second_pass_steps:
         update["steps"] = params.hr_second_pass_steps
-    if params.hr_sampler_name not in SAME:
+    if params.hr_sampler_name not in SAME_AS_FIRST_PASS:
         update["sampler_name"] = params.hr_sampler_name
-    if params.hr_scheduler not in SAME:
+    if params.hr_scheduler not in SAME_AS_FIRST_PASS:
         update["scheduler"] = params.hr_scheduler
     return params.model_copy(update=update)
 

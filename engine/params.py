@@ -10,12 +10,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from engine.sampler_params import SamplerOverrides, check_sampler_options
 from engine.sampling.registry import resolve_sampler_and_schedule
 
 MAX_STEPS = 150
+# Hires fix's sampler / schedule type values that keep the first pass's (A1111's spellings).
+SAME_AS_FIRST_PASS = (None, "", "Use same sampler", "Use same scheduler")
+ANY_SAMPLER = "Euler a"  # a schedule type is checked on its own, beside any valid sampler
 MAX_SEED = 2**32 - 1
 MIN_SIZE, MAX_SIZE, SIZE_MULTIPLE = 64, 2048, 8
 
@@ -101,12 +104,34 @@ class GenerationParams(SamplerOverrides):
         """Accept A1111's combined names ("DPM++ 2M Karras") and canonical spellings."""
         if isinstance(data, dict) and "sampler_name" in data:
             data = dict(data)
-            sampler, schedule = resolve_sampler_and_schedule(str(data["sampler_name"]), data.get("scheduler"))
+            try:
+                sampler, schedule = resolve_sampler_and_schedule(
+                    str(data["sampler_name"]), data.get("scheduler")
+                )
+            except ValueError:
+                return data  # the field validators below say which of the two is unknown
             data["sampler_name"], data["scheduler"] = sampler, schedule
-        elif isinstance(data, dict) and "scheduler" in data:
-            data = dict(data)
-            _, data["scheduler"] = resolve_sampler_and_schedule("Euler a", data["scheduler"])
         return data
+
+    @field_validator("sampler_name")
+    @classmethod
+    def _known_sampler(cls, name: str) -> str:
+        return resolve_sampler_and_schedule(name, None)[0]
+
+    @field_validator("scheduler")
+    @classmethod
+    def _known_schedule(cls, name: str) -> str:
+        return resolve_sampler_and_schedule(ANY_SAMPLER, name)[1]
+
+    @field_validator("hr_sampler_name")
+    @classmethod
+    def _known_hires_sampler(cls, name: str | None) -> str | None:
+        return name if name in SAME_AS_FIRST_PASS else resolve_sampler_and_schedule(name, None)[0]
+
+    @field_validator("hr_scheduler")
+    @classmethod
+    def _known_hires_schedule(cls, name: str | None) -> str | None:
+        return name if name in SAME_AS_FIRST_PASS else resolve_sampler_and_schedule(ANY_SAMPLER, name)[1]
 
     @model_validator(mode="after")
     def _sampler_options_valid_together(self) -> GenerationParams:

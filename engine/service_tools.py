@@ -10,6 +10,7 @@ from typing import Any
 from engine import img2img as img2img_pipeline
 from engine.controlnet.apply import control_map
 from engine.controlnet.preprocessors import PREPROCESSORS, availability
+from engine.controlnet.preprocessors import run as run_preprocessor
 from engine.controlnet.units import ControlInput, ControlNetUnit
 from engine.extras import ExtrasParams, ExtrasResult, run_extras, run_extras_folder
 from engine.img2img import Img2ImgInputs
@@ -60,6 +61,15 @@ class PictureTools:
     def preview_control(self, unit: ControlNetUnit, image: Any, width: int, height: int) -> Any:
         """The map a unit's preprocessor makes of `image` at the output size (the unit's preview)."""
         return control_map(unit, image, width, height, self.controlnets.annotators)[0]
+
+    def detect_control(
+        self, module: str, image: Any, resolution: int, threshold_a: float | None, threshold_b: float | None
+    ) -> Any:
+        """The map preprocessor `module` makes of `image` at `resolution` (no resizing to an output
+        size: the ControlNet extension's /controlnet/detect)."""
+        return run_preprocessor(
+            module, image, resolution, threshold_a, threshold_b, annotators=self.controlnets.annotators
+        )
 
     def submit_sd_upscale(
         self, params: Img2ImgParams, picture: Any, scale: float, upscaler: str, overlap: int

@@ -144,9 +144,17 @@ def test_dependency_without_auth_lets_everything_through():
 
 def test_gradio_auth_and_api_flags_reach_the_server():
     from engine.cmd_args import parse_args
-    from ui.app import launch_kwargs
+    from ui.app import page_kwargs
+    from ui.fake_engine import FakeEngine
+    from ui.server import build_app
 
-    kwargs = launch_kwargs(parse_args(["--gradio-auth", "ann:pw1, bea:pw:2"]))
-    assert kwargs["auth"] == [("ann", "pw1"), ("bea", "pw:2")] and "app_kwargs" not in kwargs
-    with_api = launch_kwargs(parse_args(["--api"]))
-    assert with_api["app_kwargs"]["docs_url"] == "/docs" and "auth" not in with_api
+    kwargs = page_kwargs(parse_args(["--gradio-auth", "ann:pw1, bea:pw:2"]))
+    assert kwargs["auth"] == [("ann", "pw1"), ("bea", "pw:2")]
+    assert "auth" not in page_kwargs(parse_args(["--api"]))
+    # FastAPI's interactive docs describe /sdapi/v1: served with --api only.
+    with_api = TestClient(build_app(FakeEngine(), parse_args(["--api"])), base_url="http://127.0.0.1")
+    assert with_api.get("/docs").status_code == 200
+    assert "/sdapi/v1/txt2img" in with_api.get("/openapi.json").json()["paths"]
+    without = TestClient(build_app(FakeEngine(), parse_args([])), base_url="http://127.0.0.1")
+    assert without.get("/openapi.json").status_code == 404
+    assert without.get("/sdapi/v1/samplers").status_code == 404

@@ -9,7 +9,7 @@ import pytest
 from fastapi import APIRouter, FastAPI
 from fastapi.testclient import TestClient
 
-from api.routes import JSONErrorRoute
+from api.errors import JSONErrorRoute
 from api.script_args import named_args
 
 

@@ -264,7 +264,7 @@ def _fake_checkout(root: Path) -> Path:
     (root / "ui").mkdir()
     shutil.copy(REPO / "launch.py", root / "launch.py")
     shutil.copy(REPO / "engine" / "cmd_args.py", root / "engine" / "cmd_args.py")
-    (root / "ui" / "app.py").write_text(STUB_APP)
+    (root / "ui" / "server.py").write_text(STUB_APP)
     # pip is in every fresh venv, so this install is satisfied without any network.
     (root / "requirements.txt").write_text("pip\n")
     return root

@@ -6,7 +6,7 @@ import gradio as gr
 from PIL import Image, PngImagePlugin
 
 from engine.params import MAX_STEPS
-from ui.app import build_ui, launch_kwargs
+from ui.app import build_ui, page_kwargs
 from ui.fake_engine import FakeEngine, fake_infotext
 from ui.png_info import SEND_FIELDS, infotext_to_fields, show_png_info
 from ui.quicksettings import change_checkpoint
@@ -62,15 +62,14 @@ def test_page_load_sends_only_settings_changed_since_the_page_was_built():
     assert sent == [33, 33]  # the txt2img steps slider and the Settings tab's field
 
 
-def test_launch_kwargs_follow_the_flags():
+def test_server_address_and_page_follow_the_flags():
     import argparse
 
-    local = launch_kwargs(argparse.Namespace(listen=False, port=7861, autolaunch=False))
-    assert (local["server_name"], local["server_port"], local["inbrowser"]) == ("127.0.0.1", 7861, False)
-    assert (
-        launch_kwargs(argparse.Namespace(listen=True, port=None, autolaunch=True))["server_name"] == "0.0.0.0"
-    )
-    assert "atelier-progress" in local["css"]
+    from ui.server import address
+
+    assert address(argparse.Namespace(listen=False, port=7861)) == ("127.0.0.1", 7861)
+    assert address(argparse.Namespace(listen=True, port=None)) == ("0.0.0.0", 7860)
+    assert "atelier-progress" in page_kwargs(argparse.Namespace())["css"]
 
 
 def _png_with(tmp_path, text: str | None):

@@ -1,17 +1,14 @@
-"""The Gradio app: quick-settings bar on top, then the txt2img / img2img / Inpaint / ControlNet /
+"""The Gradio page: quick-settings bar on top, then the txt2img / img2img / Inpaint / ControlNet /
 Upscaling / PNG Info / Settings tabs.
 
 `build_ui(engine)` only lays out components and wires handlers; it never loads a model, so the
-server is up in seconds. `serve(args)` creates the engine, launches, and then warms the model up
-in a background thread.
+server is up in seconds. `ui.server` serves it together with the API.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import sys
-import threading
 from typing import Any
 
 # Before gradio reads it: no telemetry, no version check — Atelier makes no external requests.
@@ -37,11 +34,10 @@ from ui.txt2img import build_txt2img_tab  # noqa: E402
 from ui.txt2img_run import OPTIONAL_FIELDS  # noqa: E402
 
 TITLE = "Atelier"
-DEFAULT_PORT = 7860
 
 
 def build_ui(engine: EngineLike) -> gr.Blocks:
-    """The whole page for `engine`. Styling is passed to `launch()` (Gradio 6): see `launch_kwargs`."""
+    """The whole page for `engine`. Styling is given when it is served (Gradio 6): see `page_kwargs`."""
     jobs = SessionJobs()
     # Every gallery image and preview is a file in Gradio's cache: sweep hourly, drop after a day.
     with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=(3600, 86400)) as demo:
@@ -236,12 +232,10 @@ def _wire_gallery_send(tabs: gr.Tabs, source: Any, target: Any, name: str) -> No
     target.recount_after(sent)
 
 
-def launch_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    """launch() arguments from the command-line flags (theme and css belong here in Gradio 6)."""
+def page_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """How the page looks and who may open it, from the flags (in Gradio 6 theme and css are given
+    when the Blocks are served, not when they are built)."""
     kwargs: dict[str, Any] = {
-        "server_name": "0.0.0.0" if getattr(args, "listen", False) else "127.0.0.1",
-        "server_port": getattr(args, "port", None) or DEFAULT_PORT,
-        "inbrowser": bool(getattr(args, "autolaunch", False)),
         "theme": gr.themes.Default(primary_hue="orange", neutral_hue="slate"),
         "css": CSS,
         "footer_links": [],
@@ -251,32 +245,4 @@ def launch_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         from api.auth import parse_credentials
 
         kwargs["auth"] = parse_credentials(args.gradio_auth)
-    if getattr(args, "api", False):  # FastAPI's interactive docs of /sdapi/v1 (Gradio turns them off)
-        kwargs["app_kwargs"] = {"docs_url": "/docs", "openapi_url": "/openapi.json", "redoc_url": None}
     return kwargs
-
-
-def _warm_up(engine: EngineLike) -> None:
-    """Load the default checkpoint once the server is up, so the first Generate is quick."""
-    try:
-        title = engine.current_checkpoint()
-        if title:
-            engine.load_checkpoint(title)
-    except Exception as exc:  # the UI reports it again on use; the server must keep running
-        print(f"Atelier: could not load the default checkpoint: {error_message(exc)}", file=sys.stderr)
-
-
-def serve(args: argparse.Namespace) -> None:
-    """Create the engine, launch the UI and block until Ctrl+C."""
-    from engine.service import Engine  # imported here: pulls in torch, which the UI tests avoid
-
-    engine = Engine.from_args(args)
-    demo = build_ui(engine)
-    demo.queue()
-    app, _local_url, _share_url = demo.launch(prevent_thread_lock=True, **launch_kwargs(args))
-    if getattr(args, "api", False):
-        from api.routes import create_api
-
-        create_api(app, engine, args)
-    threading.Thread(target=_warm_up, args=(engine,), name="atelier-warm-up", daemon=True).start()
-    demo.block_thread()

@@ -72,6 +72,25 @@ PREPROCESSORS: dict[str, Preprocessor] = {
 }
 
 
+# The sd-webui-controlnet extension's internal module names, which its API clients also send.
+ALIASES = {
+    "invert": "invert (from white bg & black line)",
+    "lineart_standard": "lineart_standard (from white bg & black line)",
+    "hed": "softedge_hed",
+    "depth": "depth_midas",
+    "lineart": "lineart_realistic",
+}
+
+
+def canonical_name(name: str) -> str | None:
+    """The preprocessor a client means by `name` (its name in any case, or an extension alias)."""
+    lowered = name.strip().lower()
+    for known in PREPROCESSORS:
+        if known.lower() == lowered:
+            return known
+    return ALIASES.get(lowered)
+
+
 def availability(name: str, annotators: Path | None) -> str | None:
     """None when `name` can run; otherwise the reason it cannot, saying what to do."""
     spec = PREPROCESSORS.get(name)
