@@ -17,7 +17,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, Request, Response
+from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
@@ -78,7 +78,7 @@ class JSONErrorRoute(APIRoute):
             try:
                 await _refuse_non_finite(request)
                 return await handler(request)
-            except (HTTPException, RequestValidationError):
+            except (StarletteHTTPException, RequestValidationError):
                 raise
             except Exception as exc:
                 log.exception("API %s failed", request.url.path)

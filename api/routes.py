@@ -36,6 +36,7 @@ from api.models import (
 )
 from api.options import SECRET_FLAGS, apply_options, current_options
 from engine.extras import ExtrasParams
+from engine.images import SaveError
 from engine.infotext import parse_infotext, read_png_parameters
 from engine.upscale.upscalers import LATENT_MODES
 
@@ -58,6 +59,8 @@ def create_api(app: FastAPI, engine: Any, args: argparse.Namespace) -> None:
     def wait(job: Any) -> Any:
         job.wait()
         if job.error is not None:
+            if isinstance(job.error, SaveError):  # 507: the client may retry once space is freed
+                raise HTTPException(507 if job.error.disk_full else 500, str(job.error))
             if isinstance(job.error, (ValueError, ValidationError)):
                 raise HTTPException(400, str(job.error))
             raise HTTPException(500, f"{type(job.error).__name__}: {job.error}")

@@ -18,7 +18,7 @@ from engine.upscale.upscalers import UpscalerLibrary
 
 
 class ExtrasParams(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)  # no NaN or Infinity
 
     resize_mode: int = Field(0, ge=0, le=1, description="0: scale by, 1: scale to")
     upscaling_resize: float = Field(2.0, ge=1.0, le=8.0, allow_inf_nan=False)

@@ -10,6 +10,7 @@ takes the next number. Readers never see a half-written PNG.
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import math
 import os
@@ -77,6 +78,40 @@ def _publish(tmp: Path, final: Path) -> None:
             raise
 
 
+class SaveError(OSError):
+    """A picture could not be written. The message says where and why; nothing partial is left
+    behind (the temp file is removed, and a final name only ever points at a complete file)."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+    @property
+    def disk_full(self) -> bool:
+        return self.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+_WHY = {
+    errno.ENOSPC: "the disk is full",
+    errno.EDQUOT: "the disk quota is used up",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+    errno.EROFS: "the file system is read-only",
+}
+
+
+@contextlib.contextmanager
+def _clear_failure(folder: Path):
+    try:
+        yield
+    except SaveError:
+        raise
+    except OSError as exc:
+        why = _WHY.get(exc.errno, exc.strerror or str(exc) or type(exc).__name__)
+        raise SaveError(
+            exc.errno, f"could not save the picture in {folder}: {why}; nothing was saved"
+        ) from exc
+
+
 def save_image(
     image: Image.Image,
     outdir: Path,
@@ -88,10 +123,14 @@ def save_image(
     """Write `image` as `outdir/<today>/NNNNN-<seed><suffix>.png` (no seed: `NNNNN<suffix>.png`,
     as A1111 names upscaled pictures) with its 'parameters' chunk."""
     folder = Path(outdir) / date.today().isoformat()
-    folder.mkdir(parents=True, exist_ok=True)
     suffix = _UNSAFE_SUFFIX_RE.sub("_", basename_suffix)
     data = _png_bytes(image, infotext)  # encode before taking a number: keeps the race window short
+    with _clear_failure(folder):
+        return _save_numbered(data, folder, seed, suffix)
 
+
+def _save_numbered(data: bytes, folder: Path, seed: int | None, suffix: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=_TEMP_PREFIX, suffix=".png")
     tmp = Path(tmp_name)
     try:
@@ -121,13 +160,18 @@ def save_image_named(image: Image.Image, folder: Path, stem: str, *, infotext: s
     """Write `folder/<stem>.png` (batch img2img keeps the input's name). An existing file is never
     replaced: the name then gets `-1`, `-2`, ... ."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     stem = _UNSAFE_SUFFIX_RE.sub("_", stem) or "image"
+    with _clear_failure(folder):
+        return _save_as(_png_bytes(image, infotext), folder, stem)
+
+
+def _save_as(data: bytes, folder: Path, stem: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=_TEMP_PREFIX, suffix=".png")
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(_png_bytes(image, infotext))
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp, 0o644)

@@ -39,7 +39,7 @@ class GenerationParams(SamplerOverrides):
     The A1111 sampler parameters (eta, sigma churn, UniPC options, ...) come from `SamplerOverrides`:
     None means "the Sampler settings value", filled in when the job is submitted."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)  # no NaN or Infinity
 
     prompt: str = Field("", max_length=20000, json_schema_extra=_label(None))
     negative_prompt: str = Field("", max_length=20000, json_schema_extra=_label(None))

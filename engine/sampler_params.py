@@ -72,7 +72,7 @@ def check_sampler_options(values: dict[str, Any]) -> None:
 
 
 class _DefaultsBase(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    model_config = ConfigDict(frozen=True, extra="ignore", allow_inf_nan=False)  # no NaN or Infinity
 
     @model_validator(mode="after")
     def _valid_together(self):
@@ -81,7 +81,7 @@ class _DefaultsBase(BaseModel):
 
 
 class _OverridesBase(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)  # no NaN or Infinity
 
 
 SamplerDefaults = create_model(

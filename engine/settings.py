@@ -20,7 +20,7 @@ from engine.sampler_params import SamplerDefaults
 class Settings(SamplerDefaults):
     """Every user setting. The sampler parameters (inherited) are shown in the Sampler settings tab."""
 
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    model_config = ConfigDict(frozen=True, extra="ignore", allow_inf_nan=False)  # no NaN or Infinity
 
     outdir_samples: str = Field(
         "", description="Output folder for all images (overrides the next ones if set)"

@@ -7,9 +7,13 @@ them a small double instead of a real model.
 from __future__ import annotations
 
 import html
+import math
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import ValidationError
+
+from engine.images import SaveError
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -96,12 +100,20 @@ def _field_message(error: dict[str, Any]) -> str:
     return f"{loc}: {msg}" if loc else msg
 
 
+def check_finite(values: Mapping[str, Any]) -> None:
+    """Refuse NaN and ±Infinity by the field's name before anything computes with them. A browser's
+    number inputs cannot hold them, but a client driving the page's events can send them."""
+    for name, value in values.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{name}: must be a finite number, not {value}")
+
+
 def error_message(exc: BaseException) -> str:
     """A readable one-paragraph message for a user error; never a traceback."""
     if isinstance(exc, ValidationError):
         return "; ".join(_field_message(e) for e in exc.errors(include_url=False))
     text = str(exc).strip()
-    if isinstance(exc, (ValueError, FileNotFoundError)) and text:
+    if isinstance(exc, (ValueError, FileNotFoundError, SaveError)) and text:
         return text
     # Anything else is a bug or an environment problem: name the kind so it can be reported.
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -12,7 +12,7 @@ from typing import Any
 import gradio as gr
 
 from engine.extras import ExtrasParams
-from ui.common import EngineLike
+from ui.common import EngineLike, check_finite
 from ui.generation_panel import to_outputs
 from ui.img2img_run import open_picture
 from ui.progress import SessionJobs
@@ -44,6 +44,7 @@ def build_extras_params(values: dict[str, Any]) -> ExtrasParams:
 
 def submit_extras(engine: EngineLike, values: dict[str, Any]) -> Any:
     """The job the tab's values describe (ValueError for what is missing)."""
+    check_finite(values)
     params = build_extras_params(values)
     mode = values.get("mode") or MODES[0]
     if mode == "Batch from directory":

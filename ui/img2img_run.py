@@ -21,7 +21,7 @@ from engine import masking
 from engine.img2img import MAX_INPUT_PIXELS, Img2ImgInputs
 from engine.outpaint import outpaint_job
 from engine.params import INPAINT_AREAS, MASK_MODES, MASKED_CONTENT, RESIZE_MODES, Img2ImgParams
-from ui.common import EngineLike
+from ui.common import EngineLike, check_finite
 from ui.progress import SessionJobs
 from ui.txt2img_run import PARAM_FIELDS, RunUpdate, _as_number, build_params, follow_job
 
@@ -183,6 +183,7 @@ def submit_img2img(engine: EngineLike, v: Mapping[str, Any], control_values: Seq
     """Build the job the tab's values describe and submit it; ValueError for what is missing."""
     from ui.controlnet_run import units_from_values
 
+    check_finite(v)
     control = units_from_values(control_values, open_picture)
     mode = v.get("mode") or "img2img"
     if mode == "Batch":

@@ -14,7 +14,7 @@ from typing import Any
 from engine.jobs import JobInterrupted
 from engine.params import GenerationParams
 from engine.sampler_params import overrides_from_entries
-from ui.common import EngineLike, error_message, message_html
+from ui.common import EngineLike, check_finite, error_message, message_html
 from ui.progress import SessionJobs, progress_html
 
 POLL_SECONDS = 0.25  # how often the running generator re-reads job.progress / job.preview
@@ -175,6 +175,7 @@ def run_txt2img(
         from ui.controlnet_run import units_from_values
         from ui.img2img_run import open_picture
 
+        check_finite(dict(zip(PARAM_FIELDS, values, strict=False)))
         control = units_from_values(control_values, open_picture)
         params = build_params(*values)
         return engine.submit_txt2img(

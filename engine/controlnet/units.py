@@ -17,7 +17,7 @@ DEFAULT_UNITS, MAX_UNITS = 3, 10
 
 
 class ControlNetUnit(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)  # no NaN or Infinity
 
     enabled: bool = True
     module: str = Field("none", description="preprocessor name, e.g. canny")
