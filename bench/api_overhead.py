@@ -4,8 +4,9 @@ process, alternating, median of --repeats each.
 
     .venv/bin/python bench/api_overhead.py [--repeats 20]
 
-The API side includes JSON parsing, validation, the queue, PNG + base64 encoding of the answer
-and the HTTP round trip on localhost (uvicorn in a thread of this process). Ends with one JSON line
+The API side includes the server as it runs (the web guard's host/origin checks and headers, the
+routes beside the mounted page), JSON parsing, validation, the queue, PNG + base64 encoding of the
+answer and the HTTP round trip on localhost (uvicorn in a thread of this process). Ends with one JSON line
 {"engine_ms": …, "api_ms": …, "overhead_ms": …, "ratio": …}.
 """
 
@@ -34,18 +35,16 @@ def main() -> None:
 
     import httpx
     import uvicorn
-    from fastapi import FastAPI
 
-    from api.routes import create_api
     from engine.cmd_args import parse_args
     from engine.params import GenerationParams
     from engine.service import Engine
+    from ui.server import build_app
 
     data = Path(tempfile.mkdtemp(prefix="api-bench-"))
     engine = Engine(data_dir=data, device="cpu")
     engine.update_settings(save_images=False, show_progress_every_n_steps=0)
-    app = FastAPI()
-    create_api(app, engine, parse_args(["--api", "--data-dir", str(data)]))
+    app = build_app(engine, parse_args(["--api", "--data-dir", str(data)]))
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]

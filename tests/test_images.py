@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from engine.images import grid_rows, image_grid, next_sequence_number, save_image
+from engine.images import SaveError, grid_rows, image_grid, next_sequence_number, save_image
 from engine.infotext import read_png_parameters
 
 
@@ -94,8 +94,10 @@ def test_no_temp_files_left_behind_even_on_failure(tmp_path: Path, monkeypatch: 
 
     monkeypatch.setattr("engine.images.os.link", broken_link)
     monkeypatch.setattr("engine.images.os.replace", broken_link)
-    with pytest.raises(PermissionError):
+    with pytest.raises(SaveError) as failed:  # the clear error, caused by the permission error
         save_image(_image(), tmp_path, seed=2, infotext="p")
+    assert isinstance(failed.value.__cause__, PermissionError)
+    assert "no links and no exclusive create here" in str(failed.value)
     # Neither the temp file nor an empty name reservation survives the failed save.
     assert [p.name for p in _day(tmp_path).iterdir()] == ["00000-1.png"]
 

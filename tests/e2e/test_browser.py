@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from api.web_guard import PROTECTIVE_HEADERS
 from tests.server_process import write_test_controlnet
 
 pytestmark = pytest.mark.e2e
@@ -441,3 +442,49 @@ def test_xyz_plot_of_three_samplers_by_two_step_counts_shows_the_grid(page, atel
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     grid.save(ARTIFACTS / "xyz-grid.png")
     page.screenshot(path=str(ARTIFACTS / "xyz-plot.png"), full_page=True)
+
+
+def test_the_page_is_protected_against_rebinding_and_cross_site_requests(browser, atelier_server):
+    """The page carries the protective headers; a browser that resolves a stranger's name to this
+    machine (DNS rebinding) gets a 403 page; a request a foreign page sends is refused."""
+    from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS
+
+    context = browser.new_context()
+    try:
+        answer = context.new_page().goto(atelier_server.url)
+        assert answer.status == 200
+        for name, value in PROTECTIVE_HEADERS:
+            assert answer.headers.get(name.decode()) == value.decode()
+    finally:
+        context.close()
+
+    port = atelier_server.url.rsplit(":", 1)[1]
+    rebinding = browser.browser_type.launch(
+        executable_path=str(CHROMIUM),
+        args=[
+            *CHROMIUM_ARGS,
+            "--host-resolver-rules=MAP rebind.test 127.0.0.1",
+            # Let the foreign page's request reach the server, so the server's own answer is seen.
+            "--disable-features=LocalNetworkAccessChecks,PrivateNetworkAccessSendPreflights,"
+            "PrivateNetworkAccessRespectPreflightResults,BlockInsecurePrivateNetworkRequests",
+        ],
+    )
+    try:
+        page = rebinding.new_page()
+        refused = page.goto(f"http://rebind.test:{port}/")
+        assert refused.status == 403 and "--allowed-hosts" in page.inner_text("body")
+
+        page.route(
+            "http://evil.test/**",
+            lambda route: route.fulfill(status=200, content_type="text/html", body="<p>a page you visit</p>"),
+        )
+        page.goto("http://evil.test/")
+        with page.expect_response(lambda r: "queue/join" in r.url, timeout=30_000) as sent:
+            page.evaluate(
+                "url => fetch(url + '/gradio_api/queue/join', {method: 'POST', mode: 'no-cors', body: '{}'})"
+                ".catch(() => null)",
+                atelier_server.url,
+            )
+        assert sent.value.status == 403 and sent.value.request.headers.get("origin") == "http://evil.test"
+    finally:
+        rebinding.close()
