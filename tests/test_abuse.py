@@ -88,209 +88,111 @@ class Case:
     headers: dict[str, str] = field(default_factory=dict)
 
 
+TXT, IMG, OPTIONS = API + "/txt2img", API + "/img2img", API + "/options"
+EXTRAS, PNG_INFO, DETECT = API + "/extra-single-image", API + "/png-info", "/controlnet/detect"
+JOIN, FILE = "/gradio_api/queue/join", "/gradio_api/file="
+GET = {"method": "GET"}
+FROM_A_STRANGER = {"headers": {"Host": FOREIGN}, "status": 403}
+FROM_A_PAGE = {"headers": {"Origin": EVIL_ORIGIN}, "status": 403}
+
+
+def detect(*images: str, module: str = "canny") -> dict[str, Any]:
+    return {"controlnet_module": module, "controlnet_input_images": list(images)}
+
+
+# fmt: off
 HOSTILE: list[Case] = [
-    # -- DNS rebinding and cross-site requests (a page the user merely visits) ----------------------
-    Case("foreign host: page", "/", method="GET", headers={"Host": FOREIGN}, status=403, says=FOREIGN),
-    Case("foreign host: API", API + "/txt2img", small(), headers={"Host": FOREIGN}, status=403),
-    Case("foreign host: Gradio event", "/gradio_api/queue/join", {}, headers={"Host": FOREIGN}, status=403),
-    Case(
-        "foreign host: Gradio file",
-        "/gradio_api/file=/etc/passwd",
-        method="GET",
-        headers={"Host": FOREIGN},
-        status=403,
-    ),  # fmt: skip
-    Case("foreign host: docs", "/openapi.json", method="GET", headers={"Host": FOREIGN}, status=403),
-    Case(
-        "foreign origin: options",
-        API + "/options",
-        {"samples_format": "jpg"},
-        headers={"Origin": EVIL_ORIGIN},
-        status=403,
-        says="cross-site",
-    ),  # fmt: skip
-    Case("foreign origin: txt2img", API + "/txt2img", small(), headers={"Origin": EVIL_ORIGIN}, status=403),
-    Case("foreign origin: interrupt", API + "/interrupt", headers={"Origin": EVIL_ORIGIN}, status=403),
-    Case("null origin", API + "/txt2img", small(), headers={"Origin": "null"}, status=403),
-    Case(
-        "foreign origin: Gradio event",
-        "/gradio_api/queue/join",
-        {},
-        headers={"Origin": EVIL_ORIGIN},
-        status=403,
-    ),  # fmt: skip
-    # -- numbers that are not numbers --------------------------------------------------------------
-    Case("NaN seed", API + "/txt2img", b'{"prompt": "x", "seed": NaN}', says="seed"),
-    Case(
-        "Infinity in script args",
-        API + "/txt2img",
-        b'{"prompt": "x", "alwayson_scripts": {"CFG rescale": {"args": [true, Infinity]}}}',
-        says="args",
-    ),  # fmt: skip
-    Case("NaN option", API + "/options", b'{"eta_ddim": NaN}', says="eta_ddim"),
-    Case(
-        "NaN ControlNet weight",
-        API + "/txt2img",
-        json.dumps(small(**unit(weight=1.0))).replace("1.0", "NaN").encode(),
-        says="weight",
-    ),  # fmt: skip
-    Case(
-        "NaN detect threshold",
-        "/controlnet/detect",
-        b'{"controlnet_module": "canny", "controlnet_threshold_a": -Infinity}',
-        says="controlnet_threshold_a",
-    ),  # fmt: skip
-    # -- path traversal in every name field ---------------------------------------------------------
-    Case("sampler", API + "/txt2img", small(sampler_name=TRAVERSAL), says="sampler_name"),
-    Case("schedule type", API + "/txt2img", small(scheduler=TRAVERSAL), says="scheduler"),
-    Case(
-        "hires sampler",
-        API + "/txt2img",
-        small(enable_hr=True, hr_sampler_name=TRAVERSAL),
-        says="hr_sampler_name",
-    ),
-    Case(
-        "hires schedule", API + "/txt2img", small(enable_hr=True, hr_scheduler=TRAVERSAL), says="hr_scheduler"
-    ),
-    Case(
-        "hires upscaler", API + "/txt2img", small(enable_hr=True, hr_upscaler=TRAVERSAL), says="hr_upscaler"
-    ),
-    Case("style", API + "/txt2img", small(styles=[TRAVERSAL]), status=400, says="unknown style"),
-    Case(
-        "checkpoint",
-        API + "/txt2img",
-        small(override_settings={"sd_model_checkpoint": TRAVERSAL}),
-        status=404,
-        says="checkpoint not found",
-    ),  # fmt: skip
-    Case(
-        "VAE",
-        API + "/txt2img",
-        small(override_settings={"sd_vae": TRAVERSAL}),
-        status=404,
-        says="VAE not found",
-    ),
-    Case("setting key", API + "/txt2img", small(override_settings={TRAVERSAL: 1}), says="unknown setting"),
-    Case("script", API + "/txt2img", small(script_name=TRAVERSAL), says="script_name"),
-    Case(
-        "extension panel",
-        API + "/txt2img",
-        small(alwayson_scripts={TRAVERSAL: {"args": []}}),
-        says="alwayson_scripts",
-    ),  # fmt: skip
-    Case(
-        "ControlNet model",
-        API + "/txt2img",
-        small(**unit(model=TRAVERSAL)),
-        status=(400, 422),
-        says="not found",
-    ),
-    Case(
-        "ControlNet module",
-        API + "/txt2img",
-        small(**unit(module=TRAVERSAL)),
-        status=(400, 422),
-        says="preprocessor",
-    ),  # fmt: skip
-    Case(
-        "upscaler 1",
-        API + "/extra-single-image",
-        {"image": PICTURE, "upscaler_1": TRAVERSAL},
-        says="upscaler_1",
-    ),
-    Case(
-        "upscaler 2",
-        API + "/extra-single-image",
-        {"image": PICTURE, "upscaler_2": TRAVERSAL},
-        says="upscaler_2",
-    ),
-    Case("options: checkpoint", API + "/options", {"sd_model_checkpoint": TRAVERSAL}, status=404),
-    Case(
-        "options: output folder", API + "/options", {"outdir_txt2img_samples": "/tmp/elsewhere"}, status=403
-    ),
-    Case("options: unknown key", API + "/options", {TRAVERSAL: 1}, says="unknown option"),
-    Case(
-        "detect module",
-        "/controlnet/detect",
-        {"controlnet_module": TRAVERSAL, "controlnet_input_images": [PICTURE]},
-        says="controlnet_module",
-    ),  # fmt: skip
-    Case("Gradio file: absolute", "/gradio_api/file=/etc/passwd", method="GET", status=(403, 404)),
-    Case("Gradio file: relative", "/gradio_api/file=" + TRAVERSAL, method="GET", status=(403, 404)),
-    Case("Gradio file: config", "/gradio_api/file=config.json", method="GET", status=(403, 404)),
-    # -- pictures: URLs the server must not fetch, bombs, malformed data ---------------------------
-    *(
-        Case(f"SSRF init image {url}", API + "/img2img", small(init_images=[url]), says="init_images")
-        for url in SSRF
-    ),
-    Case("SSRF ControlNet image", API + "/txt2img", small(**unit(image=SSRF[0])), says="image"),
-    Case("SSRF extras", API + "/extra-single-image", {"image": SSRF[0]}, says="image"),
-    Case("SSRF png-info", API + "/png-info", {"image": SSRF[0]}, says="image"),
-    Case(
-        "SSRF detect",
-        "/controlnet/detect",
-        {"controlnet_module": "canny", "controlnet_input_images": [SSRF[0]]},
-        says="controlnet_input_images",
-    ),  # fmt: skip
-    Case("bomb: init image", API + "/img2img", small(init_images=[BOMB]), says="limit"),
-    Case("bomb: mask", API + "/img2img", small(init_images=[PICTURE], mask=BOMB), says="mask"),
-    Case("bomb: extras", API + "/extra-single-image", {"image": BOMB}, says="limit"),
+    # -- DNS rebinding and cross-site requests (a page the user merely visits) -----------------------
+    Case("foreign host: page", "/", **GET, **FROM_A_STRANGER, says=FOREIGN),
+    Case("foreign host: API", TXT, small(), **FROM_A_STRANGER),
+    Case("foreign host: Gradio event", JOIN, {}, **FROM_A_STRANGER),
+    Case("foreign host: Gradio file", FILE + "/etc/passwd", **GET, **FROM_A_STRANGER),
+    Case("foreign host: docs", "/openapi.json", **GET, **FROM_A_STRANGER),
+    Case("foreign origin: options", OPTIONS, {"eta_noise_seed_delta": 5}, **FROM_A_PAGE, says="cross-site"),
+    Case("foreign origin: txt2img", TXT, small(), **FROM_A_PAGE),
+    Case("foreign origin: interrupt", API + "/interrupt", **FROM_A_PAGE),
+    Case("foreign origin: Gradio event", JOIN, {}, **FROM_A_PAGE),
+    Case("null origin", TXT, small(), headers={"Origin": "null"}, status=403),
+    # -- numbers that are not numbers ----------------------------------------------------------------
+    Case("NaN seed", TXT, b'{"prompt": "x", "seed": NaN}', says="seed"),
+    Case("Infinity in script args", TXT,
+         b'{"prompt": "x", "alwayson_scripts": {"CFG rescale": {"args": [true, Infinity]}}}', says="args"),
+    Case("NaN option", OPTIONS, b'{"eta_ddim": NaN}', says="eta_ddim"),
+    Case("NaN ControlNet weight", TXT, json.dumps(small(**unit(weight=1.5))).replace("1.5", "NaN").encode(),
+         says="weight"),
+    Case("-Infinity detect threshold", DETECT, b'{"controlnet_module": "canny", "controlnet_threshold_a": '
+         b"-Infinity}", says="controlnet_threshold_a"),
+    # -- path traversal in every name field ----------------------------------------------------------
+    Case("sampler", TXT, small(sampler_name=TRAVERSAL), says="sampler_name"),
+    Case("schedule type", TXT, small(scheduler=TRAVERSAL), says="scheduler"),
+    Case("hires sampler", TXT, small(enable_hr=True, hr_sampler_name=TRAVERSAL), says="hr_sampler_name"),
+    Case("hires schedule", TXT, small(enable_hr=True, hr_scheduler=TRAVERSAL), says="hr_scheduler"),
+    Case("hires upscaler", TXT, small(enable_hr=True, hr_upscaler=TRAVERSAL), says="hr_upscaler"),
+    Case("style", TXT, small(styles=[TRAVERSAL]), status=400, says="unknown style"),
+    Case("checkpoint", TXT, small(override_settings={"sd_model_checkpoint": TRAVERSAL}), status=404,
+         says="checkpoint not found"),
+    Case("VAE", TXT, small(override_settings={"sd_vae": TRAVERSAL}), status=404, says="VAE not found"),
+    Case("setting key", TXT, small(override_settings={TRAVERSAL: 1}), says="unknown setting"),
+    Case("script", TXT, small(script_name=TRAVERSAL), says="script_name"),
+    Case("extension panel", TXT, small(alwayson_scripts={TRAVERSAL: {"args": []}}), says="alwayson_scripts"),
+    Case("ControlNet model", TXT, small(**unit(model=TRAVERSAL)), status=(400, 422), says="not found"),
+    Case("ControlNet module", TXT, small(**unit(module=TRAVERSAL)), status=(400, 422), says="preprocessor"),
+    Case("upscaler 1", EXTRAS, {"image": PICTURE, "upscaler_1": TRAVERSAL}, says="upscaler_1"),
+    Case("upscaler 2", EXTRAS, {"image": PICTURE, "upscaler_2": TRAVERSAL}, says="upscaler_2"),
+    Case("options: checkpoint", OPTIONS, {"sd_model_checkpoint": TRAVERSAL}, status=404),
+    Case("options: output folder", OPTIONS, {"outdir_txt2img_samples": "/tmp/elsewhere"}, status=403),
+    Case("options: unknown key", OPTIONS, {TRAVERSAL: 1}, says="unknown option"),
+    Case("detect module", DETECT, detect(PICTURE, module=TRAVERSAL), says="controlnet_module"),
+    Case("Gradio file: absolute", FILE + "/etc/passwd", **GET, status=(403, 404)),
+    Case("Gradio file: relative", FILE + TRAVERSAL, **GET, status=(403, 404)),
+    Case("Gradio file: settings", FILE + "config.json", **GET, status=(403, 404)),
+    # -- pictures: URLs the server must not fetch, bombs, malformed data -----------------------------
+    *(Case(f"SSRF init image {url}", IMG, small(init_images=[url]), says="init_images") for url in SSRF),
+    Case("SSRF ControlNet image", TXT, small(**unit(image=SSRF[0])), says="image"),
+    Case("SSRF extras", EXTRAS, {"image": SSRF[0]}, says="image"),
+    Case("SSRF png-info", PNG_INFO, {"image": SSRF[0]}, says="image"),
+    Case("SSRF detect", DETECT, detect(SSRF[0]), says="controlnet_input_images"),
+    Case("bomb: init image", IMG, small(init_images=[BOMB]), says="limit"),
+    Case("bomb: mask", IMG, small(init_images=[PICTURE], mask=BOMB), says="mask"),
+    Case("bomb: extras", EXTRAS, {"image": BOMB}, says="limit"),
     Case("bomb: extras batch", API + "/extra-batch-images", {"imageList": [{"data": BOMB}]}, says="limit"),
-    Case("bomb: png-info", API + "/png-info", {"image": BOMB}, says="limit"),
-    Case("bomb: ControlNet", API + "/txt2img", small(**unit(image=BOMB)), says="limit"),
-    Case(
-        "bomb: detect",
-        "/controlnet/detect",
-        {"controlnet_module": "canny", "controlnet_input_images": [BOMB]},
-        says="limit",
-    ),  # fmt: skip
-    Case("truncated picture", API + "/img2img", small(init_images=[TRUNCATED]), says="init_images"),
-    Case("not a picture", API + "/img2img", small(init_images=[NOT_AN_IMAGE]), says="init_images"),
-    Case("empty picture", API + "/img2img", small(init_images=[""]), says="init_images"),
-    Case("picture of the wrong type", API + "/img2img", small(init_images=[123]), says="init_images"),
-    Case("no picture", API + "/img2img", small(init_images=[]), says="init_images"),
-    # -- sizes, shapes and nesting --------------------------------------------------------------------
-    Case("huge prompt", API + "/txt2img", small(prompt="a red circle, " * 100_000), says="prompt"),
-    Case(
-        "huge negative prompt", API + "/txt2img", small(negative_prompt="x" * 100_001), says="negative_prompt"
-    ),
-    Case("thousands of styles", API + "/txt2img", small(styles=["s"] * 5000), says="styles"),
-    Case("huge picture size", API + "/txt2img", small(width=100_000, height=100_000), says="width"),
-    Case("huge batch", API + "/txt2img", small(batch_size=10_000), says="batch_size"),
-    Case("huge step count", API + "/txt2img", small(steps=10**9), says="steps"),
-    Case(
-        "huge extras scale",
-        API + "/extra-single-image",
-        {"image": PICTURE, "upscaling_resize": 1000},
-        says="upscaling_resize",
-    ),  # fmt: skip
-    Case("seed out of range", API + "/txt2img", small(seed=2**70), says="seed"),
-    Case("malformed JSON", API + "/txt2img", b"{not json"),
-    Case("JSON nested 100 000 deep", API + "/txt2img", b"[" * 100_000 + b"]" * 100_000, status=(400, 422)),
-    Case("a list instead of an object", API + "/txt2img", [1, 2, 3]),
-    Case("wrong type", API + "/txt2img", small(steps="many"), says="steps"),
-    Case("unknown route", API + "/../../etc/passwd", method="GET", status=404),
-    Case("wrong method", API + "/txt2img", method="GET", status=(404, 405)),
+    Case("bomb: png-info", PNG_INFO, {"image": BOMB}, says="limit"),
+    Case("bomb: ControlNet", TXT, small(**unit(image=BOMB)), says="limit"),
+    Case("bomb: detect", DETECT, detect(BOMB), says="limit"),
+    Case("truncated picture", IMG, small(init_images=[TRUNCATED]), says="init_images"),
+    Case("not a picture", IMG, small(init_images=[NOT_AN_IMAGE]), says="init_images"),
+    Case("empty picture", IMG, small(init_images=[""]), says="init_images"),
+    Case("picture of the wrong type", IMG, small(init_images=[123]), says="init_images"),
+    Case("no picture", IMG, small(init_images=[]), says="init_images"),
+    # -- sizes, shapes and nesting -------------------------------------------------------------------
+    Case("huge prompt", TXT, small(prompt="a red circle, " * 100_000), says="prompt"),
+    Case("huge negative prompt", TXT, small(negative_prompt="x" * 100_001), says="negative_prompt"),
+    Case("thousands of styles", TXT, small(styles=["s"] * 5000), says="styles"),
+    Case("huge picture size", TXT, small(width=100_000, height=100_000), says="width"),
+    Case("huge batch", TXT, small(batch_size=10_000), says="batch_size"),
+    Case("huge step count", TXT, small(steps=10**9), says="steps"),
+    Case("huge extras scale", EXTRAS, {"image": PICTURE, "upscaling_resize": 1000}, says="upscaling_resize"),
+    Case("seed out of range", TXT, small(seed=2**70), says="seed"),
+    Case("malformed JSON", TXT, b"{not json"),
+    Case("JSON nested 100 000 deep", TXT, b"[" * 100_000 + b"]" * 100_000, status=(400, 422)),
+    Case("a list instead of an object", TXT, [1, 2, 3]),
+    Case("wrong type", TXT, small(steps="many"), says="steps"),
+    Case("unknown route", API + "/../../etc/passwd", **GET, status=404),
+    Case("wrong method", TXT, **GET, status=(404, 405)),
 ]
 
 # Hostile prompts whose right answer is a picture: the prompt parser must take them in its stride
 # (no recursion error, no blow-up), and the server answers as for any prompt.
 DRAWN: list[Case] = [
-    Case("nested brackets", API + "/txt2img", small(prompt="(" * 9000 + "x" + ")" * 9000), status=200),
-    Case("nested square brackets", API + "/txt2img", small(prompt="[" * 9000 + "x" + "]" * 9000), status=200),
-    Case("unbalanced brackets", API + "/txt2img", small(prompt="((((x:1.5" + "]" * 5000), status=200),
-    Case(
-        "prompt editing nest", API + "/txt2img", small(prompt="[a:" * 2000 + "b" + ":0.5]" * 2000), status=200
-    ),
-    Case("alternation nest", API + "/txt2img", small(prompt="[a|" * 3000 + "b" + "]" * 3000), status=200),
-    Case("a LoRA outside the folder", API + "/txt2img", small(prompt=f"x <lora:{TRAVERSAL}:1>"), status=200),
-    Case(
-        "an embedding outside the folder",
-        API + "/txt2img",
-        small(prompt=f"embedding:{TRAVERSAL}"),
-        status=200,
-    ),
+    Case("nested brackets", TXT, small(prompt="(" * 9000 + "x" + ")" * 9000), status=200),
+    Case("nested square brackets", TXT, small(prompt="[" * 9000 + "x" + "]" * 9000), status=200),
+    Case("unbalanced brackets", TXT, small(prompt="((((x:1.5" + "]" * 5000), status=200),
+    Case("prompt editing nest", TXT, small(prompt="[a:" * 2000 + "b" + ":0.5]" * 2000), status=200),
+    Case("alternation nest", TXT, small(prompt="[a|" * 3000 + "b" + "]" * 3000), status=200),
+    Case("a LoRA outside the folder", TXT, small(prompt=f"x <lora:{TRAVERSAL}:1>"), status=200),
+    Case("an embedding outside the folder", TXT, small(prompt=f"embedding:{TRAVERSAL}"), status=200),
 ]
+# fmt: on
 
 
 def snapshot(folder: Path) -> dict[str, str]:
