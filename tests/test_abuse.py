@@ -380,3 +380,21 @@ def test_listen_with_allowed_hosts(tmp_path):
             )
             assert ok.status_code == 200
             assert c.post(API + "/interrupt", headers={"Origin": EVIL_ORIGIN}).status_code == 403
+
+
+def test_a_busy_port_is_a_clear_error(tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    from tests.server_process import REPO_ROOT
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        command = [sys.executable, str(REPO_ROOT / "launch.py"), "--skip-install", "--port", str(port),
+                   "--data-dir", str(tmp_path)]  # fmt: skip
+        done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0
+    assert f"could not listen on 127.0.0.1:{port}" in done.stderr and "--port" in done.stderr

@@ -105,4 +105,13 @@ def serve(args: argparse.Namespace) -> None:
         target=_announce, args=(server, url, bool(getattr(args, "autolaunch", False))), daemon=True
     ).start()
     threading.Thread(target=_warm_up, args=(engine,), name="atelier-warm-up", daemon=True).start()
-    server.run()
+    try:
+        server.run()
+    except SystemExit:  # uvicorn exits when it cannot bind; it has logged the OS's reason
+        if not server.started:
+            print(
+                f"Atelier could not listen on {host}:{port}. Is another program using that port? "
+                "Choose another with --port N.",
+                file=sys.stderr,
+            )
+        raise
