@@ -330,7 +330,8 @@ def serve(args: argparse.Namespace) -> int:
         from ui.server import serve as serve_app
     except ModuleNotFoundError as exc:
         if exc.name in ("ui", "ui.server"):
-            raise LaunchError(f"{REPO_ROOT / 'ui' / 'server.py'} is missing; is the checkout complete?") from exc
+            missing = REPO_ROOT / "ui" / "server.py"
+            raise LaunchError(f"{missing} is missing; is the checkout complete?") from exc
         if (exc.name or "").split(".")[0] in ("ui", "api", "engine", "extensions"):
             raise  # a bug in our own code: the traceback is the useful message
         raise LaunchError(

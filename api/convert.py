@@ -264,6 +264,12 @@ def generation_response(request: Txt2ImgRequest, result: Any, notes: list[str]) 
         "version": "atelier",
     }
     parameters = request.model_dump()
+    # A field the client left out shows what the job ran with (the schema's default, the Settings',
+    # the checkpoint's preferences), not the request model's placeholder.
+    used = params.model_dump()
+    for name in parameters.keys() - request.model_fields_set:
+        if name in used:
+            parameters[name] = used[name]
     for heavy in ("init_images", "mask"):  # A1111 answers with the request minus its pictures
         if heavy in parameters:
             parameters[heavy] = None

@@ -145,6 +145,23 @@ def test_img2img_inpaint_changes_only_the_mask(client):
     assert answer.json()["parameters"]["init_images"] is None  # not echoed back
 
 
+def test_img2img_echoes_the_values_it_used_for_what_the_client_left_out(client):
+    picture = Image.new("RGB", (SIZE, SIZE), (30, 60, 200))
+    mask = Image.new("L", (SIZE, SIZE), 0)
+    ImageDraw.Draw(mask).rectangle((16, 16, 47, 47), fill=255)
+    body = small(init_images=[b64(picture)], mask=b64(mask), steps=2)  # no inpainting_fill, no mask_blur
+    answer = client.post(API + "/img2img", json=body).json()
+    text = json.loads(answer["info"])["infotexts"][0]
+    used = answer["parameters"]
+    # The job ran with the schema's mask blur 4 and "original" content; the echo says so.
+    assert (used["mask_blur"], used["inpainting_fill"]) == (4, 1) and "Mask blur: 4" in text
+    assert "Masked content" not in text  # A1111 leaves out its default, "original"
+    assert used["seed"] == 5 and used["sampler_name"] == "Euler"  # what the client sent stays as sent
+    sent = client.post(API + "/img2img", json={**body, "inpainting_fill": 0, "mask_blur": 2}).json()
+    assert (sent["parameters"]["inpainting_fill"], sent["parameters"]["mask_blur"]) == (0, 2)
+    assert "Masked content: fill" in json.loads(sent["info"])["infotexts"][0]
+
+
 def test_options_round_trip_and_protected_keys(client):
     options = client.get(API + "/options").json()
     assert options["sd_model_checkpoint"] == "atelier-tiny"

@@ -204,7 +204,7 @@ def test_bad_value_names_the_line_and_nothing_is_made(script):
 def test_unknown_option_and_unknown_sampler_name_the_line(script):
     with pytest.raises(ValueError, match=r"line 2: unknown option --colour"):
         run(script, GenerationParams(), prompt_txt="a\n--colour red")
-    with pytest.raises(ValueError, match=r"line 1: unknown sampler 'Nope'"):
+    with pytest.raises(ValueError, match=r"line 1: --sampler_name: unknown sampler 'Nope'"):
         run(script, GenerationParams(), prompt_txt="--sampler_name Nope")
 
 
