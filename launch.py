@@ -35,7 +35,7 @@ INSTALL_STAMP = VENV_DIR / ".atelier-install.stamp"
 TEST_INSTALL_STAMP = VENV_DIR / ".atelier-test-install.stamp"
 
 # Pinned as a pair: an unpinned torch pulls a multi-GB CUDA build, and PyPI's torchvision only
-# loads beside the torch it was built for (DESIGN.md, "Facts of this environment").
+# loads beside the torch it was built for (docs/design.md, "Facts checked").
 DEFAULT_TORCH_COMMAND = "pip install torch==2.14.1 torchvision==0.29.1"
 # Set by the bootstrap phase just before it re-executes inside .venv, so the second phase does
 # not install again (and cannot loop). Removed from the environment as soon as it is read.

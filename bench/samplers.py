@@ -16,7 +16,7 @@ built-in model's preferred sampler settings as a fresh install applies them: NGM
   (background ≥ 0.95, colour ≥ 0.85, shape ≥ 0.70, position ≥ 0.70; `world.adherence.BARS`).
 
 The full run also fills a sampler × step-count table (10 / 20 / 30 steps) of adherence, printed as
-Markdown on stderr for the README. Ends with one JSON line mapping each sampler name to
+Markdown on stderr for docs/benchmarks.md. Ends with one JSON line mapping each sampler name to
 `{"overhead_share": …, "adherence": …, "all_right": …, "attributes": {…}, "meets_bars": …}`.
 
     .venv/bin/python bench/samplers.py [--quick] [--n 32] [--repeats 5]

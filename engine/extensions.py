@@ -1,4 +1,4 @@
-"""The extension loader (DESIGN.md, example 9).
+"""The extension loader (docs/design.md, example 9).
 
 An extension is a folder `extensions/<name>/` with a manifest, `extension.toml`:
 

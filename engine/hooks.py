@@ -1,4 +1,4 @@
-"""Extension hooks: named stages, a typed context for each, and the runner (DESIGN.md, example 5).
+"""Extension hooks: named stages, a typed context for each, and the runner (docs/design.md, example 5).
 
 An extension registers `callback(ctx)` for a `Stage`; the engine calls every callback of a stage
 in `order` (lower first, then the extensions' load order) and hands each one the stage's context

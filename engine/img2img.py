@@ -1,4 +1,4 @@
-"""The img2img / inpainting stage pipeline (DESIGN.md, example 7), beside txt2img's:
+"""The img2img / inpainting stage pipeline (docs/design.md, example 7), beside txt2img's:
 
     check_inputs → prepare_pictures → encode_prompt → encode_init → denoise (from σ at the
     strength, kept latents blended every step) → decode → overlay → save

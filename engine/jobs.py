@@ -1,5 +1,5 @@
 """Jobs: progress, ETA, live preview, interrupt and skip — carried on an object, not in globals
-(DESIGN.md, example 8). The UI (and later the API) polls a Job while a worker thread runs it.
+(docs/design.md, example 8). The UI (and later the API) polls a Job while a worker thread runs it.
 """
 
 from __future__ import annotations

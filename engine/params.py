@@ -1,4 +1,4 @@
-"""GenerationParams: the one schema of a generation request (DESIGN.md, example 4).
+"""GenerationParams: the one schema of a generation request (docs/design.md, example 4).
 
 The field constraints here are at once the validation, the UI ranges, the (later) API schema and
 the infotext labels: `json_schema_extra={"infotext": "<A1111 key>"}` names the key a field is

@@ -1,4 +1,4 @@
-"""The txt2img stage pipeline (DESIGN.md, example 7):
+"""The txt2img stage pipeline (docs/design.md, example 7):
 
     check_inputs → encode_prompt → prepare_latents → denoise → decode → postprocess → save
 

@@ -1,4 +1,4 @@
-"""User settings persisted to `config.json`, read once into an immutable snapshot (DESIGN.md, ex. 8).
+"""User settings persisted to `config.json`, read once into an immutable snapshot (docs/design.md, example 8).
 
 The Settings tab edits a copy and saves it; running jobs keep the snapshot they started with.
 Unknown keys in config.json (from a newer version or an extension) are kept on save, not dropped.

@@ -135,7 +135,7 @@ def test_inpainting_unet_is_recorded(tmp_path: Path) -> None:
 
 
 def test_diffusers_pipeline_from_single_file_is_offline(tiny_single_file: Path, tmp_path: Path) -> None:
-    """The documented alternative path (DESIGN.md): whole-pipeline loading with a local config."""
+    """The documented alternative path (docs/design.md): whole-pipeline loading with a local config."""
     from diffusers import StableDiffusionPipeline
 
     copy = tmp_path / "copy.safetensors"

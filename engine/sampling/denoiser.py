@@ -1,4 +1,4 @@
-"""The model → σ-space denoiser adapter and classifier-free guidance (DESIGN.md, examples 2 and 3).
+"""The model → σ-space denoiser adapter and classifier-free guidance (docs/design.md, examples 2 and 3).
 
 `SigmaDenoiser` turns a UNet trained on discrete timesteps with ε- or v-prediction into
 D(x, σ) → x̂₀ over the variance-exploding variable x = x_VP / sqrt(ᾱ) (k-diffusion's convention).

@@ -1,4 +1,4 @@
-"""Name → sampler and name → schedule registries (DESIGN.md, example 1).
+"""Name → sampler and name → schedule registries (docs/design.md, example 1).
 
 Adding a sampler is one decorated function in `samplers.py`; adding a schedule type is one decorated
 function in `schedules.py`. The names are A1111's, so infotexts and API requests from A1111 work.

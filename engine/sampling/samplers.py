@@ -1,4 +1,4 @@
-"""σ-space samplers: the registration table, in A1111 1.10's dropdown order (DESIGN.md, examples 1, 2).
+"""σ-space samplers: the registration table, in A1111 1.10's dropdown order (docs/design.md, examples 1, 2).
 
 Every sampler is a pure function
     fn(denoise, x, sigmas, *, noise, callback, options) -> x
