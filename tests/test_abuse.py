@@ -30,6 +30,8 @@ from api.models import ExtrasBatchRequest, ExtrasSingleRequest, Img2ImgRequest, 
 from api.web_guard import PROTECTIVE_HEADERS
 from tests.server_process import running_server, write_test_controlnet
 
+pytestmark = pytest.mark.slow  # real server processes
+
 API = "/sdapi/v1"
 FOREIGN = "rebind.example.invalid"
 EVIL_ORIGIN = "http://evil.example"

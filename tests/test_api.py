@@ -18,6 +18,8 @@ from PIL import Image, ImageDraw
 
 from tests.server_process import running_server, write_test_controlnet
 
+pytestmark = pytest.mark.slow  # a real server process
+
 USER, PASSWORD = "alice", "s3cret:with-colon"
 SIZE = 64
 API = "/sdapi/v1"

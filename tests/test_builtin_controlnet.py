@@ -18,6 +18,8 @@ from world import describe, render
 from world.edges import edge_iou, edges_of
 from world.scenes import scene_from_caption
 
+pytestmark = pytest.mark.slow  # the built-in model and ControlNet on many prompts
+
 CONTROLNET = builtin_paths()[0].parent / "ControlNet" / "atelier-tiny-canny.safetensors"
 SCENES = [
     "a large red square at the top left on a blue background",

@@ -14,6 +14,8 @@ from engine.infotext import parse_infotext
 from engine.params import GenerationParams
 from engine.script_jobs import ScriptCall
 
+pytestmark = pytest.mark.slow  # the built-in model through every built-in extension
+
 SIZE = 64
 KNOWN_PROMPT = "a large red circle at the top left on a blue background"
 

@@ -16,6 +16,8 @@ from engine.params import GenerationParams, Img2ImgParams
 from world.scenes import render, scene_from_caption
 from world.scorer import describe
 
+pytestmark = pytest.mark.slow  # the built-in model on many prompts
+
 SIZE = 128
 BASE = dict(steps=20, sampler_name="Euler a", seed=11, width=SIZE, height=SIZE)
 SOURCE_CAPTION = "a large red circle at the top left on a blue background"

@@ -10,6 +10,8 @@ import pytest
 from ui.txt2img import PROMPT_PLACEHOLDER
 from world.adherence import generate_and_score, vae_roundtrip_scores
 
+pytestmark = pytest.mark.slow  # the built-in model on many prompts
+
 # Spread over every shape, several colours and backgrounds, and corners as well as edges.
 PROMPTS = [
     "a large red circle at the top left on a blue background",

@@ -6,6 +6,7 @@ from another run's weights."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from engine.controlnet.models import ControlNetLibrary
@@ -62,6 +63,7 @@ def test_edge_iou():
     assert edges_of(picture)[6:10, 12].any() and not edges_of(picture)[12:20, 12:20].any()
 
 
+@pytest.mark.slow
 def test_a_fine_tune_starts_from_another_runs_weights(tmp_path, tiny_single_file):
     from engine.models.loaders import load_checkpoint
     from engine.models.registry import scan_checkpoints

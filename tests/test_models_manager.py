@@ -73,6 +73,7 @@ def test_find_by_title_file_name_and_a1111_title(two_models: Path) -> None:
         manager.find("nope")
 
 
+@pytest.mark.slow
 def test_switching_keeps_one_model_and_does_not_grow_rss(
     two_models: Path, tiny_parts: TinyComponents, tiny_parts_b: TinyComponents
 ) -> None:

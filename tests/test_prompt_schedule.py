@@ -96,6 +96,7 @@ RED = "a large red circle in the center on a blue background"
 GREEN = "a large green square in the center on a yellow background"
 
 
+@pytest.mark.slow
 def test_prompt_editing_on_the_builtin_model(builtin_model) -> None:
     plain_red = _image(builtin_model, RED)
     # switching after the last step never happens: exactly the first prompt
@@ -110,6 +111,7 @@ def test_prompt_editing_on_the_builtin_model(builtin_model) -> None:
     assert not np.array_equal(halfway, plain_red) and not np.array_equal(halfway, plain_green)
 
 
+@pytest.mark.slow
 def test_and_on_the_builtin_model(builtin_model) -> None:
     plain_red = _image(builtin_model, RED)
     # a sub-prompt of weight 0 adds nothing; two halves of one prompt are that prompt

@@ -16,6 +16,8 @@ from training.diffusion_stage import DiffusionConfig, alphas_cumprod, train_diff
 from training.export import export_builtin, trained_modules
 from training.vae_stage import VaeConfig, train_vae
 
+pytestmark = pytest.mark.slow  # training runs
+
 VAE_CFG = VaeConfig(
     steps=6, full_frame_from=4, crop_batch=2, full_batch=1, eval_every=6, eval_scenes=2, checkpoint_every=3
 )

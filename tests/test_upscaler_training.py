@@ -23,6 +23,8 @@ from training.upscaler_stage import (
     train_upscaler,
 )
 
+pytestmark = pytest.mark.slow  # training runs
+
 
 def test_batches_pair_a_downscaled_patch_with_its_original():
     cfg = UpscalerConfig(batch=4, patch=16)

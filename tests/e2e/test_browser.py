@@ -14,7 +14,7 @@ import pytest
 from api.web_guard import PROTECTIVE_HEADERS
 from tests.server_process import write_test_controlnet
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 SEED = 1234
 STEPS = 4
