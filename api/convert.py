@@ -191,7 +191,7 @@ def _control_units(body: Any, allow_urls: bool) -> list[ControlInput]:
 
 def _module(name: Any) -> Any:
     """A preprocessor as the ControlNet extension's clients name it (any case, or its alias)."""
-    return canonical_name(name) or name if isinstance(name, str) else name
+    return (canonical_name(name) or name) if isinstance(name, str) else name
 
 
 def _choice(value: Any, choices: tuple[str, ...]) -> str:

@@ -59,11 +59,11 @@ def non_finite_path(value: Any, path: tuple[Any, ...] = ()) -> tuple[tuple[Any, 
     return None
 
 
-def validation_error(path: tuple[Any, ...], message: str, value: Any = None) -> RequestValidationError:
+def validation_error(
+    path: tuple[Any, ...], message: str, value: Any = None, kind: str = "value_error"
+) -> RequestValidationError:
     """A 422 naming the request field, in FastAPI's own error shape."""
-    return RequestValidationError(
-        [{"loc": ("body", *path), "msg": message, "type": "value_error", "input": value}]
-    )
+    return RequestValidationError([{"loc": ("body", *path), "msg": message, "type": kind, "input": value}])
 
 
 class JSONErrorRoute(APIRoute):
@@ -94,6 +94,8 @@ async def _refuse_non_finite(request: Request) -> None:
     if "json" not in request.headers.get("content-type", "application/json").lower():
         return
     body = await request.body()  # cached on the request: the route reads it again for free
+    if b"NaN" not in body and b"Infinity" not in body:
+        return  # the usual case: no second parse of a body that may hold megabytes of base64
     try:
         data = json.loads(body) if body else None
     except (ValueError, RecursionError):
@@ -101,9 +103,7 @@ async def _refuse_non_finite(request: Request) -> None:
     found = non_finite_path(data)
     if found is not None:
         path, value = found
-        raise RequestValidationError(
-            [{"loc": ("body", *path), "msg": NOT_FINITE, "type": "finite_number", "input": str(value)}]
-        )
+        raise validation_error(path, NOT_FINITE, str(value), kind="finite_number")
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -17,6 +17,7 @@ from api.images import decode_image, encode_image
 from api.models import ControlNetDetectRequest, ControlNetDetectResponse
 from engine.controlnet.preprocessors import PREPROCESSORS, availability, canonical_name
 from engine.controlnet.units import DEFAULT_UNITS, ControlNetUnit
+from engine.params import field_limits
 
 # The ControlNet extension's API version that clients check (its `external_code.get_api_version`).
 CONTROLNET_API_VERSION = 2
@@ -65,28 +66,29 @@ def extensions_list(engine: Any) -> list[dict[str, Any]]:
 
 
 # -- /controlnet -----------------------------------------------------------------------------------
+def _resolution_slider() -> dict[str, Any]:
+    limits = field_limits("processor_res", ControlNetUnit)
+    return {
+        "name": RESOLUTION_LABEL,
+        "value": limits["default"],
+        "min": limits["minimum"],
+        "max": limits["maximum"],
+    }
+
+
 def _sliders(name: str) -> list[dict[str, Any]]:
     """The extension's slider description of a preprocessor: resolution, then its thresholds."""
-    spec = PREPROCESSORS[name]
     if name == "none":
         return []
-    limits = ControlNetUnit.model_fields["processor_res"].metadata
-    low = next(m.ge for m in limits if getattr(m, "ge", None) is not None)
-    high = next(m.le for m in limits if getattr(m, "le", None) is not None)
-    default = ControlNetUnit.model_fields["processor_res"].default
-    sliders = [{"name": RESOLUTION_LABEL, "value": default, "min": low, "max": high}]
-    for threshold in (spec.threshold_a, spec.threshold_b):
-        if threshold is not None:
-            sliders.append(
-                {
-                    "name": threshold.label,
-                    "value": threshold.default,
-                    "min": threshold.minimum,
-                    "max": threshold.maximum,
-                    "step": threshold.step,
-                }
-            )
-    return sliders
+    spec = PREPROCESSORS[name]
+    thresholds = [t for t in (spec.threshold_a, spec.threshold_b) if t is not None]
+    return [
+        _resolution_slider(),
+        *(
+            {"name": t.label, "value": t.default, "min": t.minimum, "max": t.maximum, "step": t.step}
+            for t in thresholds
+        ),
+    ]
 
 
 def module_detail(annotators: Path) -> dict[str, dict[str, Any]]:
@@ -108,20 +110,14 @@ def _clamped(value: float, low: float, high: float) -> float:
 def detect_settings(module: str, resolution: int, threshold_a: float, threshold_b: float) -> tuple:
     """(resolution, a, b) as the extension uses them: -1 (or any value ≤ 0) means the default, and
     a value outside a slider's range is brought into it."""
-    sliders = {s["name"]: s for s in _sliders(module)}
-    res = sliders.get(RESOLUTION_LABEL)
-    if res is None:
-        resolution = ControlNetUnit.model_fields["processor_res"].default
-    else:
-        resolution = res["value"] if resolution <= 0 else int(_clamped(resolution, res["min"], res["max"]))
+    res = _resolution_slider()
+    resolution = res["value"] if resolution <= 0 else int(_clamped(resolution, res["min"], res["max"]))
     spec = PREPROCESSORS[module]
-    values = []
-    for threshold, given in ((spec.threshold_a, threshold_a), (spec.threshold_b, threshold_b)):
-        if threshold is None or given < 0:
-            values.append(None)  # the preprocessor's default
-        else:
-            values.append(_clamped(given, threshold.minimum, threshold.maximum))
-    return resolution, values[0], values[1]
+    a, b = (
+        None if threshold is None or given < 0 else _clamped(given, threshold.minimum, threshold.maximum)
+        for threshold, given in ((spec.threshold_a, threshold_a), (spec.threshold_b, threshold_b))
+    )  # None: the preprocessor's default
+    return resolution, a, b
 
 
 def controlnet_router(engine: Any, dependencies: list[Any], allow_urls: bool) -> APIRouter:

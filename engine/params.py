@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from engine.sampler_params import SamplerOverrides, check_sampler_options
 from engine.sampling.registry import resolve_sampler_and_schedule
@@ -146,8 +146,9 @@ class GenerationParams(SamplerOverrides):
         return self.model_copy(update={"seed": seed})
 
 
-def field_limits(name: str, cls: type[GenerationParams] | None = None) -> dict[str, Any]:
-    """min/max/step of a numeric field, read from its constraints (for UI sliders)."""
+def field_limits(name: str, cls: type[BaseModel] | None = None) -> dict[str, Any]:
+    """min/max/step of a numeric field of `cls` (GenerationParams by default), read from its
+    constraints (for UI sliders and the API's slider descriptions)."""
     info = (cls or GenerationParams).model_fields[name]
     limits: dict[str, Any] = {"default": info.default}
     for meta in info.metadata:
