@@ -1,6 +1,6 @@
 """A1111 request bodies → engine requests, and results → A1111 response bodies.
 
-Every rule about values lives in engine.params: a request becomes GenerationParams here, and a
+Every rule about values lives in engine.schema.params: a request becomes GenerationParams here, and a
 rejected value is raised as FastAPI's RequestValidationError with the request's own field name,
 so the client gets the same 422 shape it gets for a wrong JSON type.
 """
@@ -21,11 +21,11 @@ from api.models import Img2ImgRequest, Txt2ImgRequest
 from api.script_args import named_args
 from engine.controlnet.preprocessors import canonical_name
 from engine.controlnet.units import CONTROL_MODES, HR_OPTIONS, RESIZE_MODES, ControlInput, ControlNetUnit
-from engine.img2img import Img2ImgInputs
-from engine.infotext import params_from_infotext
-from engine.params import GenerationParams, Img2ImgParams
-from engine.script_jobs import ScriptCall
-from engine.settings import Settings
+from engine.pipeline.img2img import Img2ImgInputs
+from engine.plugins.script_jobs import ScriptCall
+from engine.schema.infotext import params_from_infotext
+from engine.schema.params import GenerationParams, Img2ImgParams
+from engine.schema.settings import Settings
 
 # Request fields that are not GenerationParams fields, and A1111 names that map onto ours.
 _API_ONLY = {

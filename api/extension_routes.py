@@ -17,7 +17,7 @@ from api.images import decode_image, encode_image
 from api.models import ControlNetDetectRequest, ControlNetDetectResponse
 from engine.controlnet.preprocessors import PREPROCESSORS, availability, canonical_name
 from engine.controlnet.units import DEFAULT_UNITS, ControlNetUnit
-from engine.params import field_limits
+from engine.schema.params import field_limits
 
 # The ControlNet extension's API version that clients check (its `external_code.get_api_version`).
 CONTROLNET_API_VERSION = 2

@@ -73,7 +73,7 @@ def encode_image(image: Image.Image, *, infotext: str | None = None, fmt: str = 
     """Base64 (no data: prefix, as A1111 answers) of `image` as PNG, JPEG or WebP with its infotext.
 
     PNG carries the infotext in a `parameters` text chunk, JPEG/WebP in the EXIF UserComment; both
-    are where A1111 (and engine.infotext.read_png_parameters) look for it.
+    are where A1111 (and engine.schema.infotext.read_png_parameters) look for it.
     """
     kind = fmt.lower().lstrip(".")
     buffer = io.BytesIO()

@@ -1,7 +1,7 @@
 """Request and response bodies of the `/sdapi/v1` API, in A1111's field names and shapes.
 
 The request models only say what A1111 clients send and its JSON types (so FastAPI answers a wrong
-type with a 422 naming the field); the ranges and rules live once, in engine.params — a request is
+type with a 422 naming the field); the ranges and rules live once, in engine.schema.params — a request is
 turned into GenerationParams by api.convert, and a value out of range comes back as a 422 naming
 the same field. Unknown fields are ignored, as A1111 does: clients send fields for features we do
 not have (restore_faces, refiner_*), and refusing them would break those clients.

@@ -35,9 +35,9 @@ from api.models import (
     Txt2ImgRequest,
 )
 from api.options import SECRET_FLAGS, apply_options, current_options
-from engine.extras import ExtrasParams
-from engine.images import SaveError
-from engine.infotext import parse_infotext, read_png_parameters
+from engine.output.images import SaveError
+from engine.schema.infotext import parse_infotext, read_png_parameters
+from engine.upscale.extras import ExtrasParams
 from engine.upscale.upscalers import LATENT_MODES
 
 PREFIX = "/sdapi/v1"

@@ -37,8 +37,8 @@ def main() -> None:
     import uvicorn
 
     from engine.cmd_args import parse_args
-    from engine.params import GenerationParams
-    from engine.service import Engine
+    from engine.schema.params import GenerationParams
+    from engine.service.facade import Engine
     from ui.server import build_app
 
     data = Path(tempfile.mkdtemp(prefix="api-bench-"))

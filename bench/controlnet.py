@@ -80,12 +80,12 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
 
-    from engine import process
     from engine.controlnet.models import ControlNetLibrary
     from engine.controlnet.units import ControlInput, ControlNetUnit
     from engine.models.builtin import BUILTIN_NAME
     from engine.models.manager import ModelManager
-    from engine.params import GenerationParams
+    from engine.pipeline.txt2img import txt2img
+    from engine.schema.params import GenerationParams
     from world import random_scene, render
     from world.edges import edge_iou, edges_of
 
@@ -108,7 +108,7 @@ def main() -> None:
             source = Image.fromarray(render(scene, size))
             unit = ControlNetUnit(module="canny", model=name, pixel_perfect=True)
             control = [ControlInput(unit, source)] * units
-            return source, process.txt2img(model, params, control=control or None, controlnets=library)
+            return source, txt2img(model, params, control=control or None, controlnets=library)
 
         timing: dict[int, list[float]] = {0: [], 1: [], 2: []}
         scene = random_scene(rng)

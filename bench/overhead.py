@@ -25,10 +25,10 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from bench.reference import diffusers_euler_pipeline  # noqa: E402
-from engine import process  # noqa: E402
-from engine.jobs import Job  # noqa: E402
 from engine.models.manager import ModelManager  # noqa: E402
-from engine.params import GenerationParams  # noqa: E402
+from engine.pipeline.txt2img import txt2img  # noqa: E402
+from engine.schema.params import GenerationParams  # noqa: E402
+from engine.service.jobs import Job  # noqa: E402
 
 PROMPT = "a large red circle at the top left on a blue background"
 
@@ -45,7 +45,7 @@ def time_ours(model, size: int, steps: int) -> float:
         height=size,
     )
     start = time.perf_counter()
-    process.txt2img(model, params, job=Job(), save=None)
+    txt2img(model, params, job=Job(), save=None)
     return time.perf_counter() - start
 
 

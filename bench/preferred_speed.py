@@ -24,8 +24,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from engine.models.manager import ModelManager  # noqa: E402
-from engine.params import GenerationParams  # noqa: E402
-from engine.process import txt2img  # noqa: E402
+from engine.pipeline.txt2img import txt2img  # noqa: E402
+from engine.schema.params import GenerationParams  # noqa: E402
 from world.adherence import BENCH_CFG, preferred_overrides  # noqa: E402
 
 PROMPT = "a large red circle at the top left on a blue background"

@@ -6,7 +6,7 @@ built-in model's preferred sampler settings as a fresh install applies them: NGM
 
 - **overhead_share**: the share of the sampling loop's time spent outside the UNet call — the
   sampler's own arithmetic, noise draws (Brownian paths for SDE samplers), σ→t lookups, CFG
-  combination and the per-step callback. Measured by timing the UNet calls inside `process.denoise`
+  combination and the per-step callback. Measured by timing the UNet calls inside `stages.denoise`
   and the whole `denoise` call in the same run (median of `--repeats` runs at 20 steps). Goal < 5 %.
 - **adherence**: the mean over the scorer's attributes (background, colour, shape, size, position)
   of the fraction of pictures that get the attribute right, at the sampler's usual step count (20;
@@ -47,13 +47,13 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from engine import process  # noqa: E402
-from engine.jobs import Job  # noqa: E402
 from engine.models.manager import ModelManager  # noqa: E402
-from engine.params import GenerationParams  # noqa: E402
-from engine.sampler_params import SAMPLER_NAMES as SAMPLER_PARAMETERS  # noqa: E402
-from engine.sampler_params import sampler_options  # noqa: E402
+from engine.pipeline import stages  # noqa: E402
 from engine.sampling.registry import AUTOMATIC, sampler_names, schedule_names  # noqa: E402
+from engine.schema.params import GenerationParams  # noqa: E402
+from engine.schema.sampler_params import SAMPLER_NAMES as SAMPLER_PARAMETERS  # noqa: E402
+from engine.schema.sampler_params import sampler_options  # noqa: E402
+from engine.service.jobs import Job  # noqa: E402
 from world.adherence import (  # noqa: E402
     BENCH_CFG,
     BENCH_STEPS,
@@ -101,16 +101,16 @@ def overhead_share(model, sampler: str, repeats: int, overrides: dict | None = N
         width=128, height=128, **(overrides or {}),
     )  # fmt: skip
     options = sampler_options(params)
-    conditioning = process.encode_prompt(model, params)
-    sigmas = process.make_sigmas(model, params, options)
+    conditioning = stages.encode_prompt(model, params)
+    sigmas = stages.make_sigmas(model, params, options)
     shares, calls = [], 0
     for i in range(repeats + 1):  # the first run warms caches and is not counted
         # A copy of the loaded model whose UNet is timed: the shared model is never modified.
         timed = TimedUNet(model.unet)
         timed_model = dataclasses.replace(model, unet=timed)
-        x, rng = process.prepare_latents(timed_model, params, [params.seed], float(sigmas[0]))
+        x, rng = stages.prepare_latents(timed_model, params, [params.seed], float(sigmas[0]))
         start = time.perf_counter()
-        process.denoise(timed_model, params, x, sigmas, conditioning, rng, Job(), options)
+        stages.denoise(timed_model, params, x, sigmas, conditioning, rng, Job(), options)
         total = time.perf_counter() - start
         if i:
             shares.append((total - timed.seconds) / total)

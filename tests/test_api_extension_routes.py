@@ -46,7 +46,7 @@ def git(folder, *args: str) -> str:
 @pytest.fixture(scope="module")
 def client(tmp_path_factory):
     from engine.cmd_args import parse_args
-    from engine.service import Engine
+    from engine.service.facade import Engine
     from ui.server import build_app
 
     data = tmp_path_factory.mktemp("a1111-routes")

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine import process
 from engine.controlnet.models import ControlNetLibrary
 from engine.controlnet.units import ControlInput, ControlNetUnit
 from engine.models.builtin import BUILTIN_NAME, builtin_paths
-from engine.params import GenerationParams
+from engine.pipeline.txt2img import txt2img
+from engine.schema.params import GenerationParams
 from world import describe, render
 from world.edges import edge_iou, edges_of
 from world.scenes import scene_from_caption
@@ -54,7 +54,7 @@ def generate(model, library, prompt: str, source: np.ndarray | None, seed: int) 
     )
     unit = ControlNetUnit(module="canny", model=CONTROLNET.stem, pixel_perfect=True)
     control = None if source is None else [ControlInput(unit, Image.fromarray(source))]
-    return np.asarray(process.txt2img(model, params, control=control, controlnets=library).images[0])
+    return np.asarray(txt2img(model, params, control=control, controlnets=library).images[0])
 
 
 def control_picture(caption: str) -> np.ndarray:

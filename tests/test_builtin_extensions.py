@@ -10,9 +10,9 @@ import sys
 import numpy as np
 import pytest
 
-from engine.infotext import parse_infotext
-from engine.params import GenerationParams
-from engine.script_jobs import ScriptCall
+from engine.plugins.script_jobs import ScriptCall
+from engine.schema.infotext import parse_infotext
+from engine.schema.params import GenerationParams
 
 pytestmark = pytest.mark.slow  # the built-in model through every built-in extension
 
@@ -22,7 +22,7 @@ KNOWN_PROMPT = "a large red circle at the top left on a blue background"
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
-    from engine.service import Engine
+    from engine.service.facade import Engine
 
     return Engine(data_dir=tmp_path_factory.mktemp("data"), device="cpu")
 
@@ -53,7 +53,7 @@ def run(engine, call: ScriptCall, p: GenerationParams):
 
 
 def test_xyz_sampler_steps_seed_cells_are_single_generations(engine, monkeypatch):
-    import engine.grid_legend as legend
+    import engine.output.grid_legend as legend
 
     drawn = []
     original = legend.draw_legend

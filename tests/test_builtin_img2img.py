@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine import img2img as i2i
-from engine import process
-from engine.outpaint import outpaint_job
-from engine.params import GenerationParams, Img2ImgParams
+from engine.pipeline import img2img as i2i
+from engine.pipeline.outpaint import outpaint_job
+from engine.pipeline.txt2img import txt2img
+from engine.schema.params import GenerationParams, Img2ImgParams
 from world.scenes import render, scene_from_caption
 from world.scorer import describe
 
@@ -42,7 +42,7 @@ def test_strength_zero_returns_the_input(builtin_model, source):
 
 
 def test_strength_one_is_txt2img_with_the_same_seed(builtin_model, source):
-    txt = np.asarray(process.txt2img(builtin_model, GenerationParams(prompt=SAME_PLACE, **BASE)).images[0])
+    txt = np.asarray(txt2img(builtin_model, GenerationParams(prompt=SAME_PLACE, **BASE)).images[0])
     out = run(builtin_model, source, denoising_strength=1.0, prompt=SAME_PLACE)
     assert np.abs(out.astype(int) - txt.astype(int)).mean() < 3  # the input's latents barely count at σ_max
     seen = describe(out)
@@ -126,7 +126,7 @@ def test_outpainting_grows_the_canvas_around_the_original(builtin_model, source)
 @pytest.mark.parametrize("overlap", [0, 32])
 def test_sd_upscale_blends_its_tiles_without_seams(builtin_model, overlap):
     from engine.models.paths import APP_ROOT
-    from engine.sd_upscale import sd_upscale, tile_boxes
+    from engine.pipeline.sd_upscale import sd_upscale, tile_boxes
     from engine.upscale.upscalers import UpscalerLibrary
 
     src = Image.fromarray(render(scene_from_caption(SOURCE_CAPTION, np.random.default_rng(0)), 96))

@@ -1,6 +1,6 @@
 """Every sampler on the shipped built-in model, the way a user compares them.
 
-1. Every sampler × schedule type runs through `process.txt2img` with no NaN and the expected number
+1. Every sampler × schedule type runs through `engine.pipeline.txt2img` with no NaN and the expected number
    of UNet calls (the tiny-model matrix in test_sampling_pipeline.py, on real weights).
 2. Each sampler at its usual step count draws what the prompt asks (the scorer's attributes on
    a few prompts, relaxed bars as in test_builtin_model.py), at CFG 7 with the settings a fresh
@@ -39,10 +39,11 @@ import numpy as np
 import pytest
 import torch
 
-from engine import process
-from engine.jobs import Job
-from engine.params import GenerationParams
+from engine.pipeline import stages
+from engine.pipeline.txt2img import txt2img
 from engine.sampling.registry import sampler_names, schedule_names
+from engine.schema.params import GenerationParams
+from engine.service.jobs import Job
 from tests.test_sampling_pipeline import Recorder, expected_unet_calls
 from world.adherence import generate_and_score, preferred_overrides, usual_steps
 
@@ -67,11 +68,11 @@ def test_every_schedule_runs_on_the_builtin_model(builtin_model, monkeypatch, sa
             prompt=PROMPTS[0], steps=MATRIX_STEPS, sampler_name=sampler, scheduler=schedule,
             cfg_scale=7, seed=3, width=128, height=128,
         )  # fmt: skip
-        sigmas = process.make_sigmas(builtin_model, p)
+        sigmas = stages.make_sigmas(builtin_model, p)
         with monkeypatch.context() as patch:
             record = Recorder(builtin_model, patch)
             job = Job()
-            process.txt2img(builtin_model, p, job=job)
+            txt2img(builtin_model, p, job=job)
         (latents,) = record.latents
         assert torch.isfinite(latents).all(), schedule
         expected = expected_unet_calls(sampler, sigmas)
@@ -132,7 +133,7 @@ def test_lms_at_cfg_7_is_what_diffusers_lms_paints(builtin_model, monkeypatch):
             PROMPTS[0], num_inference_steps=USUAL_STEPS, guidance_scale=7, height=128, width=128,
             latents=latents, output_type="np",
         ).images[0]  # fmt: skip
-    ours = process.txt2img(
+    ours = txt2img(
         builtin_model,
         GenerationParams(
             prompt=PROMPTS[0],

@@ -7,11 +7,11 @@ import json
 
 import pytest
 
-from engine.infotext import parse_infotext
 from engine.models.preferences import metadata_path, preferences_or_empty, read_preferences
-from engine.params import GenerationParams
-from engine.sampler_params import A1111_DEFAULTS, resolve_overrides
-from engine.settings import Settings
+from engine.schema.infotext import parse_infotext
+from engine.schema.params import GenerationParams
+from engine.schema.sampler_params import A1111_DEFAULTS, resolve_overrides
+from engine.schema.settings import Settings
 
 
 def _checkpoint(tmp_path, metadata) -> object:
@@ -92,7 +92,7 @@ def test_a_job_value_then_a_chosen_setting_then_the_preference_win():
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
-    from engine.service import Engine
+    from engine.service.facade import Engine
 
     return Engine(data_dir=tmp_path_factory.mktemp("data"), device="cpu", load_extensions=False)
 
@@ -150,7 +150,7 @@ def test_the_sampler_settings_tab_says_what_the_checkpoint_prefers_and_whether_i
 def test_script_cells_take_the_preferences_of_their_own_checkpoint(tmp_path_factory, tiny_single_file):
     """An X/Y/Z plot over checkpoints: the job's parameters leave what a preference could fill unset,
     and each cell is resolved for its own checkpoint (the built-in one prefers NGMS 3, tiny nothing)."""
-    from engine.service import Engine
+    from engine.service.facade import Engine
 
     engine = Engine(
         data_dir=tmp_path_factory.mktemp("data"),

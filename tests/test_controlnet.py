@@ -11,16 +11,16 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from engine import img2img as i2i
-from engine import process
 from engine.controlnet import preprocessors
 from engine.controlnet.apply import ControlNetStack, prepare_units
 from engine.controlnet.models import ControlNetLibrary
 from engine.controlnet.units import ControlInput, ControlNetUnit
-from engine.infotext import parse_infotext
 from engine.models.loaders import load_checkpoint
 from engine.models.registry import scan_folder
-from engine.params import GenerationParams, Img2ImgParams
+from engine.pipeline import img2img as i2i
+from engine.pipeline.txt2img import txt2img
+from engine.schema.infotext import parse_infotext
+from engine.schema.params import GenerationParams, Img2ImgParams
 
 SIZE = 64
 
@@ -72,7 +72,7 @@ def params(**kw) -> GenerationParams:
 
 def run(model, library, units, **kw):
     control = [ControlInput(u, control_picture()) for u in units]
-    return process.txt2img(model, params(**kw), control=control, controlnets=library)
+    return txt2img(model, params(**kw), control=control, controlnets=library)
 
 
 def px(result) -> np.ndarray:
@@ -236,7 +236,7 @@ def test_missing_pieces_are_clear_errors(model, library):
     with pytest.raises(ValueError, match="ControlNet model not found"):
         run(model, library, [unit(model="nope")])
     with pytest.raises(ValueError, match="no control picture"):
-        process.txt2img(model, params(), control=[ControlInput(unit(), None)], controlnets=library)
+        txt2img(model, params(), control=[ControlInput(unit(), None)], controlnets=library)
     with pytest.raises(ValueError, match="ControlNetHED.pth"):
         run(model, library, [unit(module="softedge_hed")])
     with pytest.raises(ValueError, match="guidance start"):

@@ -14,8 +14,8 @@ from safetensors.torch import save_file
 
 from engine.conditioning.clip import encode_weighted, tokenize_weighted
 from engine.conditioning.embeddings import EmbeddingDatabase, load_embedding
-from engine.params import GenerationParams
-from engine.process import txt2img
+from engine.pipeline.txt2img import txt2img
+from engine.schema.params import GenerationParams
 
 CPU = torch.device("cpu")
 
@@ -124,7 +124,7 @@ def test_an_embedding_draws_what_its_vector_means(builtin_model, tmp_path: Path)
 
 
 def test_the_engine_rereads_its_embeddings_folder(tmp_path: Path) -> None:
-    from engine.service import Engine
+    from engine.service.facade import Engine
 
     engine = Engine(data_dir=tmp_path, device="cpu")
     model = SimpleNamespace(text_encoder=SimpleNamespace(config=SimpleNamespace(hidden_size=64)))

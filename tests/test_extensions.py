@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from engine.cmd_args import parse_args
-from engine.extension_install import INSECURE_MESSAGE, install_extension
-from engine.extensions import ExtensionManager, read_manifest, unmet_requirements
-from engine.hooks import Stage
-from engine.script_jobs import ScriptCall
+from engine.plugins.hooks import Stage
+from engine.plugins.installer import INSECURE_MESSAGE, install_extension
+from engine.plugins.loader import ExtensionManager, read_manifest, unmet_requirements
+from engine.plugins.script_jobs import ScriptCall
 
 ROOT = Path(__file__).resolve().parent.parent
 GOOD = "def setup(ext):\n    ext.on('step_end', lambda ctx: None)\n"
@@ -178,7 +178,7 @@ def test_listen_disables_install_unless_insecure_access_is_given():
 # -- the engine -----------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
-    from engine.service import Engine
+    from engine.service.facade import Engine
 
     data = tmp_path_factory.mktemp("data")
     make(data / "extensions", "user-ext", manifest("user-ext"))
@@ -194,7 +194,7 @@ def test_the_engine_loads_builtin_and_user_extensions_and_survives_broken_ones(e
 
 
 def test_requests_naming_unknown_extensions_or_scripts_fail_before_queueing(engine):
-    from engine.params import GenerationParams
+    from engine.schema.params import GenerationParams
 
     p = GenerationParams(prompt="x", steps=1, width=64, height=64)
     with pytest.raises(ValueError, match="extension 'nope' is not loaded"):

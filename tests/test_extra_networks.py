@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from engine.extra_networks import list_cards, toggle_tag
+from engine.models.extra_networks import list_cards, toggle_tag
 from ui.extra_networks import gallery_items
 
 

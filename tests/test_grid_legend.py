@@ -1,4 +1,4 @@
-"""Grid legends (engine.grid_legend): font, wrapping, layout sizes, where cells and texts land,
+"""Grid legends (engine.output.grid_legend): font, wrapping, layout sizes, where cells and texts land,
 inactive labels grey and struck through, and the prompt-matrix headers."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from PIL import Image
 
-from engine.grid_legend import (
+from engine.output.grid_legend import (
     INACTIVE_COLOUR,
     Label,
     draw_legend,

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from engine import process
 from engine.conditioning.schedule import Conditioning, ScheduledCond
-from engine.infotext import build_infotext, params_from_infotext
-from engine.params import GenerationParams
+from engine.pipeline.txt2img import txt2img
 from engine.sampling.denoiser import CFGGuider
+from engine.schema.infotext import build_infotext, params_from_infotext
+from engine.schema.params import GenerationParams
 from tests.test_txt2img import model, params  # noqa: F401  (fixture)
 
 SIGMAS = torch.tensor([8.0, 6.0, 4.0, 2.0, 0.0])  # four steps
@@ -90,10 +90,10 @@ def test_bad_values_are_rejected(bad):
 
 
 def test_skipping_every_step_paints_the_cfg_1_picture_and_says_so(model):  # noqa: F811
-    cfg1 = process.txt2img(model, params(cfg_scale=1.0)).images[0]
-    cfg7 = process.txt2img(model, params(cfg_scale=7.0)).images[0]
-    ngms = process.txt2img(model, params(cfg_scale=7.0, s_min_uncond=100.0, s_min_uncond_all=True))
-    early = process.txt2img(model, params(cfg_scale=7.0, skip_early_cond=1.0)).images[0]
+    cfg1 = txt2img(model, params(cfg_scale=1.0)).images[0]
+    cfg7 = txt2img(model, params(cfg_scale=7.0)).images[0]
+    ngms = txt2img(model, params(cfg_scale=7.0, s_min_uncond=100.0, s_min_uncond_all=True))
+    early = txt2img(model, params(cfg_scale=7.0, skip_early_cond=1.0)).images[0]
     assert np.array_equal(np.asarray(ngms.images[0]), np.asarray(cfg1))
     assert np.array_equal(np.asarray(early), np.asarray(cfg1))
     assert not np.array_equal(np.asarray(cfg7), np.asarray(cfg1))

@@ -7,12 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from engine import hires, process
-from engine.infotext import params_from_infotext, parse_infotext
-from engine.jobs import Job
 from engine.models.loaders import load_checkpoint
 from engine.models.registry import scan_folder
-from engine.params import GenerationParams
+from engine.pipeline import hires
+from engine.pipeline.txt2img import txt2img
+from engine.schema.infotext import params_from_infotext, parse_infotext
+from engine.schema.params import GenerationParams
+from engine.service.jobs import Job
 from engine.upscale.upscalers import UpscalerLibrary
 
 
@@ -32,7 +33,7 @@ def params(**kw) -> GenerationParams:
 def run(model, p, tmp_path=None):
     job = Job()
     library = UpscalerLibrary(tmp_path) if tmp_path is not None else None
-    return process.txt2img(model, p, job=job, upscalers=library), job
+    return txt2img(model, p, job=job, upscalers=library), job
 
 
 def test_latent_hires_doubles_the_size_and_runs_the_second_pass(model):

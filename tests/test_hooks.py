@@ -13,15 +13,16 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from engine import img2img as i2i
-from engine import process
-from engine.extensions import ExtensionManager
-from engine.hooks import Stage
-from engine.infotext import parse_infotext
-from engine.jobs import Job
 from engine.models.loaders import load_checkpoint
 from engine.models.registry import scan_folder
-from engine.params import GenerationParams, Img2ImgParams
+from engine.pipeline import img2img as i2i
+from engine.pipeline.stages import SaveOptions
+from engine.pipeline.txt2img import txt2img
+from engine.plugins.hooks import Stage
+from engine.plugins.loader import ExtensionManager
+from engine.schema.infotext import parse_infotext
+from engine.schema.params import GenerationParams, Img2ImgParams
+from engine.service.jobs import Job
 
 ROOT = Path(__file__).resolve().parent.parent
 GENERATION_STAGES = [
@@ -30,7 +31,7 @@ GENERATION_STAGES = [
 
 RECORDER = textwrap.dedent(
     """
-    from engine.hooks import (DecodeContext, GenerationContext, ImageContext, PromptContext,
+    from engine.plugins.hooks import (DecodeContext, GenerationContext, ImageContext, PromptContext,
                               SamplingContext, Stage, StepContext)
 
     EXPECTED = {
@@ -140,7 +141,7 @@ PICTURE = [Stage.POSTPROCESS_IMAGE, Stage.BEFORE_SAVE, Stage.AFTER_SAVE]
 
 def test_txt2img_fires_every_stage_in_order_with_valid_contexts(model, manager, log, tmp_path):
     job = job_with(manager, {"recorder": {"strength": 0.5}})
-    result = process.txt2img(model, params(), job=job, save=process.SaveOptions(tmp_path))
+    result = txt2img(model, params(), job=job, save=SaveOptions(tmp_path))
     first = [Stage.PARAMS_RESOLVED, Stage.BEFORE_ENCODE, Stage.AFTER_ENCODE]
     assert stages(log) == [*first, *ONE_PASS, Stage.AFTER_DECODE, *PICTURE]
     by_stage = {}
@@ -161,7 +162,7 @@ def test_txt2img_fires_every_stage_in_order_with_valid_contexts(model, manager, 
 
 def test_hires_fix_runs_a_second_pass_of_stages(model, manager, log):
     job = job_with(manager)
-    process.txt2img(model, params(enable_hr=True, hr_second_pass_steps=2, denoising_strength=1.0), job=job)
+    txt2img(model, params(enable_hr=True, hr_second_pass_steps=2, denoising_strength=1.0), job=job)
     assert stages(log, "hires")[:2] == [Stage.BEFORE_ENCODE, Stage.AFTER_ENCODE]
     hires_sampling = [s for s in stages(log, "hires") if s not in (Stage.BEFORE_ENCODE, Stage.AFTER_ENCODE)]
     assert hires_sampling[0] == Stage.BEFORE_SAMPLING and hires_sampling[-1] == Stage.AFTER_SAMPLING
@@ -188,7 +189,7 @@ def test_img2img_and_inpainting_fire_the_same_stages(model, manager, log, masked
 
 def test_a_raising_hook_is_reported_and_the_picture_still_made(model, manager, log):
     job = job_with(manager, only=("recorder", "broken-hook"))
-    result = process.txt2img(model, params(), job=job)
+    result = txt2img(model, params(), job=job)
     assert len(result.images) == 1
     assert any("broken-hook failed in after_cfg: RuntimeError: boom" in n for n in result.notes)
     assert any("postprocess_image" in n for n in result.notes)
@@ -197,13 +198,13 @@ def test_a_raising_hook_is_reported_and_the_picture_still_made(model, manager, l
 
 
 def test_cfg_rescale_changes_the_picture_and_writes_its_infotext(model, manager):
-    plain = process.txt2img(model, params(cfg_scale=12), job=job_with(manager, only=()))
-    off = process.txt2img(
+    plain = txt2img(model, params(cfg_scale=12), job=job_with(manager, only=()))
+    off = txt2img(
         model,
         params(cfg_scale=12),
         job=job_with(manager, {"cfg-rescale": {"enabled": False}}, only=("cfg-rescale",)),
     )
-    on = process.txt2img(
+    on = txt2img(
         model,
         params(cfg_scale=12),
         job=job_with(manager, {"cfg-rescale": {"enabled": True, "multiplier": 0.7}}, only=("cfg-rescale",)),
@@ -228,8 +229,8 @@ def test_cfg_rescale_matches_its_formula(manager):
 
 
 def test_no_extensions_is_bit_identical_to_a_job_without_hooks(model, manager):
-    bare = process.txt2img(model, params(), job=Job())
-    hooked = process.txt2img(model, params(), job=job_with(manager, only=()))
+    bare = txt2img(model, params(), job=Job())
+    hooked = txt2img(model, params(), job=job_with(manager, only=()))
     assert np.array_equal(np.asarray(bare.images[0]), np.asarray(hooked.images[0]))
 
 
@@ -248,6 +249,6 @@ def test_params_resolved_may_change_the_job(model, tmp_path):
     manager.load_all()
     job = Job()
     job.hooks = manager.registry.runner()
-    result = process.txt2img(model, params(steps=5), job=job)
+    result = txt2img(model, params(steps=5), job=job)
     info = parse_infotext(result.infotexts[0])
     assert info["Steps"] == "2" and info["Changed"] == "yes" and job.progress.job_steps == 2

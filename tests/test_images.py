@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from engine.images import SaveError, grid_rows, image_grid, next_sequence_number, save_image
-from engine.infotext import read_png_parameters
+from engine.output.images import SaveError, grid_rows, image_grid, next_sequence_number, save_image
+from engine.schema.infotext import read_png_parameters
 
 
 def _image(color: tuple[int, int, int] = (255, 0, 0), size: tuple[int, int] = (16, 16)) -> Image.Image:
@@ -48,7 +48,7 @@ def test_never_overwrites_a_taken_name(tmp_path: Path, monkeypatch: pytest.Monke
     # Another writer takes number 5 between our scan and our link: simulate by a stale scan.
     taken = day / "00005-7.png"
     taken.write_bytes(b"precious old bytes")
-    monkeypatch.setattr("engine.images.next_sequence_number", lambda folder: 5)
+    monkeypatch.setattr("engine.output.images.next_sequence_number", lambda folder: 5)
     path = save_image(_image(), tmp_path, seed=7, infotext="p")
     assert path.name == "00006-7.png"
     assert taken.read_bytes() == b"precious old bytes"
@@ -92,8 +92,8 @@ def test_no_temp_files_left_behind_even_on_failure(tmp_path: Path, monkeypatch: 
     def broken_link(src: object, dst: object) -> None:
         raise PermissionError("no links and no exclusive create here")
 
-    monkeypatch.setattr("engine.images.os.link", broken_link)
-    monkeypatch.setattr("engine.images.os.replace", broken_link)
+    monkeypatch.setattr("engine.output.images.os.link", broken_link)
+    monkeypatch.setattr("engine.output.images.os.replace", broken_link)
     with pytest.raises(SaveError) as failed:  # the clear error, caused by the permission error
         save_image(_image(), tmp_path, seed=2, infotext="p")
     assert isinstance(failed.value.__cause__, PermissionError)
@@ -106,7 +106,7 @@ def test_fallback_without_hard_links(tmp_path: Path, monkeypatch: pytest.MonkeyP
     def no_links(src: object, dst: object) -> None:
         raise OSError(95, "Operation not supported")
 
-    monkeypatch.setattr("engine.images.os.link", no_links)
+    monkeypatch.setattr("engine.output.images.os.link", no_links)
     first = save_image(_image(), tmp_path, seed=1, infotext="one")
     second = save_image(_image(), tmp_path, seed=1, infotext="two")
     assert (first.name, second.name) == ("00000-1.png", "00001-1.png")

@@ -9,12 +9,12 @@ import pytest
 import torch
 from PIL import Image
 
-from engine import img2img as i2i
-from engine.infotext import params_from_infotext, parse_infotext
-from engine.jobs import Job
 from engine.models.loaders import load_checkpoint
 from engine.models.registry import scan_folder
-from engine.params import Img2ImgParams
+from engine.pipeline import img2img as i2i
+from engine.schema.infotext import params_from_infotext, parse_infotext
+from engine.schema.params import Img2ImgParams
+from engine.service.jobs import Job
 
 SIZE = 64
 
@@ -245,17 +245,15 @@ def test_inpainting_model_feeds_the_mask_to_the_unet(inpainting_model):
 
 
 def test_txt2img_runs_on_an_inpainting_model(inpainting_model):
-    from engine import process
-    from engine.params import GenerationParams
+    from engine.pipeline.txt2img import txt2img
+    from engine.schema.params import GenerationParams
 
-    result = process.txt2img(
-        inpainting_model, GenerationParams(prompt="x", steps=2, width=SIZE, height=SIZE, seed=1)
-    )
+    result = txt2img(inpainting_model, GenerationParams(prompt="x", steps=2, width=SIZE, height=SIZE, seed=1))
     assert result.images[0].size == (SIZE, SIZE)
 
 
 def test_outpainting_extends_keeps_and_fills(model):
-    from engine.outpaint import outpaint_job
+    from engine.pipeline.outpaint import outpaint_job
 
     src = picture((64, 48))
     p, inputs = outpaint_job(params(mask_blur=0, inpainting_fill=0, denoising_strength=0.9), src, 16)
@@ -269,7 +267,7 @@ def test_outpainting_extends_keeps_and_fills(model):
 
 
 def test_outpainting_rounds_to_multiples_of_8_and_blends_the_seam(model):
-    from engine.outpaint import outpaint_job
+    from engine.pipeline.outpaint import outpaint_job
 
     src = picture((64, 64))
     p, inputs = outpaint_job(params(mask_blur=4), src, 13, ["left"])
@@ -282,8 +280,8 @@ def test_outpainting_rounds_to_multiples_of_8_and_blends_the_seam(model):
 
 
 def test_batch_processes_every_picture_and_skips_bad_files(model, tmp_path):
-    from engine.img2img_batch import run_batch
-    from engine.infotext import read_png_parameters
+    from engine.pipeline.img2img_batch import run_batch
+    from engine.schema.infotext import read_png_parameters
 
     src, out, masks = tmp_path / "in", tmp_path / "out", tmp_path / "masks"
     for d in (src, out, masks):
@@ -309,8 +307,8 @@ def test_batch_processes_every_picture_and_skips_bad_files(model, tmp_path):
 
 
 def test_batch_takes_prompts_from_png_info(model, tmp_path):
-    from engine.img2img_batch import run_batch
-    from engine.infotext import read_png_parameters
+    from engine.pipeline.img2img_batch import run_batch
+    from engine.schema.infotext import read_png_parameters
 
     src, out = tmp_path / "in", tmp_path / "out"
     src.mkdir()
@@ -325,7 +323,7 @@ def test_batch_takes_prompts_from_png_info(model, tmp_path):
 
 
 def test_batch_refuses_missing_folders(model, tmp_path):
-    from engine.img2img_batch import run_batch
+    from engine.pipeline.img2img_batch import run_batch
 
     with pytest.raises(ValueError, match="input folder"):
         run_batch(lambda p, i: None, params(), tmp_path / "nope", tmp_path / "out")

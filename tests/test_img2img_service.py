@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from engine.img2img import Img2ImgInputs
-from engine.infotext import parse_infotext
-from engine.params import Img2ImgParams
+from engine.pipeline.img2img import Img2ImgInputs
+from engine.schema.infotext import parse_infotext
+from engine.schema.params import Img2ImgParams
 
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
-    from engine.service import Engine
+    from engine.service.facade import Engine
 
     return Engine(data_dir=tmp_path_factory.mktemp("data"), device="cpu")
 
@@ -60,9 +60,9 @@ def test_a_batch_is_one_job_reporting_what_it_wrote(engine, tmp_path: Path):
 
 
 def test_a_batch_passes_its_controlnet_units_to_every_picture(engine, tmp_path: Path, monkeypatch):
-    from engine import img2img as pipeline
     from engine.controlnet.units import ControlInput, ControlNetUnit
-    from engine.results import GenerationResult
+    from engine.pipeline import img2img as pipeline
+    from engine.pipeline.results import GenerationResult
 
     seen = []
 

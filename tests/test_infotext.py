@@ -9,15 +9,15 @@ import pytest
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from engine.infotext import (
+from engine.schema.infotext import (
     build_infotext,
     labelled_fields,
     params_from_infotext,
     parse_infotext,
     read_png_parameters,
 )
-from engine.params import GenerationParams
-from engine.sampler_params import ROWS
+from engine.schema.params import GenerationParams
+from engine.schema.sampler_params import ROWS
 
 # (params, model name) — varied on purpose: awkward prompts, sizes, samplers, batches.
 CASES: list[tuple[dict[str, object], str | None]] = [

@@ -11,8 +11,8 @@ import torch
 from safetensors.torch import save_file
 
 from engine.models.lora import LoraFile, LoraLibrary, LoraRequest, applied, extract_lora_tags
-from engine.params import GenerationParams
-from engine.process import txt2img
+from engine.pipeline.txt2img import txt2img
+from engine.schema.params import GenerationParams
 
 UNET_KEYS = {  # kohya prefix -> (in, out) of the built-in model's layer
     "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_k": (64, 64),

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from engine.grid_legend import draw_legend, layout_legend, prompt_matrix_headers
-from engine.infotext import build_infotext
-from engine.jobs import Job
-from engine.params import MAX_SEED, GenerationParams
-from engine.results import GenerationResult
-from engine.scripts import EngineNames, ScriptContext
+from engine.output.grid_legend import draw_legend, layout_legend, prompt_matrix_headers
+from engine.pipeline.results import GenerationResult
+from engine.plugins.scripts import EngineNames, ScriptContext
+from engine.schema.infotext import build_infotext
+from engine.schema.params import MAX_SEED, GenerationParams
+from engine.service.jobs import Job
 from extensions.prompt_matrix import matrix
 
 CELL = 64
@@ -120,7 +120,7 @@ def test_grid_layout_and_legend(monkeypatch):
         drawn.append((columns, rows, margin))
         return draw_legend(grid, cell_w, cell_h, columns, rows, margin)
 
-    monkeypatch.setattr(sys.modules["engine.grid_legend"], "draw_legend", recording_legend)
+    monkeypatch.setattr(sys.modules["engine.output.grid_legend"], "draw_legend", recording_legend)
     ctx, calls, _ = make_ctx("a cat | red | in a hat | at night", margin_size=4)
     result = matrix.run(ctx)
     columns, rows = prompt_matrix_headers(["red", "in a hat", "at night"])
@@ -149,7 +149,7 @@ def test_interruption_returns_the_pictures_made_and_a_grid_that_keeps_its_layout
 def test_extension_loads_and_its_controls_build(tmp_path):
     import gradio as gr
 
-    from engine.extensions import ExtensionManager
+    from engine.plugins.loader import ExtensionManager
 
     manager = ExtensionManager(roots=[Path("extensions")], state_file=tmp_path / "state.json")
     manager.load_all()

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from engine.conditioning.schedule import Conditioning, ScheduledCond, encode_conditioning
-from engine.params import GenerationParams
-from engine.process import txt2img
+from engine.pipeline.txt2img import txt2img
 from engine.sampling.denoiser import CFGGuider
+from engine.schema.params import GenerationParams
 
 CPU = torch.device("cpu")
 
@@ -160,7 +160,7 @@ def test_clip_skip_takes_an_earlier_layer_through_the_final_norm(builtin_model) 
 
 
 def test_clip_skip_and_emphasis_reach_the_picture_and_the_infotext(builtin_model) -> None:
-    from engine.infotext import params_from_infotext
+    from engine.schema.infotext import params_from_infotext
 
     prompt = "a large (red:1.4) circle in the center on a blue background"
     base = _image(builtin_model, prompt)

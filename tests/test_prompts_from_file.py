@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from engine.extensions import MODULE_PREFIX, ExtensionManager
-from engine.jobs import Job
-from engine.params import GenerationParams, Img2ImgParams
-from engine.results import GenerationResult
-from engine.rng import resolve_seed
-from engine.scripts import EngineNames, ScriptContext, run_script
+from engine.pipeline.results import GenerationResult
+from engine.pipeline.rng import resolve_seed
+from engine.plugins.loader import MODULE_PREFIX, ExtensionManager
+from engine.plugins.scripts import EngineNames, ScriptContext, run_script
+from engine.schema.params import GenerationParams, Img2ImgParams
+from engine.service.jobs import Job
 
 ROOT = Path(__file__).resolve().parent.parent
 TITLE = "Prompts from file or textbox"

@@ -7,12 +7,18 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from engine import process
-from engine.infotext import build_infotext, params_from_infotext
-from engine.params import GenerationParams
-from engine.sampler_params import A1111_DEFAULTS, NAMES, SAMPLER_NAMES, resolve_overrides, sampler_options
+from engine.pipeline.txt2img import txt2img
 from engine.sampling.base import SamplerOptions
-from engine.settings import Settings
+from engine.schema.infotext import build_infotext, params_from_infotext
+from engine.schema.params import GenerationParams
+from engine.schema.sampler_params import (
+    A1111_DEFAULTS,
+    NAMES,
+    SAMPLER_NAMES,
+    resolve_overrides,
+    sampler_options,
+)
+from engine.schema.settings import Settings
 from tests.test_txt2img import model, params  # noqa: F401  (fixture)
 from ui.fake_engine import FakeEngine
 from ui.settings_tab import apply_settings, setting_names
@@ -96,9 +102,9 @@ def test_unset_values_come_from_the_settings_and_set_ones_win():
 
 def test_eta_reaches_the_sampler(model):  # noqa: F811
     """Euler a with η = 0 adds no noise, so it must equal plain Euler; η = 1 must not."""
-    euler = process.txt2img(model, params(sampler_name="Euler", scheduler="Uniform")).images[0]
-    eta0 = process.txt2img(model, params(sampler_name="Euler a", scheduler="Uniform", eta_ancestral=0.0))
-    eta1 = process.txt2img(model, params(sampler_name="Euler a", scheduler="Uniform"))
+    euler = txt2img(model, params(sampler_name="Euler", scheduler="Uniform")).images[0]
+    eta0 = txt2img(model, params(sampler_name="Euler a", scheduler="Uniform", eta_ancestral=0.0))
+    eta1 = txt2img(model, params(sampler_name="Euler a", scheduler="Uniform"))
     assert np.array_equal(np.asarray(eta0.images[0]), np.asarray(euler))
     assert not np.array_equal(np.asarray(eta1.images[0]), np.asarray(euler))
     assert "Eta: 0" in eta0.infotexts[0]

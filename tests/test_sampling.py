@@ -19,7 +19,7 @@ import math
 import pytest
 import torch
 
-from engine.rng import ImageRNG
+from engine.pipeline.rng import ImageRNG
 from engine.sampling.k_samplers import restart_plan
 from engine.sampling.registry import (
     SAMPLERS,

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from engine.rng import ImageRNG
+from engine.pipeline.rng import ImageRNG
 from engine.sampling.base import BrownianNoise
 from engine.sampling.brownian import BrownianPath
 

@@ -1,4 +1,4 @@
-"""Every sampler × schedule type through `engine.process.txt2img` on the tiny model: no NaN, the
+"""Every sampler × schedule type through `engine.pipeline.txt2img` on the tiny model: no NaN, the
 expected number of UNet calls, progress that ends at the step count; SDE samplers reproducible per
 seed and independent of the batch; sampler options reaching the sampler."""
 
@@ -10,14 +10,15 @@ import numpy as np
 import pytest
 import torch
 
-from engine import process
-from engine.jobs import Job
 from engine.models.loaders import load_checkpoint
 from engine.models.registry import scan_folder
-from engine.params import GenerationParams
+from engine.pipeline import stages
+from engine.pipeline.txt2img import txt2img
 from engine.sampling.denoiser import CFGGuider
 from engine.sampling.registry import sampler_names, schedule_names
 from engine.sampling.samplers import SamplerOptions
+from engine.schema.params import GenerationParams
+from engine.service.jobs import Job
 
 SIZE = 64  # 8×8 latents with the tiny ×8 VAE
 STEPS = 4
@@ -76,9 +77,9 @@ def expected_unet_calls(sampler: str, sigmas: torch.Tensor) -> int | None:
 @pytest.mark.parametrize("sampler", sampler_names())
 def test_every_sampler_runs_on_every_schedule(model, monkeypatch, sampler, schedule):
     p = params(sampler_name=sampler, scheduler=schedule)
-    sigmas = process.make_sigmas(model, p)
+    sigmas = stages.make_sigmas(model, p)
     record, job = Recorder(model, monkeypatch), Job()
-    result = process.txt2img(model, p, job=job)
+    result = txt2img(model, p, job=job)
     assert len(result.images) == 1
     (latents,) = record.latents
     assert torch.isfinite(latents).all()
@@ -97,11 +98,11 @@ def pixels(image) -> np.ndarray:
 
 @pytest.mark.parametrize("sampler", SDE_SAMPLERS)
 def test_sde_samplers_reproduce_and_batch_images_equal_single_runs(model, sampler):
-    first = process.txt2img(model, params(seed=7, sampler_name=sampler)).images[0]
-    again = process.txt2img(model, params(seed=7, sampler_name=sampler)).images[0]
+    first = txt2img(model, params(seed=7, sampler_name=sampler)).images[0]
+    again = txt2img(model, params(seed=7, sampler_name=sampler)).images[0]
     assert np.array_equal(pixels(first), pixels(again))
-    batch = process.txt2img(model, params(seed=7, batch_size=2, sampler_name=sampler))
-    second = process.txt2img(model, params(seed=8, sampler_name=sampler)).images[0]
+    batch = txt2img(model, params(seed=7, batch_size=2, sampler_name=sampler))
+    second = txt2img(model, params(seed=8, sampler_name=sampler)).images[0]
     # Batched convolutions may round differently in the last bit; a pixel may move by one level.
     assert np.abs(pixels(batch.images[0]) - pixels(first)).max() <= 1
     assert np.abs(pixels(batch.images[1]) - pixels(second)).max() <= 1
@@ -109,11 +110,11 @@ def test_sde_samplers_reproduce_and_batch_images_equal_single_runs(model, sample
 
 
 def run_denoise(model, p: GenerationParams, options: SamplerOptions | None) -> torch.Tensor:
-    sigmas = process.make_sigmas(model, p, options)
-    conditioning = process.encode_prompt(model, p)
-    x, rng = process.prepare_latents(model, p, [p.seed], float(sigmas[0]))
+    sigmas = stages.make_sigmas(model, p, options)
+    conditioning = stages.encode_prompt(model, p)
+    x, rng = stages.prepare_latents(model, p, [p.seed], float(sigmas[0]))
     with torch.inference_mode():
-        return process.denoise(model, p, x, sigmas, conditioning, rng, Job(), options)
+        return stages.denoise(model, p, x, sigmas, conditioning, rng, Job(), options)
 
 
 def test_sampler_options_reach_the_sampler_and_the_schedule(model):

@@ -11,8 +11,8 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from engine import images as image_io
-from engine.images import SaveError, save_image, save_image_named
+from engine.output import images as image_io
+from engine.output.images import SaveError, save_image, save_image_named
 from ui.common import error_message
 
 PICTURE = Image.new("RGB", (16, 16), "red")
@@ -70,7 +70,7 @@ def test_a_failed_save_leaves_nothing_partial_and_says_why(tmp_path, monkeypatch
 @pytest.fixture(scope="module")
 def api_client(tmp_path_factory):
     from engine.cmd_args import parse_args
-    from engine.service import Engine
+    from engine.service.facade import Engine
     from ui.server import build_app
 
     data = tmp_path_factory.mktemp("save-faults")

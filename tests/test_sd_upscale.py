@@ -9,8 +9,8 @@ from PIL import Image
 
 from engine.models.loaders import load_checkpoint
 from engine.models.registry import scan_folder
-from engine.params import Img2ImgParams
-from engine.sd_upscale import sd_upscale, tile_boxes
+from engine.pipeline.sd_upscale import sd_upscale, tile_boxes
+from engine.schema.params import Img2ImgParams
 from engine.upscale.upscalers import UpscalerLibrary
 
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.params import GenerationParams
-from engine.styles import Style, StyleFile, merge_prompt, with_styles_applied
+from engine.schema.params import GenerationParams
+from engine.schema.styles import Style, StyleFile, merge_prompt, with_styles_applied
 from ui.fake_engine import FakeEngine
 from ui.styles import apply_styles, save_style, style_choices
 

@@ -11,12 +11,13 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from engine import process
-from engine.infotext import parse_infotext, read_png_parameters
-from engine.jobs import Job
 from engine.models.loaders import load_checkpoint
 from engine.models.registry import scan_folder
-from engine.params import GenerationParams
+from engine.pipeline import stages
+from engine.pipeline.txt2img import txt2img
+from engine.schema.infotext import parse_infotext, read_png_parameters
+from engine.schema.params import GenerationParams
+from engine.service.jobs import Job
 
 SIZE = 64  # 8×8 latents with the tiny ×8 VAE
 
@@ -50,19 +51,19 @@ def pixels(image) -> np.ndarray:
 
 
 def test_same_params_give_bit_identical_images(model):
-    a = process.txt2img(model, params()).images[0]
-    b = process.txt2img(model, params()).images[0]
+    a = txt2img(model, params()).images[0]
+    b = txt2img(model, params()).images[0]
     assert np.array_equal(pixels(a), pixels(b))
 
 
 def test_another_seed_gives_another_image(model):
-    a = process.txt2img(model, params(seed=1)).images[0]
-    b = process.txt2img(model, params(seed=2)).images[0]
+    a = txt2img(model, params(seed=1)).images[0]
+    b = txt2img(model, params(seed=2)).images[0]
     assert np.abs(pixels(a) - pixels(b)).mean() > 1
 
 
 def test_random_seed_is_resolved_and_recorded(model):
-    result = process.txt2img(model, params(seed=-1))
+    result = txt2img(model, params(seed=-1))
     assert 0 <= result.seeds[0] < 2**32
     assert result.params.seed == result.seeds[0]
     assert f"Seed: {result.seeds[0]}" in result.infotexts[0]
@@ -70,9 +71,9 @@ def test_random_seed_is_resolved_and_recorded(model):
 
 @pytest.mark.parametrize("sampler", ["Euler a", "DPM++ 2M"])
 def test_batch_of_two_equals_two_single_runs(model, sampler):
-    batch = process.txt2img(model, params(seed=7, batch_size=2, sampler_name=sampler))
-    single_a = process.txt2img(model, params(seed=7, sampler_name=sampler)).images[0]
-    single_b = process.txt2img(model, params(seed=8, sampler_name=sampler)).images[0]
+    batch = txt2img(model, params(seed=7, batch_size=2, sampler_name=sampler))
+    single_a = txt2img(model, params(seed=7, sampler_name=sampler)).images[0]
+    single_b = txt2img(model, params(seed=8, sampler_name=sampler)).images[0]
     assert batch.seeds == [7, 8]
     # Batched convolutions may round differently in the last bit; a pixel may move by one level.
     assert np.abs(pixels(batch.images[0]) - pixels(single_a)).max() <= 1
@@ -80,7 +81,7 @@ def test_batch_of_two_equals_two_single_runs(model, sampler):
 
 
 def test_batch_count_continues_seeds(model):
-    result = process.txt2img(model, params(seed=10, batch_size=2, n_iter=2))
+    result = txt2img(model, params(seed=10, batch_size=2, n_iter=2))
     assert result.seeds == [10, 11, 12, 13]
     assert len(result.images) == 4
     assert "Batch size: 2, Batch pos: 1" in result.infotexts[1]
@@ -88,8 +89,8 @@ def test_batch_count_continues_seeds(model):
 
 def test_single_file_in_sd_layout_gives_the_same_image_as_the_diffusers_folder(model, tiny_single_file):
     from_file = load(tiny_single_file)
-    a = process.txt2img(model, params(sampler_name="DPM++ 2M")).images[0]
-    b = process.txt2img(from_file, params(sampler_name="DPM++ 2M")).images[0]
+    a = txt2img(model, params(sampler_name="DPM++ 2M")).images[0]
+    b = txt2img(from_file, params(sampler_name="DPM++ 2M")).images[0]
     assert np.array_equal(pixels(a), pixels(b))
 
 
@@ -112,7 +113,7 @@ def test_euler_matches_diffusers_pipeline(model):
             latents=noise,
             output_type="pil",
         ).images[0]
-    ours = process.txt2img(model, p).images[0]
+    ours = txt2img(model, p).images[0]
     assert np.abs(pixels(ours) - pixels(theirs)).max() <= 2
 
 
@@ -124,23 +125,23 @@ def test_v_prediction_model_generates(tmp_path):
     )
     v_model = load(folder)
     assert v_model.prediction_type == "v_prediction"
-    image = process.txt2img(v_model, params()).images[0]
+    image = txt2img(v_model, params()).images[0]
     assert image.size == (SIZE, SIZE)
     assert pixels(image).std() > 0
 
 
 def test_long_prompt_is_encoded_in_chunks_not_cut(model):
     long_prompt = ", ".join(["a red circle on a blue background"] * 12)  # > 75 tokens
-    conds, _, uncond = process.encode_prompt(model, params(prompt=long_prompt)).at(0)
+    conds, _, uncond = stages.encode_prompt(model, params(prompt=long_prompt)).at(0)
     assert conds[0].shape[1] == uncond.shape[1] == 77 * 2
-    a = process.txt2img(model, params(prompt=long_prompt)).images[0]
-    b = process.txt2img(model, params(prompt=long_prompt + ", green")).images[0]
+    a = txt2img(model, params(prompt=long_prompt)).images[0]
+    b = txt2img(model, params(prompt=long_prompt + ", green")).images[0]
     assert not np.array_equal(pixels(a), pixels(b))  # text past token 75 changes the picture
 
 
 def test_progress_preview_and_step_count(model):
     job = Job(preview_every=2)
-    process.txt2img(model, params(steps=6, n_iter=2), job=job)
+    txt2img(model, params(steps=6, n_iter=2), job=job)
     assert job.progress.job_step == job.progress.job_steps == 12
     assert job.preview is not None and job.preview.size == (SIZE, SIZE)
 
@@ -162,7 +163,7 @@ def job_that_presses(button: str, at_step: int) -> Job:
 
 def test_interrupt_stops_after_the_current_step(model):
     job = job_that_presses("interrupt", at_step=2)
-    result = process.txt2img(model, params(steps=10, n_iter=3), job=job)
+    result = txt2img(model, params(steps=10, n_iter=3), job=job)
     assert result.interrupted
     assert job.progress.job_step == 2
     assert len(result.images) == 1  # A1111 keeps the partial image of the interrupted batch
@@ -170,7 +171,7 @@ def test_interrupt_stops_after_the_current_step(model):
 
 def test_skip_abandons_only_the_current_batch(model):
     job = job_that_presses("skip", at_step=1)
-    result = process.txt2img(model, params(steps=5, n_iter=2), job=job)
+    result = txt2img(model, params(steps=5, n_iter=2), job=job)
     assert len(result.images) == 2
     assert job.progress.job_step == 1 + 5
 
@@ -186,16 +187,16 @@ def test_nan_from_half_precision_vae_falls_back_to_fp32(tiny_diffusers_dir):
         return out
 
     half_vae.vae.decode = decode
-    result = process.txt2img(half_vae, params())
+    result = txt2img(half_vae, params())
     assert half_vae.vae_dtype == torch.float32
     assert any("fp32" in note for note in result.notes)
     assert pixels(result.images[0]).std() > 0
 
 
 def test_saved_png_carries_infotext_and_never_overwrites(model, tmp_path):
-    save = process.SaveOptions(outdir=tmp_path / "txt2img-images")
-    first = process.txt2img(model, params(seed=5), save=save)
-    second = process.txt2img(model, params(seed=5), save=save)
+    save = stages.SaveOptions(outdir=tmp_path / "txt2img-images")
+    first = txt2img(model, params(seed=5), save=save)
+    second = txt2img(model, params(seed=5), save=save)
     path_a, path_b = first.paths[0], second.paths[0]
     assert path_a != path_b and path_a.exists() and path_b.exists()
     assert path_a.name.endswith("-5.png") and path_a.parent.parent == tmp_path / "txt2img-images"

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine.params import Img2ImgParams
+from engine.schema.params import Img2ImgParams
 from ui.fake_engine import FakeEngine
 from ui.img2img_run import ALL_FIELDS, painted_mask, run_img2img, submit_img2img
 from ui.progress import SessionJobs

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gradio as gr
 from PIL import Image, PngImagePlugin
 
-from engine.params import MAX_STEPS
+from engine.schema.params import MAX_STEPS
 from ui.app import build_ui, page_kwargs
 from ui.fake_engine import FakeEngine, fake_infotext
 from ui.png_info import SEND_FIELDS, infotext_to_fields, show_png_info

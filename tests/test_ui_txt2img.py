@@ -7,8 +7,8 @@ import threading
 import pytest
 from pydantic import ValidationError
 
-from engine.jobs import JobInterrupted
-from engine.params import GenerationParams
+from engine.schema.params import GenerationParams
+from engine.service.jobs import JobInterrupted
 from ui.common import error_message
 from ui.fake_engine import FakeEngine
 from ui.progress import SessionJobs, format_eta, progress_html
@@ -215,7 +215,7 @@ def test_progress_html():
 def test_a_waiting_job_knows_its_place_in_the_shared_queue():
     import threading
 
-    from engine.jobs import Job, JobQueue
+    from engine.service.jobs import Job, JobQueue
 
     queue, gate = JobQueue(), threading.Event()
     running = queue.submit(Job(), lambda *, job: gate.wait(5))

@@ -13,9 +13,9 @@ import torch
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from engine.extras import ExtrasParams, run_extras, run_extras_folder, upscale_one
-from engine.infotext import parse_infotext, read_png_parameters
-from engine.jobs import Job
+from engine.schema.infotext import parse_infotext, read_png_parameters
+from engine.service.jobs import Job
+from engine.upscale.extras import ExtrasParams, run_extras, run_extras_folder, upscale_one
 from engine.upscale.tiling import run_tiled
 from engine.upscale.upscalers import UpscalerLibrary
 
@@ -156,7 +156,7 @@ def test_the_builtin_x4_asks_for_two_passes_and_the_x2_for_one():
 
 
 def test_the_old_self_ensemble_checkbox_value_still_loads():
-    from engine.settings import Settings
+    from engine.schema.settings import Settings
 
     assert Settings().upscaler_self_ensemble == "Automatic"
     assert Settings.model_validate({"upscaler_self_ensemble": True}).upscaler_self_ensemble == "8 passes"

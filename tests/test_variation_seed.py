@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from engine import process
-from engine.infotext import params_from_infotext, parse_infotext
 from engine.models.loaders import load_checkpoint
 from engine.models.registry import scan_folder
-from engine.params import GenerationParams
-from engine.rng import ImageRNG, slerp
+from engine.pipeline.rng import ImageRNG, slerp
+from engine.pipeline.txt2img import txt2img
+from engine.schema.infotext import params_from_infotext, parse_infotext
+from engine.schema.params import GenerationParams
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +24,7 @@ def model(tiny_diffusers_dir):
 
 def picture(model, **kw) -> np.ndarray:
     base = dict(prompt="a red circle", steps=4, sampler_name="Euler", seed=11, width=64, height=64)
-    result = process.txt2img(model, GenerationParams(**{**base, **kw}))
+    result = txt2img(model, GenerationParams(**{**base, **kw}))
     return np.asarray(result.images[0], dtype=np.int16), result
 
 

@@ -11,12 +11,12 @@ import pytest
 from PIL import Image
 from pydantic import BaseModel, ConfigDict
 
-from engine.grid_legend import draw_legend, layout_legend
-from engine.infotext import build_infotext, parse_infotext
-from engine.jobs import Job
-from engine.params import GenerationParams, Img2ImgParams
-from engine.results import GenerationResult
-from engine.scripts import EngineNames, ScriptContext
+from engine.output.grid_legend import draw_legend, layout_legend
+from engine.pipeline.results import GenerationResult
+from engine.plugins.scripts import EngineNames, ScriptContext
+from engine.schema.infotext import build_infotext, parse_infotext
+from engine.schema.params import GenerationParams, Img2ImgParams
+from engine.service.jobs import Job
 from extensions.xyz_plot import axes, plot, ui
 from extensions.xyz_plot.plan import make_plan
 from extensions.xyz_plot.values import parse_numbers, split_list
@@ -495,7 +495,7 @@ def test_img2img_params_keep_their_type():
 def test_extension_loads_and_its_controls_build(tmp_path):
     import gradio as gr
 
-    from engine.extensions import MODULE_PREFIX, ExtensionManager
+    from engine.plugins.loader import MODULE_PREFIX, ExtensionManager
 
     manager = ExtensionManager(roots=[Path("extensions")], state_file=tmp_path / "state.json")
     manager.load_all()

@@ -223,10 +223,10 @@ def train_controlnet(
 def evaluate(model: Any, controlnet: Any, n: int, seed: int, steps: int = 20) -> dict[str, float]:
     """Median edge IoU between control maps and results, with and without the ControlNet, through
     the app's own txt2img (what bench/controlnet.py measures)."""
-    from engine import process
     from engine.controlnet.models import ControlNetLibrary
     from engine.controlnet.units import ControlInput, ControlNetUnit
-    from engine.params import GenerationParams
+    from engine.pipeline.txt2img import txt2img
+    from engine.schema.params import GenerationParams
     from world.edges import edge_iou, edges_of
 
     rng = np.random.default_rng([seed, 99])
@@ -249,8 +249,8 @@ def evaluate(model: Any, controlnet: Any, n: int, seed: int, steps: int = 20) ->
             unit = ControlNetUnit(module="canny", model="eval-canny", pixel_perfect=True)
             control = [ControlInput(unit, source)]
             target = edges_of(np.asarray(source))
-            out = process.txt2img(model, params, control=control, controlnets=library).images[0]
-            plain = process.txt2img(model, params).images[0]
+            out = txt2img(model, params, control=control, controlnets=library).images[0]
+            plain = txt2img(model, params).images[0]
             with_cn.append(edge_iou(target, edges_of(np.asarray(out))))
             without.append(edge_iou(target, edges_of(np.asarray(plain))))
     return {"iou_with": float(np.median(with_cn)), "iou_without": float(np.median(without))}

@@ -113,7 +113,7 @@ def build_ui(engine: EngineLike) -> gr.Blocks:
             queue=False,
             api_visibility="private",
         )
-    from engine.hooks import Stage, UITabsContext
+    from engine.plugins.hooks import Stage, UITabsContext
 
     labels = [tab.label for tab in tabs.children if isinstance(tab, gr.Tab)]
     engine.extensions.registry.run_app(Stage.UI_TABS, UITabsContext(labels))

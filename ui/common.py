@@ -13,23 +13,23 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import ValidationError
 
-from engine.images import SaveError
+from engine.output.images import SaveError
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     from engine.controlnet.units import ControlInput, ControlNetUnit
-    from engine.extensions import ExtensionManager
-    from engine.extra_networks import NetworkCard
-    from engine.img2img import Img2ImgInputs
-    from engine.params import GenerationParams, Img2ImgParams
-    from engine.script_jobs import ScriptCall
-    from engine.settings import Settings
-    from engine.styles import StyleFile
+    from engine.models.extra_networks import NetworkCard
+    from engine.pipeline.img2img import Img2ImgInputs
+    from engine.plugins.loader import ExtensionManager
+    from engine.plugins.script_jobs import ScriptCall
+    from engine.schema.params import GenerationParams, Img2ImgParams
+    from engine.schema.settings import Settings
+    from engine.schema.styles import StyleFile
 
 
 class EngineLike(Protocol):
-    """The part of `engine.service.Engine` the UI uses."""
+    """The part of `engine.service.facade.Engine` the UI uses."""
 
     @property
     def settings(self) -> Settings: ...

@@ -1,7 +1,7 @@
 """What extensions add to the generation tabs: their accordions, and their scripts in the tab's
 "Script" dropdown. Each contribution lays out its own components (`build()` / `ui()` return them
 by name); this module collects them as extra inputs of the Generate event and turns their values
-back into the job's `extension_args` and `ScriptCall` (engine.script_jobs)."""
+back into the job's `extension_args` and `ScriptCall` (engine.plugins.script_jobs)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 
 import gradio as gr
 
-from engine.script_jobs import ScriptCall
+from engine.plugins.script_jobs import ScriptCall
 from ui.common import EngineLike, message_html
 
 log = logging.getLogger(__name__)

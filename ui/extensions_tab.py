@@ -1,6 +1,6 @@
 """The Extensions tab (installed extensions, their state and errors; enable/disable; install from a
 git URL or a folder) and the extensions' entries in the Settings tab. The work is in
-engine.extensions / engine.extension_install; this module shows it."""
+engine.plugins.loader / engine.plugins.installer; this module shows it."""
 
 from __future__ import annotations
 
@@ -62,7 +62,7 @@ def apply_enabled(engine: EngineLike, enabled: list[str]) -> tuple[str, str]:
 
 def install(engine: EngineLike, source: str, folder_name: str) -> tuple[str, str, Any]:
     """Install from the form; (table, message, checkbox update)."""
-    from engine.extension_install import install_extension
+    from engine.plugins.installer import install_extension
 
     try:
         record = install_extension(
@@ -137,7 +137,7 @@ def build_extensions_tab(engine: EngineLike) -> None:
 
 
 def _insecure_message() -> str:
-    from engine.extension_install import INSECURE_MESSAGE
+    from engine.plugins.installer import INSECURE_MESSAGE
 
     return INSECURE_MESSAGE
 

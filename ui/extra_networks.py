@@ -9,7 +9,7 @@ from typing import Any
 import gradio as gr
 from PIL import Image, ImageDraw, ImageFont
 
-from engine.extra_networks import NetworkCard, toggle_tag
+from engine.models.extra_networks import NetworkCard, toggle_tag
 from ui.common import EngineLike
 
 CARD_SIZE = 160

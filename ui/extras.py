@@ -1,6 +1,6 @@
 """The Upscaling tab (A1111's "Extras"): a single picture, several uploaded at once, or a folder on
 the server; scale by or scale to (crop to fit); upscaler 1, and upscaler 2 with its visibility.
-Layout and wiring here; the job is `engine.extras`."""
+Layout and wiring here; the job is `engine.upscale.extras`."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 
 import gradio as gr
 
-from engine.extras import ExtrasParams
+from engine.upscale.extras import ExtrasParams
 from ui.common import EngineLike, check_finite
 from ui.generation_panel import to_outputs
 from ui.img2img_run import open_picture

@@ -1,4 +1,4 @@
-"""An in-memory stand-in for `engine.service.Engine`: no torch, no model, instant start.
+"""An in-memory stand-in for `engine.service.facade.Engine`: no torch, no model, instant start.
 
 For the UI's own tests and for working on the layout (`build_ui(FakeEngine())`): it keeps the
 real Job/Progress/GenerationResult types, so the UI sees the same objects it gets in production,
@@ -16,14 +16,14 @@ from typing import Any
 from PIL import Image
 
 from engine.controlnet.units import ControlInput, ControlNetUnit
-from engine.extensions import ExtensionManager
-from engine.extra_networks import NetworkCard, list_cards
-from engine.img2img import Img2ImgInputs
-from engine.jobs import Job, JobInterrupted, JobQueue, JobSkipped
-from engine.params import GenerationParams, Img2ImgParams
-from engine.results import GenerationResult
-from engine.settings import Settings
-from engine.styles import Style, StyleFile, with_styles_applied
+from engine.models.extra_networks import NetworkCard, list_cards
+from engine.pipeline.img2img import Img2ImgInputs
+from engine.pipeline.results import GenerationResult
+from engine.plugins.loader import ExtensionManager
+from engine.schema.params import GenerationParams, Img2ImgParams
+from engine.schema.settings import Settings
+from engine.schema.styles import Style, StyleFile, with_styles_applied
+from engine.service.jobs import Job, JobInterrupted, JobQueue, JobSkipped
 
 
 def fake_infotext(params: GenerationParams, seed: int) -> str:
@@ -158,7 +158,7 @@ class FakeEngine:
         use_png_info: bool = False,
         control: list[ControlInput] | None = None,
     ) -> Job:
-        from engine.img2img_batch import run_batch
+        from engine.pipeline.img2img_batch import run_batch
 
         if not Path(input_dir).is_dir():
             raise ValueError(f"folder not found: {input_dir}")
@@ -189,7 +189,7 @@ class FakeEngine:
         return ["None", "Lanczos", "Nearest"]
 
     def submit_extras(self, params: Any, pictures: list[Any]) -> Job:
-        from engine.extras import ExtrasResult
+        from engine.upscale.extras import ExtrasResult
 
         def run(*, job: Job) -> ExtrasResult:
             factor = params.upscaling_resize if params.resize_mode == 0 else 2

@@ -12,7 +12,7 @@ from typing import Any
 
 import gradio as gr
 
-from engine.params import Img2ImgParams, field_limits
+from engine.schema.params import Img2ImgParams, field_limits
 from ui.common import EngineLike, message_html
 from ui.extra_networks import build_extra_networks
 from ui.progress import SessionJobs

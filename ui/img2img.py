@@ -11,7 +11,7 @@ from typing import Any
 
 import gradio as gr
 
-from engine.params import INPAINT_AREAS, MASK_MODES, MASKED_CONTENT, RESIZE_MODES
+from engine.schema.params import INPAINT_AREAS, MASK_MODES, MASKED_CONTENT, RESIZE_MODES
 from ui.common import EngineLike
 from ui.controlnet import build_units_panel
 from ui.extension_panels import ExtensionInputs, build_accordions, build_script_groups, script_titles

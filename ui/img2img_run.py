@@ -17,10 +17,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from engine import masking
-from engine.img2img import MAX_INPUT_PIXELS, Img2ImgInputs
-from engine.outpaint import outpaint_job
-from engine.params import INPAINT_AREAS, MASK_MODES, MASKED_CONTENT, RESIZE_MODES, Img2ImgParams
+from engine.pipeline import masking
+from engine.pipeline.img2img import MAX_INPUT_PIXELS, Img2ImgInputs
+from engine.pipeline.outpaint import outpaint_job
+from engine.schema.params import INPAINT_AREAS, MASK_MODES, MASKED_CONTENT, RESIZE_MODES, Img2ImgParams
 from ui.common import EngineLike, check_finite
 from ui.progress import SessionJobs
 from ui.txt2img_run import PARAM_FIELDS, RunUpdate, _as_number, build_params, follow_job

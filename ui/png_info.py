@@ -1,7 +1,7 @@
 """The PNG Info tab: read the A1111 'parameters' text out of an image, show it parsed, and send it
 to txt2img.
 
-Parsing lives in `engine.infotext` (one vocabulary for UI, API and files); this module only shows
+Parsing lives in `engine.schema.infotext` (one vocabulary for UI, API and files); this module only shows
 its results. The image component hands over the uploaded file's path untouched
 (`type="filepath"`, `image_mode=None`), because re-encoding it would drop the text chunk.
 """
@@ -35,7 +35,7 @@ def read_parameters(path: str | Path | None) -> str:
     """The image's parameters text ('' when it has none). Raises ValueError for a non-image."""
     if not path:
         return ""
-    from engine.infotext import read_png_parameters  # lazily: keeps UI import light
+    from engine.schema.infotext import read_png_parameters  # lazily: keeps UI import light
 
     try:
         with Image.open(path) as image:
@@ -49,7 +49,7 @@ def parsed_html(text: str) -> str:
     """The parsed key/values as a two-column table."""
     if not text:
         return message_html("No generation parameters found in this image.", "info")
-    from engine.infotext import parse_infotext  # never raises: images come from anywhere
+    from engine.schema.infotext import parse_infotext  # never raises: images come from anywhere
 
     values = {key: value for key, value in parse_infotext(text).items() if value != ""}
     rows = "".join(
@@ -81,7 +81,7 @@ def infotext_to_fields(text: str, names: tuple[str, ...] = SEND_FIELDS) -> tuple
     a text without `Hires …` keys turns hires fix off."""
     if not text or not text.strip():
         raise ValueError("There are no parameters to send: drop a generated PNG first.")
-    from engine.infotext import override_entries, params_from_infotext
+    from engine.schema.infotext import override_entries, params_from_infotext
 
     params, _unknown = params_from_infotext(text)
     values = tuple(

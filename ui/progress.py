@@ -45,7 +45,7 @@ def format_eta(seconds: float | None) -> str:
 def progress_html(progress: Any | None, *, started: bool = True, position: int = 0) -> str:
     """The bar shown above the results while a job runs.
 
-    `progress` is an `engine.jobs.Progress` (job_step, job_steps, batch, batches, fraction,
+    `progress` is an `engine.service.jobs.Progress` (job_step, job_steps, batch, batches, fraction,
     eta_seconds); it has no steps until the worker has picked the job up and loaded the model.
     `position`: the job's place in the queue shared by every tab and the API (0: running).
     """

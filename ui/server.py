@@ -90,7 +90,7 @@ def _announce(server: uvicorn.Server, url: str, open_browser: bool) -> None:
 
 def serve(args: argparse.Namespace) -> None:
     """Create the engine, serve the UI (and the API with --api) and block until Ctrl+C."""
-    from engine.service import Engine  # imported here: pulls in torch, which the UI tests avoid
+    from engine.service.facade import Engine  # imported here: pulls in torch, which the UI tests avoid
 
     engine = Engine.from_args(args)
     app: Any = build_app(engine, args)

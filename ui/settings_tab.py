@@ -1,4 +1,4 @@
-"""The Settings tab: one control per `engine.settings.Settings` field, generated from the model.
+"""The Settings tab: one control per `engine.schema.settings.Settings` field, generated from the model.
 
 Adding a setting is one field (with a description) on the model; this tab picks it up. The engine
 validates and saves (`engine.update_settings`); the tab only reports success or the error.
@@ -11,10 +11,10 @@ from typing import Any, Literal, get_args, get_origin
 
 import gradio as gr
 
-from engine.infotext import override_entries
-from engine.params import GenerationParams
-from engine.sampler_params import SAMPLER_NAMES as SAMPLER_PARAMS
-from engine.settings import Settings
+from engine.schema.infotext import override_entries
+from engine.schema.params import GenerationParams
+from engine.schema.sampler_params import SAMPLER_NAMES as SAMPLER_PARAMS
+from engine.schema.settings import Settings
 from ui.common import EngineLike, error_message, message_html
 
 # Fields whose value must be one of the engine's names: shown as dropdowns.

@@ -1,6 +1,6 @@
 """The styles picker under Generate: choose styles for the next generation, apply them to the
 prompt boxes (🖌️), or save the current prompts as a new style (💾). The rules live in
-`engine.styles`; these handlers only move values and report problems."""
+`engine.schema.styles`; these handlers only move values and report problems."""
 
 from __future__ import annotations
 

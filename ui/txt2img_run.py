@@ -11,9 +11,9 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.jobs import JobInterrupted
-from engine.params import GenerationParams
-from engine.sampler_params import overrides_from_entries
+from engine.schema.params import GenerationParams
+from engine.schema.sampler_params import overrides_from_entries
+from engine.service.jobs import JobInterrupted
 from ui.common import EngineLike, check_finite, error_message, message_html
 from ui.progress import SessionJobs, progress_html
 

@@ -72,8 +72,8 @@ def generate_and_score(
     """`model` is a loaded model (engine.models.types.LoadedModel); caption i uses seed first_seed+i.
     The sampler (with its default schedule type unless `scheduler` names one), step count and CFG
     default to the benchmark's; `overrides` sets further GenerationParams fields (sampler parameters)."""
-    from engine.params import GenerationParams
-    from engine.process import txt2img
+    from engine.pipeline.txt2img import txt2img
+    from engine.schema.params import GenerationParams
 
     report = AdherenceReport(captions)
     for i, caption in enumerate(captions):

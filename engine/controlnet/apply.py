@@ -21,10 +21,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from engine import images as image_io
 from engine.controlnet import preprocessors
 from engine.controlnet.models import ControlNetLibrary
 from engine.controlnet.units import RESIZE_MODES, ControlInput, ControlNetUnit
+from engine.output import images as image_io
 from engine.sampling.schedules import ModelSigmas
 
 SOFT_BASE = 0.825  # A1111's "soft injection" decay per block, from the ControlNet reference code
@@ -59,7 +59,7 @@ def control_map(
         else unit.processor_res
     )
     detected = preprocessors.run(unit.module, image, resolution, a, b, annotators)
-    mode = RESIZE_MODES.index(unit.resize_mode)  # same order as engine.images' modes 0-2
+    mode = RESIZE_MODES.index(unit.resize_mode)  # same order as engine.output.images' modes 0-2
     if len(detected.convert("L").getcolors(3) or ()) in (1, 2):
         return _resize_binary(mode, detected, width, height), a, b
     return image_io.resize_image(mode, detected, width, height), a, b  # smooth maps: depth, normals, tiles

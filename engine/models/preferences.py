@@ -5,11 +5,11 @@ That file is where A1111 keeps a checkpoint's user metadata (description, notes,
 
     {"description": "...", "sampler settings": {"s_min_uncond": 3, "s_min_uncond_all": true}}
 
-Keys are A1111 option names, the same rows as the Sampler settings tab (`engine.sampler_params`).
+Keys are A1111 option names, the same rows as the Sampler settings tab (`engine.schema.sampler_params`).
 Model authors publish such recommendations in prose ("CFG 5, clip skip 2"); InvokeAI stores them
 per model as "default settings" and Forge applies per-family presets. Here the engine applies them
 to every job on that checkpoint for each setting the user left at A1111's default (see
-`engine.sampler_params.resolve_overrides`); the values land in the infotext like any other.
+`engine.schema.sampler_params.resolve_overrides`); the values land in the infotext like any other.
 
 The built-in model ships one (`models/builtin/atelier-tiny.json`): README, "Where the model is stiff".
 """
@@ -21,7 +21,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from engine.sampler_params import NAMES, SamplerOverrides
+from engine.schema.sampler_params import NAMES, SamplerOverrides
 
 log = logging.getLogger(__name__)
 

@@ -100,7 +100,7 @@ StepCallback = Callable[[StepInfo], None]
 
 @runtime_checkable
 class BrownianNoise(Protocol):
-    """A noise source that also offers Brownian increments (engine.rng.ImageRNG is one).
+    """A noise source that also offers Brownian increments (engine.pipeline.rng.ImageRNG is one).
 
     `brownian(σ, σ_next)` is (W(σ_next) − W(σ)) / sqrt|σ_next − σ| for a fixed Brownian path W per image:
     N(0, I) like fresh noise, but increments over overlapping σ-intervals are correlated the way SDE

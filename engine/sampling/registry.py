@@ -63,7 +63,7 @@ def register_schedule(
 
 def _ensure_loaded() -> None:
     # The registries fill when their modules import; import them on first use so that
-    # `engine.params` can validate names without import-order surprises.
+    # `engine.schema.params` can validate names without import-order surprises.
     from engine.sampling import samplers, schedules  # noqa: F401
 
 

@@ -17,7 +17,7 @@ import logging
 
 import torch
 
-from engine.hooks import GenerationContext, Stage, StepContext
+from engine.plugins.hooks import GenerationContext, Stage, StepContext
 
 log = logging.getLogger(__name__)
 NAME = "cfg-rescale"  # = extension.toml's name: the key of this extension's values in a job

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from PIL import Image
 
-from engine.grid_legend import draw_prompt_matrix
-from engine.images import image_grid
-from engine.params import MAX_SEED
-from engine.results import GenerationResult
-from engine.rng import resolve_seed
-from engine.scripts import ScriptContext
+from engine.output.grid_legend import draw_prompt_matrix
+from engine.output.images import image_grid
+from engine.pipeline.results import GenerationResult
+from engine.pipeline.rng import resolve_seed
+from engine.plugins.scripts import ScriptContext
+from engine.schema.params import MAX_SEED
 
 TITLE = "Prompt matrix"
 MAX_OPTIONAL_PARTS = 10  # 1024 pictures; one more part doubles it

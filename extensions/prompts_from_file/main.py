@@ -26,9 +26,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from engine.params import MAX_SEED
-from engine.results import GenerationResult
-from engine.rng import resolve_seed
+from engine.pipeline.results import GenerationResult
+from engine.pipeline.rng import resolve_seed
+from engine.schema.params import MAX_SEED
 
 from .parsing import IGNORED, MULTI_WORD, Options, is_command, parse_options, prompt_lines
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import PurePath
 from typing import Any
 
-from engine.scripts import EngineNames
+from engine.plugins.scripts import EngineNames
 
 from .values import parse_number_items, split_list
 

@@ -11,9 +11,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from engine.params import MAX_SEED
-from engine.rng import resolve_seed
-from engine.scripts import EngineNames
+from engine.pipeline.rng import resolve_seed
+from engine.plugins.scripts import EngineNames
+from engine.schema.params import MAX_SEED
 
 from .axes import Axis, CellState, axis_named
 

@@ -11,11 +11,11 @@ from typing import Any
 
 from PIL import Image
 
-from engine.grid_legend import draw_legend
-from engine.images import image_grid
-from engine.infotext import params_text
-from engine.results import GenerationResult
-from engine.scripts import ScriptContext
+from engine.output.grid_legend import draw_legend
+from engine.output.images import image_grid
+from engine.pipeline.results import GenerationResult
+from engine.plugins.scripts import ScriptContext
+from engine.schema.infotext import params_text
 
 from .plan import Plan, PlannedAxis, make_plan
 

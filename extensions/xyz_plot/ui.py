@@ -6,7 +6,7 @@ read from a names provider each time an axis type is picked (so a checkpoint dro
 folder after start-up shows up without a restart).
 
 The provider: setup() passes `ext.engine_names` to `set_names_provider`; it returns the current
-`engine.scripts.EngineNames`, or None when the extension runs without an engine — then the sampler
+`engine.plugins.scripts.EngineNames`, or None when the extension runs without an engine — then the sampler
 and schedule names come from the sampler registry and the other lists hold only the built-in
 entries.
 """
@@ -18,7 +18,7 @@ from typing import Any
 
 import gradio as gr
 
-from engine.scripts import EngineNames
+from engine.plugins.scripts import EngineNames
 
 from .axes import AXIS_LABELS, axis_named
 

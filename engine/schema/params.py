@@ -12,8 +12,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from engine.sampler_params import SamplerOverrides, check_sampler_options
 from engine.sampling.registry import resolve_sampler_and_schedule
+from engine.schema.sampler_params import SamplerOverrides, check_sampler_options
 
 MAX_STEPS = 150
 # Hires fix's sampler / schedule type values that keep the first pass's (A1111's spellings).
@@ -176,7 +176,7 @@ class Img2ImgParams(GenerationParams):
     """An img2img / inpaint job: GenerationParams plus A1111's img2img and inpainting options.
 
     The pictures themselves (init images, mask) are not parameters: they travel beside them
-    (`engine.img2img.Img2ImgInputs`). The mask options are written to the infotext only when
+    (`engine.pipeline.img2img.Img2ImgInputs`). The mask options are written to the infotext only when
     the job has a mask (the pipeline clears them otherwise), with A1111's keys and spellings."""
 
     # img2img's own strength (A1111: 0.75), always written; hires fix's is GenerationParams'.

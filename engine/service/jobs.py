@@ -56,7 +56,7 @@ class Job:
         self._done = threading.Event()
         self.result: Any = None
         self.error: BaseException | None = None
-        # The extension hooks of this job (an engine.hooks.HookRunner; None: no extensions) and
+        # The extension hooks of this job (an engine.plugins.hooks.HookRunner; None: no extensions) and
         # the GenerationContext of the generation running now (set by the pipeline).
         self.hooks: Any = None
         self.context: Any = None

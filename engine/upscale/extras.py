@@ -11,9 +11,9 @@ from typing import Any
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
-from engine import images as image_io
-from engine.img2img_batch import BatchReport
-from engine.infotext import params_text, read_png_parameters
+from engine.output import images as image_io
+from engine.pipeline.img2img_batch import BatchReport
+from engine.schema.infotext import params_text, read_png_parameters
 from engine.upscale.upscalers import UpscalerLibrary
 
 

@@ -12,14 +12,16 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from engine import process
 from engine.conditioning.schedule import Conditioning
-from engine.controlnet.apply import PreparedUnit
-from engine.jobs import Job
+from engine.controlnet.apply import PreparedUnit, control_stack
 from engine.models.types import LoadedModel
-from engine.params import SAME_AS_FIRST_PASS, GenerationParams
-from engine.rng import ImageRNG
-from engine.sampler_params import sampler_options
+from engine.pipeline import stages
+from engine.pipeline.latents import decode, encode, to_pil, to_tensor, txt2img_conditioning
+from engine.pipeline.rng import ImageRNG
+from engine.sampling.registry import SAMPLERS
+from engine.schema.params import SAME_AS_FIRST_PASS, GenerationParams
+from engine.schema.sampler_params import sampler_options
+from engine.service.jobs import Job
 from engine.upscale.upscalers import LATENT_MODES, UpscalerLibrary
 
 
@@ -50,9 +52,7 @@ def second_pass_params(params: GenerationParams) -> GenerationParams:
 
 def hires_sigmas(model: LoadedModel, hr: GenerationParams) -> torch.Tensor:
     """The tail of the hires schedule the denoising strength selects (img2img's rule)."""
-    t_enc = int(min(hr.denoising_strength, 0.999) * hr.steps)
-    sigmas = process.make_sigmas(model, hr, sampler_options(hr))
-    return sigmas[max(0, len(sigmas) - 1 - t_enc - 1) :]
+    return stages.strength_tail(model, hr, hr.denoising_strength, sampler_options(hr))
 
 
 def steps_run(model: LoadedModel, params: GenerationParams) -> int:
@@ -70,12 +70,10 @@ def upscale_latents(
         return F.interpolate(latents, size=(height // f, width // f), mode=mode, **kwargs)
     if upscalers is None:
         raise ValueError(f"hires upscaler {params.hr_upscaler!r} needs the upscaler library")
-    from engine.img2img import to_tensor
-
-    pictures = process.to_pil(process.decode(model, latents))
+    pictures = to_pil(decode(model, latents))
     scale = max(width / params.width, height / params.height)
     big = [upscalers.upscale(p, scale, params.hr_upscaler).resize((width, height)) for p in pictures]
-    return process.encode(model, to_tensor(big, model.device))
+    return encode(model, to_tensor(big, model.device))
 
 
 def hires_pass(
@@ -91,15 +89,15 @@ def hires_pass(
     """The second pass over the first pass's latents; returns the final latents. `units`: the
     ControlNet units of this pass, their maps at the hires size (`apply.hires_units`)."""
     hr = second_pass_params(params)
-    if hr.sampler_name not in process.SAMPLERS:
+    if hr.sampler_name not in SAMPLERS:
         raise ValueError(f"unknown hires sampler {hr.sampler_name!r}")
     init = upscale_latents(model, latents, params, upscalers)
     sigmas = hires_sigmas(model, hr)
     rng = ImageRNG.for_params(params, seeds, tuple(init.shape[1:]), model.device)
     x = init + rng.next() * sigmas[0]
-    image_cond = process.txt2img_conditioning(model, len(seeds), hr.height, hr.width)
-    control = process.control_stack(model, units or [], sigmas)
-    return process.denoise(
+    image_cond = txt2img_conditioning(model, len(seeds), hr.height, hr.width)
+    control = control_stack(model, units or [], sigmas)
+    return stages.denoise(
         model,
         hr,
         x,

@@ -13,8 +13,8 @@ from typing import Any
 
 import torch
 
-from engine.params import MAX_SEED
 from engine.sampling.brownian import BrownianPath
+from engine.schema.params import MAX_SEED
 
 
 def resolve_seed(seed: int) -> int:

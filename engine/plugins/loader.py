@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.hooks import HookRegistry, Registration, Stage
+from engine.plugins.hooks import HookRegistry, Registration, Stage
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +152,7 @@ class ExtensionAPI:
         self._manager, self._load_index = manager, load_index
 
     def on(self, stage: Stage | str, callback: Callable[[Any], None], *, order: int = 0) -> None:
-        """Call `callback(ctx)` at `stage` (an engine.hooks.Stage); lower `order` runs first."""
+        """Call `callback(ctx)` at `stage` (an engine.plugins.hooks.Stage); lower `order` runs first."""
         stage = Stage(stage)
         self._manager.registry.add(Registration(stage, callback, self.name, order, self._load_index))
 
@@ -172,7 +172,7 @@ class ExtensionAPI:
         return self._manager.setting_value(self.name, key)
 
     def engine_names(self) -> Any:
-        """The engine's names now (engine.scripts.EngineNames), None without an engine. Call it
+        """The engine's names now (engine.plugins.scripts.EngineNames), None without an engine. Call it
         when a dropdown needs them, not in setup(): checkpoints come and go while the app runs."""
         provider = self._manager.names_provider
         return provider() if provider is not None else None

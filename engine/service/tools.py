@@ -1,5 +1,5 @@
 """The Engine's picture tools besides txt2img / img2img: Upscaling (Extras), ControlNet previews,
-SD upscale and img2img batch folders. A mixin of engine.service.Engine, kept apart so the facade
+SD upscale and img2img batch folders. A mixin of engine.service.facade.Engine, kept apart so the facade
 stays readable; every method here queues on the same job queue."""
 
 from __future__ import annotations
@@ -7,18 +7,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from engine import img2img as img2img_pipeline
 from engine.controlnet.apply import control_map
 from engine.controlnet.preprocessors import PREPROCESSORS, availability
 from engine.controlnet.preprocessors import run as run_preprocessor
 from engine.controlnet.units import ControlInput, ControlNetUnit
-from engine.extras import ExtrasParams, ExtrasResult, run_extras, run_extras_folder
-from engine.img2img import Img2ImgInputs
-from engine.img2img_batch import BatchReport, run_batch
-from engine.jobs import Job
-from engine.params import Img2ImgParams
-from engine.results import GenerationResult
-from engine.sd_upscale import sd_upscale
+from engine.pipeline import img2img as img2img_pipeline
+from engine.pipeline.img2img import Img2ImgInputs
+from engine.pipeline.img2img_batch import BatchReport, run_batch
+from engine.pipeline.results import GenerationResult
+from engine.pipeline.sd_upscale import sd_upscale
+from engine.schema.params import Img2ImgParams
+from engine.service.jobs import Job
+from engine.upscale.extras import ExtrasParams, ExtrasResult, run_extras, run_extras_folder
 
 
 class PictureTools:

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.params import GenerationParams
+from engine.schema.params import GenerationParams
 
 
 @dataclass

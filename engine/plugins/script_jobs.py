@@ -1,6 +1,6 @@
 """Jobs with extensions: the per-job hook values, and scripts that take a job over.
 
-Kept out of engine.service so the facade stays a list of entry points. `ExtensionJobs` is owned by
+Kept out of engine.service.facade so the facade stays a list of entry points. `ExtensionJobs` is owned by
 the Engine; it checks what a request asks of the extensions (before the job is queued, so a typo
 is an immediate error) and builds the ScriptContext a script runs with.
 """
@@ -14,12 +14,12 @@ from typing import Any
 
 from PIL import Image
 
-from engine import images as image_io
-from engine.extensions import ExtensionManager, Script
-from engine.hooks import HookRunner
-from engine.jobs import Job
-from engine.results import GenerationResult
-from engine.scripts import EngineNames, ScriptContext, run_script
+from engine.output import images as image_io
+from engine.pipeline.results import GenerationResult
+from engine.plugins.hooks import HookRunner
+from engine.plugins.loader import ExtensionManager, Script
+from engine.plugins.scripts import EngineNames, ScriptContext, run_script
+from engine.service.jobs import Job
 
 
 @dataclass(frozen=True)

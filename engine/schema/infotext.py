@@ -21,8 +21,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from engine.params import GenerationParams
-from engine.sampler_params import ROWS as SAMPLER_ROWS
+from engine.schema.params import GenerationParams
+from engine.schema.sampler_params import ROWS as SAMPLER_ROWS
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ from typing import Any
 
 from PIL import Image
 
-from engine.jobs import Job
-from engine.results import GenerationResult
+from engine.pipeline.results import GenerationResult
+from engine.service.jobs import Job
 
 
 @dataclass(frozen=True)

@@ -19,22 +19,23 @@ import numpy as np
 import torch
 from PIL import Image
 
-from engine import images as image_io
-from engine import masking, process
-from engine import pipeline_hooks as stage_hooks
 from engine.conditioning.embeddings import EmbeddingDatabase
 from engine.controlnet.apply import control_infotext, control_stack, crop_inputs
 from engine.controlnet.models import ControlNetLibrary
 from engine.controlnet.units import ControlInput
-from engine.infotext import build_infotext
-from engine.jobs import Job
 from engine.models.lora import LoraLibrary
 from engine.models.types import LoadedModel
-from engine.params import Img2ImgParams
-from engine.results import GenerationResult
-from engine.rng import ImageRNG, resolve_seeds
-from engine.sampler_params import sampler_options
+from engine.output import images as image_io
+from engine.pipeline import masking, stages
+from engine.pipeline.latents import decode_with_hooks, encode, inpaint_conditioning, to_pil, to_tensor
+from engine.pipeline.results import GenerationResult
+from engine.pipeline.rng import ImageRNG, resolve_seeds
+from engine.plugins import firing as stage_hooks
 from engine.sampling.denoiser import GuidanceHooks
+from engine.schema.infotext import build_infotext
+from engine.schema.params import Img2ImgParams
+from engine.schema.sampler_params import sampler_options
+from engine.service.jobs import Job
 
 MAX_INPUT_PIXELS = 4096 * 4096  # a larger upload is refused: decoding it alone could exhaust memory
 LATENT_UPSCALE = 3  # resize mode "Just resize (latent upscale)"
@@ -64,7 +65,7 @@ class Prepared:
 
 # -- 1. check inputs ------------------------------------------------------------------------------
 def check_inputs(model: LoadedModel, params: Img2ImgParams, inputs: Img2ImgInputs, notes: list[str]) -> None:
-    process.check_inputs(model, params)
+    stages.check_inputs(model, params)
     if not inputs.init_images:
         raise ValueError("img2img needs an input picture")
     if len(inputs.init_images) > 1 and len(inputs.init_images) != params.batch_size:
@@ -138,11 +139,6 @@ def _latent_upscale_source(picture: Image.Image) -> Image.Image:
 
 
 # -- 3. initial latents -----------------------------------------------------------------------------
-def to_tensor(pictures: list[Image.Image], device: torch.device) -> torch.Tensor:
-    arrays = [np.asarray(p.convert("RGB"), dtype=np.float32) / 255.0 for p in pictures]
-    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).to(device)
-
-
 def latent_mask(repaint: Image.Image, latent_h: int, latent_w: int) -> torch.Tensor:
     """(1, 1, h, w), 1 = repaint: the pixel mask averaged over each latent's 8×8 block and rounded,
     so a latent is repainted when at least half its pixels are."""
@@ -152,17 +148,8 @@ def latent_mask(repaint: Image.Image, latent_h: int, latent_w: int) -> torch.Ten
 
 
 def img2img_sigmas(model: LoadedModel, params: Img2ImgParams, options) -> torch.Tensor:
-    """The tail of the schedule that the strength selects (A1111's `setup_img2img_steps`):
-    int(strength · steps) + 1 steps of a `steps` schedule, or with `img2img_fix_steps` the last
-    `steps` steps of a steps/strength schedule."""
-    strength = min(params.denoising_strength, 0.999)
-    if params.img2img_fix_steps:
-        total, t_enc = int(params.steps / strength), params.steps - 1
-    else:
-        total, t_enc = params.steps, int(strength * params.steps)
-    sigmas = process.make_sigmas(model, params.model_copy(update={"steps": total}), options)
-    start = max(0, len(sigmas) - 1 - t_enc - 1)
-    return sigmas[start:]
+    """The σ's img2img runs: the tail of the schedule its denoising strength selects."""
+    return stages.strength_tail(model, params, params.denoising_strength, options, params.img2img_fix_steps)
 
 
 # -- the pipeline ---------------------------------------------------------------------------------
@@ -173,7 +160,7 @@ def img2img(
     inputs: Img2ImgInputs,
     *,
     job: Job | None = None,
-    save: process.SaveOptions | None = None,
+    save: stages.SaveOptions | None = None,
     embeddings: EmbeddingDatabase | None = None,
     loras: LoraLibrary | None = None,
     control: list[ControlInput] | None = None,
@@ -193,7 +180,7 @@ def img2img(
     if control and prepared.paste_to is not None:  # only masked: the control pictures are cropped too
         control = crop_inputs(control, prepared.paste_to, inputs.init_images[0].size)
     # A unit without its own picture uses the img2img picture (A1111's default in img2img).
-    units = process._prepare_control(model, params, control, controlnets, prepared.pictures[0])
+    units = stages.prepare_control(model, params, control, controlnets, prepared.pictures[0])
     recorded = _recorded_params(params, prepared)
     if params.denoising_strength == 0:  # nothing to denoise: the input, resized, is the answer
         job.begin(params.n_iter, 0)
@@ -203,19 +190,19 @@ def img2img(
     sigmas = img2img_sigmas(model, params, options)
     job.begin(params.n_iter, len(sigmas) - 1)
     stack = control_stack(model, units, sigmas)
-    with process.text_conditioning(model, params, result, embeddings, loras, job) as (
+    with stages.text_conditioning(model, params, result, embeddings, loras, job) as (
         conditioning,
         extra,
     ):  # 3
         extra.update(control_infotext(units))
         for batch in range(params.n_iter):
             job.progress.batch = batch
-            seeds = [params.seed + batch * params.batch_size + i for i in range(params.batch_size)]
+            seeds = stages.batch_seeds(params, batch)
             pictures = [prepared.pictures[i % len(prepared.pictures)] for i in range(len(seeds))]
             latents = _sample(
                 model, params, prepared, pictures, seeds, sigmas, conditioning, job, options, result, stack
             )
-            decoded = process.to_pil(process.decode_with_hooks(model, latents, result.notes, job))
+            decoded = to_pil(decode_with_hooks(model, latents, result.notes, job))
             for i, (image, seed) in enumerate(zip(decoded, seeds, strict=True)):
                 if prepared.overlays:
                     layer = prepared.overlays[i % len(prepared.overlays)]
@@ -224,7 +211,7 @@ def img2img(
                 def infotext(entries: dict[str, object], seed: int = seed, i: int = i) -> str:
                     return _infotext(model, recorded, seed, i, {**extra, **entries})
 
-                process.emit_image(result, image, infotext, seed, save, job)
+                stages.emit_image(result, image, infotext, seed, save, job)
             if job.interrupted:
                 break
     return result
@@ -233,7 +220,7 @@ def img2img(
 def _sample(model, params, prepared, pictures, seeds, sigmas, conditioning, job, options, result, stack=None):
     """Stages 4-5 for one batch: encode the pictures, add noise at the first σ, denoise."""
     images = to_tensor(pictures, model.device)
-    init = process.encode(model, images)
+    init = encode(model, images)
     if params.resize_mode == LATENT_UPSCALE:
         f = model.vae_scale_factor
         init = torch.nn.functional.interpolate(
@@ -261,10 +248,10 @@ def _sample(model, params, prepared, pictures, seeds, sigmas, conditioning, job,
             images = torch.nn.functional.interpolate(
                 images, size=(params.height, params.width), mode="bilinear"
             )
-        image_cond = process.inpaint_conditioning(model, images, pixel_mask)
+        image_cond = inpaint_conditioning(model, images, pixel_mask)
     x = init + noise * sigmas[0]
     try:
-        latents = process.denoise(
+        latents = stages.denoise(
             model,
             params,
             x,
@@ -277,7 +264,7 @@ def _sample(model, params, prepared, pictures, seeds, sigmas, conditioning, job,
             image_cond=image_cond,
             control=stack,
         )
-    except process._Stopped as stopped:
+    except stages.Stopped as stopped:
         latents, result.interrupted = stopped.latents, True
     if nmask is not None:
         latents = latents * nmask + init * (1 - nmask)
@@ -306,7 +293,6 @@ def _infotext(model: LoadedModel, recorded: Img2ImgParams, seed: int, index: int
 
 def _emit_unchanged(model, params, recorded, prepared, save, result, job) -> None:
     for batch in range(params.n_iter):
-        for i in range(params.batch_size):
-            seed = params.seed + batch * params.batch_size + i
+        for i, seed in enumerate(stages.batch_seeds(params, batch)):
             image = prepared.originals[i % len(prepared.originals)].copy()
-            process.emit_image(result, image, _infotext(model, recorded, seed, i, {}), seed, save, job)
+            stages.emit_image(result, image, _infotext(model, recorded, seed, i, {}), seed, save, job)

@@ -1,15 +1,17 @@
-"""The txt2img stage pipeline (docs/design.md, example 7):
+"""The stages every generation job shares (docs/design.md, example 7):
 
     check_inputs → encode_prompt → prepare_latents → denoise → decode → postprocess → save
 
-Each stage is a small named function; `txt2img` reads as the numbered list of them. The denoising
-loop is ours (a σ-space sampler from `engine.sampling`), not a diffusers pipeline `__call__`.
+Each stage is a small named function; `engine.pipeline.txt2img`, `engine.pipeline.img2img` and
+`engine.pipeline.hires` read as the numbered lists of them. The denoising loop is ours (a σ-space
+sampler from `engine.sampling`), not a diffusers pipeline `__call__`. The rules more than one kind
+of job follows live here once: the per-image seeds of a batch (`batch_seeds`) and the tail of the
+schedule a denoising strength selects (`strength_tail`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,44 +19,24 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from engine import images as image_io
-from engine import pipeline_hooks as stage_hooks
 from engine.conditioning.clip import clip_layers
 from engine.conditioning.embeddings import EmbeddingDatabase
 from engine.conditioning.schedule import Conditioning, encode_conditioning
-from engine.controlnet.apply import (
-    ControlNetStack,
-    PreparedUnit,
-    control_infotext,
-    control_stack,
-    first_pass_units,
-    hires_units,
-    prepare_units,
-)
-from engine.controlnet.models import ControlNetLibrary
-from engine.controlnet.units import ControlInput
-from engine.infotext import build_infotext
-from engine.jobs import Job, JobInterrupted, JobSkipped
-from engine.latents import (  # noqa: F401 - re-exported: callers use process.decode / process.encode
-    decode,
-    decode_with_hooks,
-    encode,
-    inpaint_conditioning,
-    to_pil,
-    txt2img_conditioning,
-)
+from engine.controlnet.apply import ControlNetStack, PreparedUnit, prepare_units
 from engine.models import lora as lora_patch
 from engine.models.lora import LoraFile, LoraLibrary, LoraRequest, extract_lora_tags
 from engine.models.types import LoadedModel
-from engine.params import GenerationParams
-from engine.results import GenerationResult
-from engine.rng import ImageRNG, resolve_seeds
-from engine.sampler_params import sampler_options
+from engine.output import images as image_io
+from engine.pipeline.latents import decode, to_pil
+from engine.pipeline.results import GenerationResult
+from engine.pipeline.rng import ImageRNG
+from engine.plugins import firing as stage_hooks
 from engine.sampling.denoiser import CFGGuider, GuidanceHooks, SigmaDenoiser
 from engine.sampling.registry import SAMPLERS
 from engine.sampling.samplers import SamplerOptions, StepInfo
 from engine.sampling.schedules import ModelSigmas, build_sigmas
-from engine.upscale.upscalers import UpscalerLibrary
+from engine.schema.params import GenerationParams
+from engine.service.jobs import Job, JobInterrupted, JobSkipped
 
 
 @dataclass(frozen=True)
@@ -109,6 +91,32 @@ def make_sigmas(
         options,
         is_sdxl=model.family == "sdxl",
     )
+
+
+def strength_tail(
+    model: LoadedModel,
+    params: GenerationParams,
+    strength: float,
+    options: SamplerOptions | None = None,
+    fix_steps: bool = False,
+) -> torch.Tensor:
+    """The tail of the schedule a denoising strength selects (A1111's `setup_img2img_steps`), for
+    img2img and the hires pass alike: int(strength · steps) + 1 σ's of a `steps` schedule, or with
+    `fix_steps` (A1111's `img2img_fix_steps`) the last `steps` steps of a steps/strength schedule."""
+    strength = min(strength, 0.999)
+    if fix_steps:
+        total, t_enc = int(params.steps / strength), params.steps - 1
+    else:
+        total, t_enc = params.steps, int(strength * params.steps)
+    sigmas = make_sigmas(model, params.model_copy(update={"steps": total}), options)
+    return sigmas[max(0, len(sigmas) - 1 - t_enc - 1) :]
+
+
+def batch_seeds(params: GenerationParams, batch: int) -> list[int]:
+    """The seeds of batch number `batch`: image i of a job has seed + i (A1111), so any picture of
+    a batch can be made again alone from its own seed."""
+    first = params.seed + batch * params.batch_size
+    return list(range(first, first + params.batch_size))
 
 
 def prepare_latents(model: LoadedModel, params: GenerationParams, seeds: list[int], sigma_max: float):
@@ -197,19 +205,21 @@ def denoise(
         job.check()
         latents = spec.fn(guider, x, sigmas.to(x.device), noise=rng, callback=on_step, options=options)
     except (JobInterrupted, JobSkipped):
-        raise _Stopped(last["denoised"]) from None
+        raise Stopped(last["denoised"]) from None
     return stage_hooks.after_sampling(job, sampling, latents)
 
 
-class _Stopped(Exception):
+class Stopped(Exception):
+    """Interrupt or skip mid-sampling: carries the latest x̂₀ estimate, which is decoded and saved."""
+
     def __init__(self, latents: torch.Tensor):
         self.latents = latents
 
 
-# -- 5. decode, 6. postprocess: engine.latents (decode, encode, to_pil, inpaint conditioning) --------
+# -- 5. decode, 6. postprocess: engine.pipeline.latents (decode, encode, to_pil, conditioning) -------
 
 
-# -- the pipeline ---------------------------------------------------------------------------------
+# -- shared by every pipeline ---------------------------------------------------------------------
 def encode_with_hooks(
     model: LoadedModel, params: GenerationParams, embeddings: EmbeddingDatabase | None, job: Job | None
 ) -> Conditioning:
@@ -260,58 +270,8 @@ def text_conditioning(
         yield conditioning, extra
 
 
-@torch.no_grad()  # sampling needs no autograd graph
-def txt2img(
-    model: LoadedModel,
-    params: GenerationParams,
-    *,
-    job: Job | None = None,
-    save: SaveOptions | None = None,
-    embeddings: EmbeddingDatabase | None = None,
-    loras: LoraLibrary | None = None,
-    control: list[ControlInput] | None = None,
-    controlnets: ControlNetLibrary | None = None,
-    upscalers: UpscalerLibrary | None = None,
-) -> GenerationResult:
-    from engine import hires
-
-    job = job or Job()
-    check_inputs(model, params)  # 1
-    if params.enable_hr and params.hr_upscaler not in hires.LATENT_MODES:
-        if upscalers is None or params.hr_upscaler not in upscalers.names():
-            raise ValueError(f"unknown hires upscaler {params.hr_upscaler!r}")
-    units = _prepare_control(model, params, control, controlnets)
-    params = resolve_seeds(params)
-    result = GenerationResult(params=params)
-    resolved = stage_hooks.begin(job, "txt2img", params, model, result.notes)
-    if resolved is not params:  # an extension changed the job: check it again
-        check_inputs(model, resolved)
-        params = result.params = resolved
-    job.begin(params.n_iter, params.steps + (hires.steps_run(model, params) if params.enable_hr else 0))
-    with text_conditioning(model, params, result, embeddings, loras, job) as (conditioning, extra):  # 2
-        extra.update(control_infotext(units))
-        second = None
-        if params.enable_hr:  # the second pass's prompts (and step count, for prompt editing)
-            hr = hires.second_pass_params(params)
-            update = {"prompt": extract_lora_tags(params.hr_prompt or params.prompt)[0], "steps": hr.steps}
-            update["negative_prompt"] = extract_lora_tags(
-                params.hr_negative_prompt or params.negative_prompt
-            )[0]
-            stage_hooks.set_pass(job, "hires")
-            hires_conditioning = encode_with_hooks(model, params.model_copy(update=update), embeddings, job)
-            stage_hooks.set_pass(job, "first")
-            second = functools.partial(
-                hires.hires_pass,
-                conditioning=hires_conditioning,
-                upscalers=upscalers,
-                units=hires_units(units, *hires.target_size(params), controlnets.annotators) if units else [],
-            )
-        first = first_pass_units(units, hires=params.enable_hr)
-        _sample_batches(model, params, conditioning, job, save, result, extra, first, second)
-    return result
-
-
-def _prepare_control(model, params, control, controlnets, fallback_image=None) -> list[PreparedUnit]:
+def prepare_control(model, params, control, controlnets, fallback_image=None) -> list[PreparedUnit]:
+    """The job's ControlNet units, ready to run (their maps at the job's size)."""
     if not control:
         return []
     if controlnets is None:
@@ -339,66 +299,3 @@ def emit_image(
     result.infotexts.append(infotext)
     result.seeds.append(seed)
     result.paths.append(path)
-
-
-def _sample_batches(
-    model: LoadedModel,
-    params: GenerationParams,
-    conditioning: Conditioning,
-    job: Job,
-    save: SaveOptions | None,
-    result: GenerationResult,
-    extra: dict[str, object],
-    units: list[PreparedUnit] | None = None,
-    second_pass=None,
-) -> None:
-    options = sampler_options(params)  # the job's sampler parameters (A1111 defaults where unset)
-    sigmas = make_sigmas(model, params, options)
-    control = control_stack(model, units or [], sigmas)
-    for batch in range(params.n_iter):
-        job.progress.batch = batch
-        seeds = [params.seed + batch * params.batch_size + i for i in range(params.batch_size)]
-        x, rng = prepare_latents(model, params, seeds, float(sigmas[0]))  # 3
-        image_cond = txt2img_conditioning(model, len(seeds), params.height, params.width)
-        try:
-            latents = denoise(
-                model,
-                params,
-                x,
-                sigmas,
-                conditioning,
-                rng,
-                job,
-                options,
-                image_cond=image_cond,
-                control=control,
-            )  # 4
-        except _Stopped as stopped:
-            latents, result.interrupted = stopped.latents, True
-        if second_pass is not None and not result.interrupted:  # hires fix
-            stage_hooks.set_pass(job, "hires")
-            try:
-                latents = second_pass(model, params, latents, seeds, job=job)
-            except _Stopped as stopped:
-                latents, result.interrupted = stopped.latents, True
-            stage_hooks.set_pass(job, "first")
-        pictures = to_pil(decode_with_hooks(model, latents, result.notes, job))  # 5, 6
-        for i, (image, seed) in enumerate(zip(pictures, seeds, strict=True)):
-            infotext = functools.partial(
-                build_infotext,
-                params,  # the prompts as written, <lora:...> tags included (A1111 keeps them)
-                seed=seed,
-                model_name=model.info.name,
-                model_hash=model.short_hash,
-                batch_pos=i if params.batch_size > 1 else None,
-            )
-            emit_image(
-                result,
-                image,
-                lambda entries, text=infotext: text(extra={**extra, **entries}),
-                seed,
-                save,
-                job,
-            )  # 7
-        if job.interrupted:
-            break

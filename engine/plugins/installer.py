@@ -15,7 +15,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from engine.extensions import ExtensionManager, ExtensionRecord, read_manifest, unmet_requirements
+from engine.plugins.loader import ExtensionManager, ExtensionRecord, read_manifest, unmet_requirements
 
 INSECURE_MESSAGE = (
     "Installing extensions is disabled because the UI is reachable from the network (--listen). "

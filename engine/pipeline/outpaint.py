@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from PIL import Image, ImageDraw
 
-from engine.img2img import Img2ImgInputs
-from engine.params import MAX_SIZE, SIZE_MULTIPLE, Img2ImgParams
+from engine.pipeline.img2img import Img2ImgInputs
+from engine.schema.params import MAX_SIZE, SIZE_MULTIPLE, Img2ImgParams
 
 DIRECTIONS = ("left", "right", "up", "down")
 

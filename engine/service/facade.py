@@ -1,7 +1,7 @@
 """The engine facade: the one object the UI (and later the API) talk to.
 
 It owns the settings snapshot, the model manager and the job queue. It holds no Gradio and no
-generation logic of its own: generation is `engine.process`.
+generation logic of its own: generation is `engine.pipeline.stages`.
 """
 
 from __future__ import annotations
@@ -13,31 +13,32 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from engine import img2img as img2img_pipeline
-from engine import process
 from engine.conditioning.embeddings import EmbeddingDatabase
 from engine.controlnet.models import SUBDIR as CONTROLNET_SUBDIR
 from engine.controlnet.models import ControlNetLibrary
 from engine.controlnet.units import ControlInput
-from engine.extensions import ExtensionManager
-from engine.extra_networks import NetworkCard, list_cards
-from engine.hooks import AppContext, ModelContext, SettingsContext, Stage
-from engine.img2img import Img2ImgInputs
-from engine.jobs import Job, JobQueue
 from engine.models.builtin import builtin_model_path
+from engine.models.extra_networks import NetworkCard, list_cards
 from engine.models.lora import LoraLibrary
 from engine.models.manager import ModelManager
-from engine.models.paths import BUILTIN_SUBDIR, LORA_SUBDIR, models_root
+from engine.models.paths import APP_ROOT, BUILTIN_SUBDIR, LORA_SUBDIR, models_root
 from engine.models.preferences import preferences_or_empty, read_preferences
-from engine.params import GenerationParams, Img2ImgParams, img2img_settings
-from engine.results import GenerationResult
-from engine.sampler_params import A1111_DEFAULTS, resolve_overrides
+from engine.pipeline import img2img as img2img_pipeline
+from engine.pipeline import stages
+from engine.pipeline.img2img import Img2ImgInputs
+from engine.pipeline.results import GenerationResult
+from engine.pipeline.txt2img import txt2img
+from engine.plugins.hooks import AppContext, ModelContext, SettingsContext, Stage
+from engine.plugins.loader import ExtensionManager
+from engine.plugins.script_jobs import ExtensionJobs, ScriptCall
+from engine.plugins.scripts import EngineNames
 from engine.sampling.registry import sampler_names, schedule_hint, schedule_names
-from engine.script_jobs import ExtensionJobs, ScriptCall
-from engine.scripts import EngineNames
-from engine.service_tools import PictureTools
-from engine.settings import Settings, load_settings, save_settings
-from engine.styles import Style, StyleFile, with_styles_applied
+from engine.schema.params import GenerationParams, Img2ImgParams, img2img_settings
+from engine.schema.sampler_params import A1111_DEFAULTS, resolve_overrides
+from engine.schema.settings import Settings, load_settings, save_settings
+from engine.schema.styles import Style, StyleFile, with_styles_applied
+from engine.service.jobs import Job, JobQueue
+from engine.service.tools import PictureTools
 from engine.upscale.upscalers import LATENT_MODES, UpscalerLibrary
 
 CONFIG_FILE = "config.json"
@@ -61,7 +62,7 @@ class Engine(PictureTools):
         extension_install_allowed: bool = True,
     ):
         self.data_dir = Path(data_dir)
-        self.root = Path(__file__).resolve().parent.parent
+        self.root = APP_ROOT
         self.outdir = Path(outdir) if outdir else None
         self._settings_path = self.data_dir / CONFIG_FILE
         self._settings = load_settings(self._settings_path)
@@ -251,7 +252,7 @@ class Engine(PictureTools):
     ) -> GenerationResult:
         model = self._model(params, vae)
         save = self._save_options("txt2img") if save_images else None
-        return process.txt2img(
+        return txt2img(
             model,
             params,
             job=job,
@@ -263,14 +264,14 @@ class Engine(PictureTools):
             upscalers=self.upscalers,
         )
 
-    def _save_options(self, kind: str) -> process.SaveOptions | None:
+    def _save_options(self, kind: str) -> stages.SaveOptions | None:
         settings = self._settings
         if not settings.save_images:
             return None
         if self.outdir:
-            return process.SaveOptions(outdir=self.outdir / f"{kind}-images")
+            return stages.SaveOptions(outdir=self.outdir / f"{kind}-images")
         folder = settings.txt2img_outdir if kind == "txt2img" else settings.img2img_outdir
-        return process.SaveOptions(outdir=folder(self.data_dir))
+        return stages.SaveOptions(outdir=folder(self.data_dir))
 
     def _run_img2img(
         self,
@@ -355,7 +356,7 @@ class Engine(PictureTools):
         save_images: bool = True,
     ) -> Job:
         """img2img, sketch, inpainting and outpainting jobs (outpainting arrives as the inpainting
-        job `engine.outpaint.outpaint_job` builds). A ControlNet unit without a picture uses the
+        job `engine.pipeline.outpaint.outpaint_job` builds). A ControlNet unit without a picture uses the
         img2img picture. The other arguments: as submit_txt2img's."""
         job = Job("img2img", preview_every=self._settings.show_progress_every_n_steps)
         run = functools.partial(self._run_img2img, vae=vae, save_images=save_images)

@@ -6,7 +6,7 @@ they are the same kind of thing in A1111 (an option a job or an infotext may ove
 
 Each row is an A1111 option name (the `shared.opts` key, also accepted in API `override_settings`),
 its A1111 default, its infotext key, and the Sampler settings tab's label. From the table come:
-- `SamplerDefaults`: the fields `engine.settings.Settings` inherits (the "Sampler settings" tab);
+- `SamplerDefaults`: the fields `engine.schema.settings.Settings` inherits (the "Sampler settings" tab);
 - `SamplerOverrides`: the optional fields `GenerationParams` inherits (None = use the setting);
 - `sampler_options(params)`: the `SamplerOptions` a job's sampler runs with.
 A value equal to A1111's default is not written to the infotext, as A1111 does.
@@ -137,7 +137,7 @@ def sampler_options(params: Any) -> SamplerOptions:
 
 
 def overrides_from_entries(entries: list[str] | None) -> dict[str, Any]:
-    """Inverse of `engine.infotext.override_entries`: {field: raw value} for GenerationParams to validate.
+    """Inverse of `engine.schema.infotext.override_entries`: {field: raw value} for GenerationParams to validate.
     Raises ValueError naming an entry that is not a sampler parameter."""
     by_key = {r.infotext.lower(): r.name for r in ROWS}
     values: dict[str, Any] = {}

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, field_validator
 
-from engine.sampler_params import SamplerDefaults
+from engine.schema.sampler_params import SamplerDefaults
 
 
 class Settings(SamplerDefaults):

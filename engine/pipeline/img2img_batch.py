@@ -14,11 +14,11 @@ from pathlib import Path
 
 from PIL import Image
 
-from engine import images as image_io
-from engine.img2img import Img2ImgInputs
-from engine.infotext import params_from_infotext, read_png_parameters
-from engine.params import Img2ImgParams
-from engine.results import GenerationResult
+from engine.output import images as image_io
+from engine.pipeline.img2img import Img2ImgInputs
+from engine.pipeline.results import GenerationResult
+from engine.schema.infotext import params_from_infotext, read_png_parameters
+from engine.schema.params import Img2ImgParams
 
 # What "take parameters from PNG info" takes; the size and the img2img options stay the job's.
 PNG_INFO_FIELDS = ("prompt", "negative_prompt", "seed", "cfg_scale", "sampler_name", "scheduler", "steps")

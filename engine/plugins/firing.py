@@ -1,4 +1,4 @@
-"""Where the pipelines fire the extension stages (engine.hooks). Kept apart from the stage code so
+"""Where the pipelines fire the extension stages (engine.plugins.hooks). Kept apart from the stage code so
 each pipeline reads as its numbered stages with one call per hook point.
 
 The job carries the hooks (`job.hooks`, a HookRunner) and the current GenerationContext
@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from engine.hooks import (
+from engine.plugins.hooks import (
     DecodeContext,
     GenerationContext,
     HookRunner,

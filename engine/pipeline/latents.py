@@ -1,7 +1,6 @@
 """Latents ↔ pictures through the model's VAE, and the extra inputs of inpainting UNets.
 
 Stages 5 (decode) and 6 (to PIL) of every pipeline, and the encoder img2img and hires fix use.
-`engine.process` re-exports these names, so `process.decode(...)` keeps working.
 """
 
 from __future__ import annotations
@@ -10,9 +9,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from engine import pipeline_hooks as stage_hooks
-from engine.jobs import Job
 from engine.models.types import LoadedModel
+from engine.plugins import firing as stage_hooks
+from engine.service.jobs import Job
 
 
 # -- 5. decode ------------------------------------------------------------------------------------
@@ -71,6 +70,12 @@ def txt2img_conditioning(model: LoadedModel, batch: int, height: int, width: int
 
 
 # -- 6. postprocess -------------------------------------------------------------------------------
+def to_tensor(pictures: list[Image.Image], device: torch.device) -> torch.Tensor:
+    """Pictures → a float batch in [0, 1], NCHW, on `device` (what `encode` takes)."""
+    arrays = [np.asarray(p.convert("RGB"), dtype=np.float32) / 255.0 for p in pictures]
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).to(device)
+
+
 def to_pil(images: torch.Tensor) -> list[Image.Image]:
     arr = (images.permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype(np.uint8)
     return [Image.fromarray(a) for a in arr]

@@ -49,7 +49,7 @@ APP_STAGES = (Stage.APP_STARTED, Stage.MODEL_LOADED, Stage.UI_TABS, Stage.SETTIN
 # -- contexts -------------------------------------------------------------------------------------
 @dataclass
 class AppContext:
-    engine: Any  # engine.service.Engine
+    engine: Any  # engine.service.facade.Engine
 
 
 @dataclass
@@ -65,7 +65,7 @@ class UITabsContext:
 
 @dataclass
 class SettingsContext:
-    settings: Any  # engine.settings.Settings, the new values
+    settings: Any  # engine.schema.settings.Settings, the new values
     changed: list[str]  # the names of the settings that changed
 
 

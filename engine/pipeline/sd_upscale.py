@@ -8,14 +8,14 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from engine import process
-from engine.img2img import Img2ImgInputs, img2img
-from engine.infotext import build_infotext
-from engine.jobs import Job
 from engine.models.types import LoadedModel
-from engine.params import Img2ImgParams
-from engine.results import GenerationResult
-from engine.rng import resolve_seeds
+from engine.pipeline import stages
+from engine.pipeline.img2img import Img2ImgInputs, img2img
+from engine.pipeline.results import GenerationResult
+from engine.pipeline.rng import resolve_seeds
+from engine.schema.infotext import build_infotext
+from engine.schema.params import Img2ImgParams
+from engine.service.jobs import Job
 from engine.upscale.tiling import _ramp, _starts
 from engine.upscale.upscalers import UpscalerLibrary
 
@@ -37,7 +37,7 @@ def sd_upscale(
     overlap: int,
     upscalers: UpscalerLibrary,
     job: Job | None = None,
-    save: process.SaveOptions | None = None,
+    save: stages.SaveOptions | None = None,
     **pipeline,
 ) -> GenerationResult:
     """One upscaled picture per seed of the job (batch count × batch size)."""
@@ -76,5 +76,5 @@ def sd_upscale(
             model_hash=model.short_hash,
             extra={"SD upscale overlap": overlap, "SD upscale upscaler": upscaler},
         )
-        process.emit_image(result, image, infotext, seed, save)
+        stages.emit_image(result, image, infotext, seed, save)
     return result
