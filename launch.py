@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import importlib.util
 import json
 import os
 import platform
@@ -25,7 +24,10 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from types import ModuleType
+
+# The flags first: `engine` and `engine.cmd_args` use only the standard library (tests/unit/test_layout.py
+# keeps it so), so --help and a bad flag answer before anything is installed.
+from engine import cmd_args
 
 REPO_ROOT = Path(__file__).resolve().parent
 VENV_DIR = REPO_ROOT / ".venv"
@@ -51,26 +53,6 @@ class LaunchError(Exception):
 
 def log(message: str) -> None:
     print(f"[launch] {message}", flush=True)
-
-
-# ---------------------------------------------------------------------------------------------
-# Flags
-
-
-def load_cmd_args() -> ModuleType:
-    """Load engine/cmd_args.py by file path rather than `import engine.cmd_args`.
-
-    A plain import would run engine/__init__.py first, and the engine package is free to import
-    pydantic or torch there — packages the system Python of a fresh machine does not have.
-    """
-    path = REPO_ROOT / "engine" / "cmd_args.py"
-    spec = importlib.util.spec_from_file_location("atelier_cmd_args", path)
-    if spec is None or spec.loader is None:
-        raise LaunchError(f"cannot load {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 # ---------------------------------------------------------------------------------------------
@@ -347,7 +329,7 @@ def serve(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = load_cmd_args().parse_args(argv)  # --help and bad flags exit here, before any set-up
+    args = cmd_args.parse_args(argv)  # --help and bad flags exit here, before any set-up
     bootstrapped = os.environ.pop(BOOTSTRAPPED_ENV, None) == "1"
     if sys.version_info[:2] != (3, 11):
         log(f"warning: Atelier is pinned and tested on Python 3.11; this is {platform.python_version()}")

@@ -1,5 +1,5 @@
 """diffusers' own StableDiffusionPipeline on an Atelier model's components: the baseline our loop is
-compared against, for speed (bench/overhead.py) and for pixels (tests/test_txt2img.py)."""
+compared against, for speed (bench/overhead.py) and for pixels (tests/pipeline/test_txt2img.py)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Shared fixtures. No test may reach a model hub: offline mode is forced before anything imports
-huggingface_hub, and every model comes from the tiny seeded factory in tests/tiny_models.py or is
+huggingface_hub, and every model comes from the tiny seeded factory in tests/fakes/tiny_models.py or is
 the built-in model the project trained itself (models/builtin/)."""
 
 from __future__ import annotations
@@ -17,13 +17,13 @@ os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 if TYPE_CHECKING:  # imported lazily below: UI-only test runs need not pay for torch/diffusers
-    from tests.tiny_models import TinyComponents
+    from tests.fakes.tiny_models import TinyComponents
 
 
 @pytest.fixture(scope="session")
 def tiny_parts() -> TinyComponents:
     """Tiny SD1-style components, seed 0. Shared: tests must not modify them."""
-    from tests.tiny_models import tiny_components
+    from tests.fakes.tiny_models import tiny_components
 
     return tiny_components(seed=0)
 
@@ -31,7 +31,7 @@ def tiny_parts() -> TinyComponents:
 @pytest.fixture(scope="session")
 def tiny_parts_b() -> TinyComponents:
     """A second, different tiny model (seed 1) for switching tests."""
-    from tests.tiny_models import tiny_components
+    from tests.fakes.tiny_models import tiny_components
 
     return tiny_components(seed=1)
 
@@ -39,7 +39,7 @@ def tiny_parts_b() -> TinyComponents:
 @pytest.fixture(scope="session")
 def tiny_diffusers_dir(tmp_path_factory: pytest.TempPathFactory, tiny_parts: TinyComponents) -> Path:
     """`tiny_parts` saved as a diffusers folder (read-only by convention)."""
-    from tests.tiny_models import write_diffusers_folder
+    from tests.fakes.tiny_models import write_diffusers_folder
 
     return write_diffusers_folder(tiny_parts, tmp_path_factory.mktemp("diffusers") / "tiny-diffusers")
 
@@ -47,7 +47,7 @@ def tiny_diffusers_dir(tmp_path_factory: pytest.TempPathFactory, tiny_parts: Tin
 @pytest.fixture(scope="session")
 def tiny_single_file(tmp_path_factory: pytest.TempPathFactory, tiny_parts: TinyComponents) -> Path:
     """`tiny_parts` as an SD-layout `tiny.safetensors` with a `tiny.config/` sidecar (read-only)."""
-    from tests.tiny_models import write_single_file
+    from tests.fakes.tiny_models import write_single_file
 
     return write_single_file(tiny_parts, tmp_path_factory.mktemp("single") / "tiny.safetensors")
 

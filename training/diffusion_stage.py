@@ -172,7 +172,7 @@ def draw_indices(
 
 def token_table(tokenizer, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
     """(ids per caption [N, 77], ids of the empty prompt [77]) exactly as the app tokenizes."""
-    from engine.conditioning.clip import tokenize_chunks
+    from engine.conditioning.tokens import tokenize_chunks
 
     cache: dict[str, list[int]] = {}
     rows = [cache.setdefault(c, tokenize_chunks(tokenizer, c)[0]) for c in captions]

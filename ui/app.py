@@ -29,7 +29,7 @@ from ui.settings_tab import (  # noqa: E402
     build_settings_tab,
     current_preferences_html,
 )
-from ui.style import CSS  # noqa: E402
+from ui.theme import CSS  # noqa: E402
 from ui.txt2img import build_txt2img_tab  # noqa: E402
 from ui.txt2img_run import OPTIONAL_FIELDS  # noqa: E402
 

@@ -1,6 +1,6 @@
 """Shared pieces of the UI: the engine interface the tabs rely on and error → message conversion.
 
-The tabs talk to the engine only through `EngineLike`, so tests (and `ui.fake_engine`) can hand
+The tabs talk to the engine only through `EngineLike`, so tests (and `tests.fakes.fake_engine`) can hand
 them a small double instead of a real model.
 """
 

@@ -12,7 +12,7 @@ import gradio as gr
 from engine.controlnet.units import CONTROL_MODES, HR_OPTIONS, RESIZE_MODES
 from ui.common import EngineLike, error_message, message_html
 from ui.controlnet_run import UNIT_FIELDS, preprocessor_choices, threshold_updates, unit_from_values
-from ui.img2img_run import open_picture
+from ui.inputs import open_picture
 
 
 def build_units_panel(engine: EngineLike, tab: str, f: dict[str, Any], *, open_: bool = False) -> list[Any]:

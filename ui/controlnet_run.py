@@ -8,7 +8,7 @@ from typing import Any
 
 from engine.controlnet.preprocessors import PREPROCESSORS
 from engine.controlnet.units import ControlInput, ControlNetUnit
-from ui.txt2img_run import _as_number
+from ui.inputs import as_number
 
 # The values of one unit, in the order the panel passes them.
 UNIT_FIELDS = (
@@ -41,7 +41,7 @@ def unit_from_values(values: dict[str, Any]) -> ControlNetUnit:
         control_mode=values.get("control_mode") or "Balanced",
         resize_mode=values.get("resize_mode") or "Crop and Resize",
         pixel_perfect=bool(values.get("pixel_perfect")),
-        processor_res=_as_number(values.get("processor_res", 512)),
+        processor_res=as_number(values.get("processor_res", 512)),
         # A threshold slider is only meaningful for a preprocessor that has that threshold.
         threshold_a=values.get("threshold_a") if spec is not None and spec.threshold_a else None,
         threshold_b=values.get("threshold_b") if spec is not None and spec.threshold_b else None,

@@ -14,9 +14,9 @@ import gradio as gr
 from engine.upscale.extras import ExtrasParams
 from ui.common import EngineLike, check_finite
 from ui.generation_panel import to_outputs
-from ui.img2img_run import open_picture
+from ui.inputs import as_number, open_picture
 from ui.progress import SessionJobs
-from ui.txt2img_run import GenInfo, _as_number, follow_job
+from ui.txt2img_run import GenInfo, follow_job
 
 TAB = "extras"
 MODES = ("Single image", "Batch process", "Batch from directory")
@@ -33,8 +33,8 @@ def build_extras_params(values: dict[str, Any]) -> ExtrasParams:
     return ExtrasParams(
         resize_mode=1 if values.get("resize") == "Scale to" else 0,
         upscaling_resize=values.get("upscaling_resize", 2.0),
-        upscaling_resize_w=_as_number(values.get("upscaling_resize_w", 512)),
-        upscaling_resize_h=_as_number(values.get("upscaling_resize_h", 512)),
+        upscaling_resize_w=as_number(values.get("upscaling_resize_w", 512)),
+        upscaling_resize_h=as_number(values.get("upscaling_resize_h", 512)),
         upscaling_crop=bool(values.get("upscaling_crop", True)),
         upscaler_1=values.get("upscaler_1") or "None",
         upscaler_2=values.get("upscaler_2") or "None",

@@ -18,12 +18,14 @@ import numpy as np
 from PIL import Image
 
 from engine.pipeline import masking
-from engine.pipeline.img2img import MAX_INPUT_PIXELS, Img2ImgInputs
+from engine.pipeline.img2img import Img2ImgInputs
 from engine.pipeline.outpaint import outpaint_job
 from engine.schema.params import INPAINT_AREAS, MASK_MODES, MASKED_CONTENT, RESIZE_MODES, Img2ImgParams
 from ui.common import EngineLike, check_finite
+from ui.controlnet_run import units_from_values
+from ui.inputs import as_number, open_picture
 from ui.progress import SessionJobs
-from ui.txt2img_run import PARAM_FIELDS, RunUpdate, _as_number, build_params, follow_job
+from ui.txt2img_run import PARAM_FIELDS, RunUpdate, build_params, follow_job
 
 MODES = ("img2img", "Sketch", "Inpaint", "Inpaint sketch", "Inpaint upload", "Batch")
 SCRIPTS = ("None", "Outpainting", "SD upscale")
@@ -85,27 +87,6 @@ def painted_mask(background: Image.Image, layers: list[Image.Image]) -> Image.Im
             alpha = alpha.resize(background.size, Image.Resampling.NEAREST)
         mask = Image.fromarray(np.maximum(np.asarray(mask), np.asarray(alpha)))
     return mask
-
-
-def open_picture(value: Any, what: str) -> Image.Image | None:
-    """An uploaded picture (a file path from Gradio, or an image already): decoded here, so a
-    corrupt or non-image upload is a clear message and an oversized one is refused before it is
-    decoded."""
-    if value is None or isinstance(value, Image.Image):
-        return value
-    try:
-        with Image.open(value) as image:
-            if image.width * image.height > MAX_INPUT_PIXELS:
-                size = f"{image.width}×{image.height}"
-                raise ValueError(f"{what}: {size} is too large; the limit is {MAX_INPUT_PIXELS:,} pixels")
-            image.load()
-            return image.copy()
-    except ValueError:
-        raise
-    except Exception as exc:  # not an image, truncated, a decompression bomb, ...
-        raise ValueError(
-            f"{what}: cannot read {Path(str(value)).name} as a picture ({type(exc).__name__})"
-        ) from exc
 
 
 def _choice(value: Any, choices: tuple[str, ...], name: str) -> int:
@@ -171,17 +152,16 @@ def build_img2img_params(v: Mapping[str, Any], picture: Image.Image | None = Non
         **common,
         denoising_strength=v.get("denoising_strength", 0.75),
         resize_mode=_choice(v.get("resize_mode", 0), RESIZE_MODES, "Resize mode"),
-        mask_blur=_as_number(v.get("mask_blur", 4)),
+        mask_blur=as_number(v.get("mask_blur", 4)),
         inpainting_mask_invert=_choice(v.get("inpainting_mask_invert", 0), MASK_MODES, "Mask mode"),
         inpainting_fill=_choice(v.get("inpainting_fill", 1), MASKED_CONTENT, "Masked content"),
         inpaint_full_res=_choice(v.get("inpaint_full_res", 0), INPAINT_AREAS, "Inpaint area"),
-        inpaint_full_res_padding=_as_number(v.get("inpaint_full_res_padding", 32)),
+        inpaint_full_res_padding=as_number(v.get("inpaint_full_res_padding", 32)),
     )
 
 
 def submit_img2img(engine: EngineLike, v: Mapping[str, Any], control_values: Sequence[Any] = ()) -> Any:
     """Build the job the tab's values describe and submit it; ValueError for what is missing."""
-    from ui.controlnet_run import units_from_values
 
     check_finite(v)
     control = units_from_values(control_values, open_picture)
@@ -211,7 +191,7 @@ def submit_img2img(engine: EngineLike, v: Mapping[str, Any], control_values: Seq
     if v.get("script") == "Outpainting":  # its own mask settings, as A1111's script has
         params = params.model_copy(
             update={
-                "mask_blur": _as_number(v.get("outpaint_mask_blur", 8)),
+                "mask_blur": as_number(v.get("outpaint_mask_blur", 8)),
                 "inpainting_fill": _choice(v.get("outpaint_fill", 0), MASKED_CONTENT, "Masked content"),
             }
         )

@@ -15,6 +15,8 @@ from engine.schema.params import GenerationParams
 from engine.schema.sampler_params import overrides_from_entries
 from engine.service.jobs import JobInterrupted
 from ui.common import EngineLike, check_finite, error_message, message_html
+from ui.controlnet_run import units_from_values
+from ui.inputs import as_number, open_picture
 from ui.progress import SessionJobs, progress_html
 
 POLL_SECONDS = 0.25  # how often the running generator re-reads job.progress / job.preview
@@ -58,14 +60,6 @@ PARAM_FIELDS = (
 )
 
 
-def _as_number(value: Any) -> Any:
-    """Gradio hands numbers over as floats; keep whole ones as int so int fields accept them, and
-    leave anything else untouched so the schema rejects it with its own message."""
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value
-
-
 def build_params(
     prompt: str,
     negative_prompt: str,
@@ -86,7 +80,7 @@ def build_params(
     ValueError for an override entry that is not a sampler parameter. `optional`: the
     OPTIONAL_FIELDS values (hires fix, variation seed; None keeps a default)."""
     hr = {
-        name: _as_number(value)
+        name: as_number(value)
         for name, value in zip(OPTIONAL_FIELDS, optional, strict=False)
         if value is not None
     }
@@ -101,13 +95,13 @@ def build_params(
         negative_prompt=negative_prompt or "",
         sampler_name=sampler_name or "",
         scheduler=scheduler or "",
-        steps=_as_number(steps),
+        steps=as_number(steps),
         cfg_scale=cfg_scale,
-        seed=-1 if seed is None else _as_number(seed),
-        width=_as_number(width),
-        height=_as_number(height),
-        n_iter=_as_number(n_iter),
-        batch_size=_as_number(batch_size),
+        seed=-1 if seed is None else as_number(seed),
+        width=as_number(width),
+        height=as_number(height),
+        n_iter=as_number(n_iter),
+        batch_size=as_number(batch_size),
         styles=tuple(styles or ()),
         **overrides_from_entries(override_settings),
     )
@@ -171,10 +165,6 @@ def run_txt2img(
     `extension_args` / `script` what the extensions' panels and the Script dropdown asked for."""
 
     def submit() -> Any:
-        # Imported here: both modules import this one (build_params, follow_job).
-        from ui.controlnet_run import units_from_values
-        from ui.img2img_run import open_picture
-
         check_finite(dict(zip(PARAM_FIELDS, values, strict=False)))
         control = units_from_values(control_values, open_picture)
         params = build_params(*values)

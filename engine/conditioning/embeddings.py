@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from engine.conditioning.clip import CHUNK_TOKENS
+from engine.conditioning.tokens import CHUNK_TOKENS
 from engine.models.hashing import sha256_of_file
 
 log = logging.getLogger(__name__)

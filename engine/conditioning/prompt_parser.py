@@ -14,7 +14,7 @@ Three independent passes, in the order the engine applies them:
 Malformed input never raises: a bracket that does not close (or a construct that does not parse)
 is plain text, as A1111 does. Written here rather than with a grammar library because A1111's own
 parser is a lark grammar whose ambiguity resolution is the behaviour to match; the cases it settles
-are pinned by the table in tests/test_prompt_parser.py.
+are pinned by the table in tests/unit/test_prompt_parser.py.
 """
 
 from __future__ import annotations

@@ -17,9 +17,10 @@ from functools import lru_cache
 
 import torch
 
-from engine.conditioning.clip import CHUNK_TOKENS, PromptChunk, encode_weighted, tokenize_weighted
+from engine.conditioning.clip import encode_weighted
 from engine.conditioning.embeddings import EmbeddingDatabase
 from engine.conditioning.prompt_parser import prompt_schedule, split_and
+from engine.conditioning.tokens import CHUNK_TOKENS, PromptChunk, tokenize_weighted
 
 
 @dataclass(frozen=True)

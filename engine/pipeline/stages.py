@@ -32,9 +32,9 @@ from engine.pipeline.results import GenerationResult
 from engine.pipeline.rng import ImageRNG
 from engine.plugins import firing as stage_hooks
 from engine.sampling.denoiser import CFGGuider, GuidanceHooks, SigmaDenoiser
-from engine.sampling.registry import SAMPLERS
+from engine.sampling.registry import SAMPLERS, build_sigmas
 from engine.sampling.samplers import SamplerOptions, StepInfo
-from engine.sampling.schedules import ModelSigmas, build_sigmas
+from engine.sampling.schedules import ModelSigmas
 from engine.schema.params import GenerationParams
 from engine.service.jobs import Job, JobInterrupted, JobSkipped
 

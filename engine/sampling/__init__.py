@@ -1,3 +1,2 @@
-"""σ-space sampling. Importing the package fills the sampler and schedule registries."""
-
-from engine.sampling import samplers, schedules  # noqa: F401  (registration side effects)
+"""σ-space sampling: samplers by family, σ schedules, guidance (CFG) and the name registry that
+composes them (`engine.sampling.registry`)."""

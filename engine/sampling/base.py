@@ -17,6 +17,9 @@ import torch
 Denoise = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 NoiseFn = Callable[[torch.Tensor], torch.Tensor]
 
+# The schedule type that means "the sampler's own default" (A1111's name, shown in the dropdown).
+AUTOMATIC = "Automatic"
+
 UNI_PC_VARIANTS = ("bh1", "bh2", "vary_coeff")
 UNI_PC_SKIP_TYPES = ("time_uniform", "time_quadratic", "logSNR")
 

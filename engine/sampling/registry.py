@@ -1,7 +1,9 @@
 """Name → sampler and name → schedule registries (docs/design.md, example 1).
 
-Adding a sampler is one decorated function in `samplers.py`; adding a schedule type is one decorated
-function in `schedules.py`. The names are A1111's, so infotexts and API requests from A1111 work.
+Adding a sampler is a function in its family module and one row of `samplers.SAMPLER_TABLE`; adding
+a schedule type is a function and one row of `schedules.SCHEDULE_TABLE`. The names are A1111's, so
+infotexts and API requests from A1111 work. `build_sigmas` turns a request (sampler, schedule type,
+steps, options) into the σ's the sampler runs on.
 """
 
 from __future__ import annotations
@@ -10,7 +12,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-AUTOMATIC = "Automatic"
+import torch
+
+from engine.sampling.base import AUTOMATIC, SamplerOptions
+from engine.sampling.samplers import SAMPLER_TABLE
+from engine.sampling.schedules import SCHEDULE_TABLE, ModelSigmas, ScheduleSettings
 
 
 @dataclass(frozen=True)
@@ -39,41 +45,18 @@ class ScheduleSpec:
     aliases: tuple[str, ...] = ()
 
 
-SAMPLERS: dict[str, SamplerSpec] = {}
-SCHEDULES: dict[str, ScheduleSpec] = {}
-
-
-def register_sampler(name: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
-        SAMPLERS[name] = SamplerSpec(name=name, fn=fn, **kwargs)
-        return fn
-
-    return decorate
-
-
-def register_schedule(
-    name: str, label: str, aliases: tuple[str, ...] = ()
-) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
-        SCHEDULES[name] = ScheduleSpec(name=name, fn=fn, label=label, aliases=aliases)
-        return fn
-
-    return decorate
-
-
-def _ensure_loaded() -> None:
-    # The registries fill when their modules import; import them on first use so that
-    # `engine.schema.params` can validate names without import-order surprises.
-    from engine.sampling import samplers, schedules  # noqa: F401
+# Composed here, in one place, from the two tables (not filled by import side effects).
+SAMPLERS: dict[str, SamplerSpec] = {name: SamplerSpec(name, fn, **spec) for name, fn, spec in SAMPLER_TABLE}
+SCHEDULES: dict[str, ScheduleSpec] = {
+    name: ScheduleSpec(name, fn, label, aliases) for name, fn, label, aliases in SCHEDULE_TABLE
+}
 
 
 def sampler_names() -> list[str]:
-    _ensure_loaded()
     return list(SAMPLERS)
 
 
 def schedule_names() -> list[str]:
-    _ensure_loaded()
     return [AUTOMATIC, *SCHEDULES]
 
 
@@ -100,7 +83,6 @@ def resolve_sampler_and_schedule(sampler: str, schedule: str | None) -> tuple[st
 
     Raises ValueError naming the choices when either is unknown.
     """
-    _ensure_loaded()
     resolved_schedule = AUTOMATIC if schedule in (None, "") else _lookup_schedule(str(schedule))
     if resolved_schedule is None:
         raise ValueError(f"unknown schedule type {schedule!r}; choose one of {schedule_names()}")
@@ -119,7 +101,6 @@ def resolve_sampler_and_schedule(sampler: str, schedule: str | None) -> tuple[st
 
 def schedule_hint(sampler: str) -> str:
     """One line for the UI: what "Automatic" means for `sampler` (A1111's per-sampler default)."""
-    _ensure_loaded()
     spec = SAMPLERS.get(sampler)
     if spec is None:
         return ""
@@ -131,5 +112,38 @@ def schedule_hint(sampler: str) -> str:
 def effective_schedule(sampler: str, schedule: str) -> str:
     """The schedule actually used: "Automatic" becomes the sampler's default (which stays
     "Automatic" for samplers with their own discretization)."""
-    _ensure_loaded()
     return SAMPLERS[sampler].default_schedule if schedule == AUTOMATIC else schedule
+
+
+def build_sigmas(
+    sampler: str,
+    schedule: str,
+    steps: int,
+    model: ModelSigmas,
+    options: SamplerOptions | None = None,
+    *,
+    is_sdxl: bool = False,
+) -> torch.Tensor:
+    """The σ's `sampler` runs for `steps` steps: the schedule type ("Automatic" = the sampler's
+    default, or its own discretization), the σ/ρ overrides, and A1111's "discard next-to-last σ"
+    (computed for steps+1 and then dropped, so the step count stays `steps`)."""
+    opts = options or SamplerOptions()
+    spec = SAMPLERS[sampler]
+    discard = spec.discard_next_to_last_sigma or opts.always_discard_next_to_last_sigma
+    count = steps + 1 if discard else steps
+    name = effective_schedule(sampler, schedule)
+    if name == AUTOMATIC:
+        sigmas = spec.own_schedule(count, model, opts)
+    else:
+        settings = ScheduleSettings(
+            sigma_min=opts.sigma_min or None,
+            sigma_max=opts.sigma_max or None,
+            rho=opts.rho or None,
+            beta_alpha=opts.beta_dist_alpha,
+            beta_beta=opts.beta_dist_beta,
+            is_sdxl=is_sdxl,
+        )
+        sigmas = SCHEDULES[name].fn(count, model, settings)
+    if discard:
+        sigmas = torch.cat([sigmas[:-2], sigmas[-1:]])
+    return sigmas

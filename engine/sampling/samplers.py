@@ -11,14 +11,16 @@ samplers and schedule types are defined over σ (k-diffusion's formulation).
 
 The functions live by family: `k_samplers` (σ-ODE: Euler, Heun, DPM2, LMS, Restart), `dpm_solvers`
 (DPM-Solver++ and its SDE variants), `dpm_fast` (DPM fast/adaptive), `timestep_samplers` (DDIM,
-DDIM CFG++, PLMS, LCM) and `unipc`. Adding a sampler = a function there + one line here. The names,
-aliases and "Automatic" schedule types are A1111's.
+DDIM CFG++, PLMS, LCM) and `unipc`. Adding a sampler = a function there + one row in
+`SAMPLER_TABLE`, which `engine.sampling.registry` composes. The names, aliases and "Automatic"
+schedule types are A1111's.
 """
 
 from __future__ import annotations
 
 from engine.sampling import dpm_fast, dpm_solvers, k_samplers, timestep_samplers, unipc
 from engine.sampling.base import (  # noqa: F401  (re-exported: the public sampler API)
+    AUTOMATIC,
     BrownianNoise,
     Denoise,
     NoiseFn,
@@ -27,11 +29,10 @@ from engine.sampling.base import (  # noqa: F401  (re-exported: the public sampl
     StepInfo,
     ancestral_step,
 )
-from engine.sampling.registry import AUTOMATIC, register_sampler
 from engine.sampling.schedules import lcm_sigmas, unipc_sigmas
 
-_TABLE = [
-    # name, function, keyword arguments of SamplerSpec
+SAMPLER_TABLE = [
+    # name, function, keyword arguments of registry.SamplerSpec
     (
         "DPM++ 2M",
         dpm_solvers.sample_dpmpp_2m,
@@ -123,6 +124,3 @@ _TABLE = [
         dict(aliases=("k_lcm", "lcm"), default_schedule=AUTOMATIC, own_schedule=lcm_sigmas, uses_noise=True),
     ),
 ]
-
-for _name, _fn, _spec in _TABLE:
-    register_sampler(_name, **_spec)(_fn)

@@ -3,7 +3,8 @@
 
 Written here rather than taken from a library because the A1111 schedule types are defined over the
 model's own discrete σ table (k-diffusion's `DiscreteSchedule`), which diffusers' schedulers do not
-expose as pure functions. `build_sigmas` is the one place that turns a request (sampler, schedule
+expose as pure functions. `SCHEDULE_TABLE` lists them in A1111's dropdown order; the registry
+(`engine.sampling.registry`) composes it, and its `build_sigmas` turns a request (sampler, schedule
 type, steps, options) into the σ's a sampler runs on.
 """
 
@@ -16,7 +17,6 @@ import numpy as np
 import torch
 
 from engine.sampling.base import SamplerOptions
-from engine.sampling.registry import AUTOMATIC, SAMPLERS, SCHEDULES, effective_schedule, register_schedule
 
 
 @dataclass(frozen=True)
@@ -94,21 +94,18 @@ def karras_sigmas(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0) 
     return append_zero(((max_inv + ramp * (min_inv - max_inv)) ** rho).float())
 
 
-@register_schedule("Uniform", "uniform")
 def uniform(steps: int, model: ModelSigmas, settings: ScheduleSettings = DEFAULT_SETTINGS) -> torch.Tensor:
     """Timesteps evenly spaced from T-1 to 0 (k-diffusion's `get_sigmas`, A1111's default)."""
     t = torch.linspace(len(model.sigmas) - 1, 0, steps)
     return append_zero(model.t_to_sigma(t))
 
 
-@register_schedule("Karras", "karras")
 def karras(steps: int, model: ModelSigmas, settings: ScheduleSettings = DEFAULT_SETTINGS) -> torch.Tensor:
     """Karras et al. (2022): dense near σ_min, where detail is decided; ρ defaults to 7."""
     low, high = settings.sigma_range(model)
     return karras_sigmas(steps, low, high, settings.rho or 7.0)
 
 
-@register_schedule("Exponential", "exponential")
 def exponential(
     steps: int, model: ModelSigmas, settings: ScheduleSettings = DEFAULT_SETTINGS
 ) -> torch.Tensor:
@@ -119,7 +116,6 @@ def exponential(
     )
 
 
-@register_schedule("Polyexponential", "polyexponential")
 def polyexponential(
     steps: int, model: ModelSigmas, settings: ScheduleSettings = DEFAULT_SETTINGS
 ) -> torch.Tensor:
@@ -136,7 +132,6 @@ def _timesteps_between(model: ModelSigmas, settings: ScheduleSettings, count: in
     return torch.linspace(start, end, count)
 
 
-@register_schedule("SGM Uniform", "sgm_uniform", aliases=("SGMUniform",))
 def sgm_uniform(
     steps: int, model: ModelSigmas, settings: ScheduleSettings = DEFAULT_SETTINGS
 ) -> torch.Tensor:
@@ -144,7 +139,6 @@ def sgm_uniform(
     return append_zero(model.t_to_sigma(_timesteps_between(model, settings, steps + 1)[:-1]))
 
 
-@register_schedule("KL Optimal", "kl_optimal")
 def kl_optimal(steps: int, model: ModelSigmas, settings: ScheduleSettings = DEFAULT_SETTINGS) -> torch.Tensor:
     """Sabour et al. (2024), "Align Your Steps" App. B: evenly spaced in arctan σ. Like A1111 1.10 it
     returns steps+1 values ending at σ_min (not 0), so the image keeps σ_min's residual noise."""
@@ -165,7 +159,6 @@ def _loglinear_interp(values: tuple[float, ...], count: int) -> np.ndarray:
     return np.exp(np.interp(np.linspace(0, 1, count), xs, ys))[::-1].copy()
 
 
-@register_schedule("Align Your Steps", "align_your_steps")
 def align_your_steps(
     steps: int, model: ModelSigmas, settings: ScheduleSettings = DEFAULT_SETTINGS
 ) -> torch.Tensor:
@@ -176,7 +169,6 @@ def align_your_steps(
     return append_zero(torch.tensor(values, dtype=torch.float32))
 
 
-@register_schedule("Simple", "simple")
 def simple(steps: int, model: ModelSigmas, settings: ScheduleSettings = DEFAULT_SETTINGS) -> torch.Tensor:
     """ComfyUI's "simple": every (T/steps)-th entry of the model's table from the top, no interpolation."""
     stride = len(model.sigmas) / steps
@@ -184,13 +176,11 @@ def simple(steps: int, model: ModelSigmas, settings: ScheduleSettings = DEFAULT_
     return append_zero(torch.tensor(picked, dtype=torch.float32))
 
 
-@register_schedule("Normal", "normal")
 def normal(steps: int, model: ModelSigmas, settings: ScheduleSettings = DEFAULT_SETTINGS) -> torch.Tensor:
     """Timesteps evenly spaced between those of σ_max and σ_min (= Uniform unless σ's are overridden)."""
     return append_zero(model.t_to_sigma(_timesteps_between(model, settings, steps)))
 
 
-@register_schedule("DDIM", "ddim_uniform", aliases=("ddim",))
 def ddim_uniform(
     steps: int, model: ModelSigmas, settings: ScheduleSettings = DEFAULT_SETTINGS
 ) -> torch.Tensor:
@@ -253,7 +243,6 @@ def beta_ppf(q: float, a: float, b: float) -> float:
     return (low + high) / 2
 
 
-@register_schedule("Beta", "beta")
 def beta(steps: int, model: ModelSigmas, settings: ScheduleSettings = DEFAULT_SETTINGS) -> torch.Tensor:
     """Lee et al. (2024), "Beta Sampling is All You Need", as A1111 1.10 applies it: Beta(α, β)
     quantiles of evenly spaced levels, mapped linearly onto [σ_min, σ_max]. α = β = 0.6 puts more
@@ -292,35 +281,17 @@ def lcm_sigmas(steps: int, model: ModelSigmas, options: SamplerOptions) -> torch
     return append_zero(table.t_to_sigma(torch.linspace(len(table.sigmas) - 1, 0, steps)))
 
 
-def build_sigmas(
-    sampler: str,
-    schedule: str,
-    steps: int,
-    model: ModelSigmas,
-    options: SamplerOptions | None = None,
-    *,
-    is_sdxl: bool = False,
-) -> torch.Tensor:
-    """The σ's `sampler` runs for `steps` steps: the schedule type ("Automatic" = the sampler's
-    default, or its own discretization), the σ/ρ overrides, and A1111's "discard next-to-last σ"
-    (computed for steps+1 and then dropped, so the step count stays `steps`)."""
-    opts = options or SamplerOptions()
-    spec = SAMPLERS[sampler]
-    discard = spec.discard_next_to_last_sigma or opts.always_discard_next_to_last_sigma
-    count = steps + 1 if discard else steps
-    name = effective_schedule(sampler, schedule)
-    if name == AUTOMATIC:
-        sigmas = spec.own_schedule(count, model, opts)
-    else:
-        settings = ScheduleSettings(
-            sigma_min=opts.sigma_min or None,
-            sigma_max=opts.sigma_max or None,
-            rho=opts.rho or None,
-            beta_alpha=opts.beta_dist_alpha,
-            beta_beta=opts.beta_dist_beta,
-            is_sdxl=is_sdxl,
-        )
-        sigmas = SCHEDULES[name].fn(count, model, settings)
-    if discard:
-        sigmas = torch.cat([sigmas[:-2], sigmas[-1:]])
-    return sigmas
+# name, function, A1111's lowercase id (accepted as an alias), more aliases — in A1111's dropdown order
+SCHEDULE_TABLE = [
+    ("Uniform", uniform, "uniform", ()),
+    ("Karras", karras, "karras", ()),
+    ("Exponential", exponential, "exponential", ()),
+    ("Polyexponential", polyexponential, "polyexponential", ()),
+    ("SGM Uniform", sgm_uniform, "sgm_uniform", ("SGMUniform",)),
+    ("KL Optimal", kl_optimal, "kl_optimal", ()),
+    ("Align Your Steps", align_your_steps, "align_your_steps", ()),
+    ("Simple", simple, "simple", ()),
+    ("Normal", normal, "normal", ()),
+    ("DDIM", ddim_uniform, "ddim_uniform", ("ddim",)),
+    ("Beta", beta, "beta", ()),
+]

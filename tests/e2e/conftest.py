@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.server_process import Server, running_server
+from tests.fakes.server_process import Server, running_server
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO_ROOT / "tests" / "artifacts"

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from api.web_guard import PROTECTIVE_HEADERS
-from tests.server_process import write_test_controlnet
+from tests.fakes.server_process import write_test_controlnet
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
