@@ -22,6 +22,7 @@ from api.script_args import named_args
 from engine.controlnet.preprocessors import canonical_name
 from engine.controlnet.units import CONTROL_MODES, HR_OPTIONS, RESIZE_MODES, ControlInput, ControlNetUnit
 from engine.pipeline.img2img import Img2ImgInputs
+from engine.plugins.args import ArgsError, arg_values
 from engine.plugins.script_jobs import ScriptCall
 from engine.schema.infotext import params_from_infotext
 from engine.schema.params import GenerationParams, Img2ImgParams
@@ -224,6 +225,12 @@ def _script(engine: Any, title: str, args: Any, kind: str) -> tuple[str, dict[st
         raise invalid(("script_name",), str(exc), title) from None
     if kind not in script.tabs:
         raise invalid(("script_name",), f"{script.title} does not run in {kind}", title)
+    if script.args is not None:  # declared arguments: validated by their model, as the UI's are
+        try:
+            return script.title, arg_values(script.args, args)
+        except ArgsError as exc:
+            where = ("script_args", exc.field) if exc.field else ("script_args",)
+            raise invalid(where, exc.message) from None
     try:
         return script.title, named_args(script.ui, args) if script.ui else {}
     except ValueError as exc:

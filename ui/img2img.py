@@ -14,7 +14,13 @@ import gradio as gr
 from engine.schema.params import INPAINT_AREAS, MASK_MODES, MASKED_CONTENT, RESIZE_MODES
 from ui.common import EngineLike
 from ui.controlnet import build_units_panel
-from ui.extension_panels import ExtensionInputs, build_accordions, build_script_groups, script_titles
+from ui.extension_panels import (
+    NO_SCRIPT,
+    ExtensionInputs,
+    build_accordions,
+    build_script_groups,
+    script_titles,
+)
 from ui.generation_panel import (
     Fields,
     Results,
@@ -24,7 +30,7 @@ from ui.generation_panel import (
     slider,
     wire_generation,
 )
-from ui.img2img_run import ALL_FIELDS, INPAINT_MODES, MODES, SCRIPTS, run_img2img
+from ui.img2img_run import ALL_FIELDS, INPAINT_MODES, MODES, run_img2img
 from ui.progress import SessionJobs
 
 EDITOR_HEIGHT = 520
@@ -155,53 +161,9 @@ def _inpaint_options(tab: str, f: Fields, visible: bool) -> gr.Group:
 
 
 def _script_panel(engine: EngineLike, tab: str, f: Fields, extensions: ExtensionInputs) -> None:
-    choices = [*SCRIPTS, *script_titles(engine, "img2img")]
-    f["script"] = gr.Dropdown(choices, value="None", label="Script", elem_id=f"{tab}_script")
+    choices = [NO_SCRIPT, *script_titles(engine, "img2img")]  # Outpainting, SD upscale, ... are extensions
+    f["script"] = gr.Dropdown(choices, value=NO_SCRIPT, label="Script", elem_id=f"{tab}_script")
     build_script_groups(engine, "img2img", tab, f["script"], extensions)
-    with gr.Group(visible=False, elem_id=f"{tab}_outpaint_controls") as outpaint:
-        f["outpaint_pixels"] = gr.Slider(
-            8, 256, value=64, step=8, label="Pixels to expand", buttons=[], elem_id=f"{tab}_outpaint_pixels"
-        )
-        f["outpaint_directions"] = gr.CheckboxGroup(
-            ["left", "right", "up", "down"],
-            value=["left", "right", "up", "down"],
-            label="Outpainting direction",
-            elem_id=f"{tab}_outpaint_directions",
-        )
-        with gr.Row():
-            f["outpaint_mask_blur"] = gr.Slider(
-                0, 64, value=8, step=1, label="Mask blur", buttons=[], elem_id=f"{tab}_outpaint_mask_blur"
-            )
-            f["outpaint_fill"] = gr.Radio(
-                list(MASKED_CONTENT), value="fill", label="Masked content", elem_id=f"{tab}_outpaint_fill"
-            )
-    with gr.Group(visible=False, elem_id=f"{tab}_sd_upscale_controls") as sd_upscale:
-        with gr.Row():
-            f["sd_upscale_scale"] = gr.Slider(
-                1, 4, value=2, step=0.05, label="Scale Factor", buttons=[], elem_id=f"{tab}_sd_upscale_scale"
-            )
-            f["sd_upscale_overlap"] = gr.Slider(
-                0,
-                256,
-                value=64,
-                step=16,
-                label="Tile overlap",
-                buttons=[],
-                elem_id=f"{tab}_sd_upscale_overlap",
-            )
-        f["sd_upscale_upscaler"] = gr.Dropdown(
-            [n for n in engine.upscaler_names() if n != "None"],
-            value="Lanczos",
-            label="Upscaler",
-            elem_id=f"{tab}_sd_upscale_upscaler",
-        )
-    f["script"].change(
-        lambda s: (gr.update(visible=s == "Outpainting"), gr.update(visible=s == "SD upscale")),
-        inputs=f["script"],
-        outputs=[outpaint, sd_upscale],
-        queue=False,
-        api_visibility="private",
-    )
 
 
 def build_img2img_tab(engine: EngineLike, jobs: SessionJobs, *, tab: str = "img2img") -> Img2ImgUI:

@@ -3,8 +3,8 @@
 Plain functions over plain values (no Gradio), tested without a browser. The modes are A1111's:
 img2img (a picture), Sketch (the picture as drawn over), Inpaint (a brush mask painted on the
 picture), Inpaint sketch (coloured strokes: the mask is where they are), Inpaint upload (picture
-and a separate mask), Batch (folders). The Outpainting script turns any single-picture mode into
-the inpainting job that extends the canvas.
+and a separate mask), Batch (folders). Scripts (Outpainting, SD upscale, X/Y/Z plot, ...) are
+extensions: the chosen one gets its values and takes the job over inside the engine.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from PIL import Image
 
 from engine.pipeline import masking
 from engine.pipeline.img2img import Img2ImgInputs
-from engine.pipeline.outpaint import outpaint_job
 from engine.schema.params import INPAINT_AREAS, MASK_MODES, MASKED_CONTENT, RESIZE_MODES, Img2ImgParams
 from ui.common import EngineLike, check_finite
 from ui.controlnet_run import units_from_values
@@ -28,7 +27,6 @@ from ui.progress import SessionJobs
 from ui.txt2img_run import PARAM_FIELDS, RunUpdate, build_params, follow_job
 
 MODES = ("img2img", "Sketch", "Inpaint", "Inpaint sketch", "Inpaint upload", "Batch")
-SCRIPTS = ("None", "Outpainting", "SD upscale")
 INPAINT_MODES = {"Inpaint", "Inpaint sketch", "Inpaint upload"}
 
 # The values the img2img tabs add to txt2img's PARAM_FIELDS, by name.
@@ -55,13 +53,6 @@ IMG2IMG_FIELDS = (
     "inpaint_full_res",
     "inpaint_full_res_padding",
     "script",
-    "outpaint_pixels",
-    "outpaint_directions",
-    "outpaint_mask_blur",
-    "outpaint_fill",
-    "sd_upscale_scale",
-    "sd_upscale_upscaler",
-    "sd_upscale_overlap",
 )
 ALL_FIELDS = (*PARAM_FIELDS, *IMG2IMG_FIELDS)
 
@@ -177,27 +168,11 @@ def submit_img2img(engine: EngineLike, v: Mapping[str, Any], control_values: Seq
             Path(str(v["batch_mask_dir"]).strip()) if v.get("batch_mask_dir") else None,
             bool(v.get("batch_use_png_info")),
             control=control or None,
+            extension_args=v.get("extension_args") or None,
         )
     inputs = _pictures(mode, v)
     params = build_img2img_params(v, inputs.init_images[0])
-    if v.get("script") == "SD upscale":
-        return engine.submit_sd_upscale(
-            params.without_mask_options(),
-            inputs.init_images[0],
-            float(v.get("sd_upscale_scale") or 2.0),
-            v.get("sd_upscale_upscaler") or "Lanczos",
-            int(v.get("sd_upscale_overlap") or 0),
-        )
-    if v.get("script") == "Outpainting":  # its own mask settings, as A1111's script has
-        params = params.model_copy(
-            update={
-                "mask_blur": as_number(v.get("outpaint_mask_blur", 8)),
-                "inpainting_fill": _choice(v.get("outpaint_fill", 0), MASKED_CONTENT, "Masked content"),
-            }
-        )
-        pixels, directions = int(v.get("outpaint_pixels") or 0), list(v.get("outpaint_directions") or [])
-        params, inputs = outpaint_job(params, inputs.init_images[0], pixels, directions)
-    elif mode not in INPAINT_MODES:
+    if mode not in INPAINT_MODES:
         params, inputs = params.without_mask_options(), Img2ImgInputs(inputs.init_images)
     return engine.submit_img2img(
         params,

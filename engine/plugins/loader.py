@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
 from engine.plugins.hooks import HookRegistry, Registration, Stage
 
 log = logging.getLogger(__name__)
@@ -135,13 +137,21 @@ class SettingEntry:
 @dataclass(frozen=True)
 class Script:
     """A1111's "scripts" dropdown entry: takes over the job. `run(ctx: ScriptContext)` returns a
-    GenerationResult; `ui()` lays out its controls (returned by name, like an accordion's)."""
+    GenerationResult; `ui()` lays out its controls (returned by name, like an accordion's).
+    `args`: the pydantic model (engine.plugins.args.ExtensionArgs) its values follow, which the
+    UI's and the API's values are validated with; `aliases`: other titles the API accepts
+    (A1111's name where ours differs)."""
 
     extension: str
     title: str
     run: Callable[[Any], Any]
     ui: Callable[[], dict[str, Any]] | None = None
     tabs: tuple[str, ...] = ("txt2img",)
+    args: type[BaseModel] | None = None
+    aliases: tuple[str, ...] = ()
+
+    def named(self, title: str) -> bool:
+        return title.lower() in (self.title.lower(), *(a.lower() for a in self.aliases))
 
 
 class ExtensionAPI:
@@ -184,8 +194,12 @@ class ExtensionAPI:
         *,
         ui: Callable[[], dict[str, Any]] | None = None,
         tabs: tuple[str, ...] = ("txt2img",),
+        args: type[BaseModel] | None = None,
+        aliases: tuple[str, ...] = (),
     ) -> None:
-        self._manager.scripts.append(Script(self.name, title, run, ui, _check_tabs(tabs)))
+        self._manager.scripts.append(
+            Script(self.name, title, run, ui, _check_tabs(tabs), args, tuple(aliases))
+        )
 
 
 def _check_tabs(tabs: tuple[str, ...]) -> tuple[str, ...]:
@@ -371,7 +385,7 @@ class ExtensionManager:
 
     def script(self, title: str) -> Script:
         for script in self.scripts:
-            if script.title.lower() == title.lower() and self._active(script.extension):
+            if script.named(title) and self._active(script.extension):
                 return script
         known = ", ".join(s.title for s in self.scripts if self._active(s.extension))
         raise ValueError(f"unknown script {title!r} (known: {known or 'none'})")

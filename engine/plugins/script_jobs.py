@@ -16,6 +16,7 @@ from PIL import Image
 
 from engine.output import images as image_io
 from engine.pipeline.results import GenerationResult
+from engine.plugins.args import ArgsError, arg_values
 from engine.plugins.hooks import HookRunner
 from engine.plugins.loader import ExtensionManager, Script
 from engine.plugins.scripts import EngineNames, ScriptContext, run_script
@@ -49,13 +50,20 @@ class ExtensionJobs:
                 raise ValueError(f"extension {name!r}: values must be an object of name: value")
         return self.manager.registry.runner(args)
 
-    def script(self, call: ScriptCall | None, kind: str) -> Script | None:
+    def script(self, call: ScriptCall | None, kind: str) -> tuple[Script, ScriptCall] | None:
+        """The script a request names, and the call with its values checked against the script's
+        argument model (defaults filled in). ValueError for an unknown script or a bad value."""
         if call is None or call.title in ("", "None"):
             return None
         script = self.manager.script(call.title)
         if kind not in script.tabs:
             raise ValueError(f"script {script.title!r} does not run in {kind}")
-        return script
+        if script.args is not None:
+            try:
+                call = ScriptCall(script.title, arg_values(script.args, call.args))
+            except ArgsError as exc:
+                raise ValueError(f"{script.title}: {exc}") from None
+        return script, call
 
     def run(
         self,
@@ -66,8 +74,10 @@ class ExtensionJobs:
         job: Job,
         process: Callable[..., GenerationResult],
         grids_dir: Path | None,
+        **tools: Any,
     ) -> GenerationResult:
-        """Run the script on the queue's worker, inside `job`."""
+        """Run the script on the queue's worker, inside `job`. `tools`: the ScriptContext's
+        inputs, emit, infotext and upscale."""
 
         def save_grid(image: Image.Image, infotext: str) -> Path | None:
             if grids_dir is None:
@@ -84,5 +94,6 @@ class ExtensionJobs:
             process=process,
             names=self._names(),
             save_grid=save_grid,
+            **tools,
         )
         return run_script(script, ctx)

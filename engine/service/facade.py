@@ -33,6 +33,7 @@ from engine.plugins.loader import ExtensionManager
 from engine.plugins.script_jobs import ExtensionJobs, ScriptCall
 from engine.plugins.scripts import EngineNames
 from engine.sampling.registry import sampler_names, schedule_hint, schedule_names
+from engine.schema.infotext import build_infotext
 from engine.schema.params import GenerationParams, Img2ImgParams, img2img_settings
 from engine.schema.sampler_params import A1111_DEFAULTS, resolve_overrides
 from engine.schema.settings import Settings, load_settings, save_settings
@@ -206,6 +207,7 @@ class Engine(PictureTools):
             checkpoints=tuple(self.list_checkpoints()),
             vaes=tuple(self.vae_names()),
             hires_upscalers=(*LATENT_MODES, *(n for n in self.upscaler_names() if n != "None")),
+            upscalers=tuple(self.upscaler_names()),
         )
 
     def _model(self, params: GenerationParams, vae: str | None = None) -> Any:
@@ -355,30 +357,56 @@ class Engine(PictureTools):
         vae: str | None = None,
         save_images: bool = True,
     ) -> Job:
-        """img2img, sketch, inpainting and outpainting jobs (outpainting arrives as the inpainting
-        job `engine.pipeline.outpaint.outpaint_job` builds). A ControlNet unit without a picture uses the
-        img2img picture. The other arguments: as submit_txt2img's."""
+        """img2img, sketch and inpainting jobs; the Outpainting and SD upscale scripts take an
+        img2img job over like any script. A ControlNet unit without a picture uses the img2img
+        picture. The other arguments: as submit_txt2img's."""
         job = Job("img2img", preview_every=self._settings.show_progress_every_n_steps)
         run = functools.partial(self._run_img2img, vae=vae, save_images=save_images)
         resolved = self._resolved(params, for_script=script is not None)
         return self._submit(job, "img2img", run, resolved, (inputs, control), extension_args, script)
 
     def _submit(self, job, kind, run, params, inputs, extension_args, call) -> Job:
-        """Queue `run(params, *inputs)` with the job's hooks, or the script `call` names around it.
-        What the request asks of the extensions is checked now: a typo fails at once."""
+        """The one submit path of every generation job: queue `run(params, *inputs)` with the
+        job's hooks, or the script `call` names around it. What the request asks of the
+        extensions is checked now: a typo fails at once."""
         job.hooks = self.extension_jobs.runner(extension_args)
-        script = self.extension_jobs.script(call, kind)
-        if script is None:
+        chosen = self.extension_jobs.script(call, kind)
+        if chosen is None:
             return self.queue.submit(job, run, params, *inputs)
+        script, call = chosen
+        saves = run.keywords.get("save_images", True)
+        job_inputs = inputs  # (pictures, control) in img2img, (control,) in txt2img
 
         def run_script(params: Any, *, job: Job) -> GenerationResult:
-            def process(one: Any, *, vae: str | None = None) -> GenerationResult:
+            def process(one: Any, *, vae: str | None = None, inputs: Any = None, save: bool = True) -> Any:
+                given = job_inputs if inputs is None else (inputs, *job_inputs[1:])
+                if inputs is not None and kind != "img2img":
+                    raise ValueError(f"a {kind} script cannot hand pictures to process()")
+                options: dict[str, Any] = {"job": job}
                 if vae is not None:  # the script's choice (X/Y/Z's VAE axis) over the request's
-                    return run(self._resolved(one), *inputs, job=job, vae=vae)
-                return run(self._resolved(one), *inputs, job=job)
+                    options["vae"] = vae
+                if not save:
+                    options["save_images"] = False
+                return run(self._resolved(one), *given, **options)
 
-            grids = self._grids_dir(kind) if run.keywords.get("save_images", True) else None
-            return self.extension_jobs.run(script, call, kind, params, job, process, grids)
+            def emit(result: GenerationResult, picture: Any, infotext: str, seed: int) -> None:
+                save = self._save_options(kind) if saves else None
+                stages.emit_image(result, picture, infotext, seed, save, job)
+
+            def infotext(one: Any, seed: int, extra: dict[str, object] | None = None) -> str:
+                model = self._model(one)
+                return build_infotext(
+                    one, seed=seed, model_name=model.info.name, model_hash=model.short_hash, extra=extra
+                )
+
+            grids = self._grids_dir(kind) if saves else None
+            tools = {
+                "inputs": job_inputs[0] if kind == "img2img" else None,
+                "emit": emit,
+                "infotext": infotext,
+                "upscale": self.upscale_picture,
+            }
+            return self.extension_jobs.run(script, call, kind, params, job, process, grids, **tools)
 
         return self.queue.submit(job, run_script, params)
 

@@ -1,9 +1,11 @@
 """The Engine's picture tools besides txt2img / img2img: Upscaling (Extras), ControlNet previews,
-SD upscale and img2img batch folders. A mixin of engine.service.facade.Engine, kept apart so the facade
-stays readable; every method here queues on the same job queue."""
+picture upscalers for scripts, and img2img batch folders. A mixin of engine.service.facade.Engine,
+kept apart so the facade stays readable; every method here queues on the same job queue."""
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -11,11 +13,9 @@ from engine.controlnet.apply import control_map
 from engine.controlnet.preprocessors import PREPROCESSORS, availability
 from engine.controlnet.preprocessors import run as run_preprocessor
 from engine.controlnet.units import ControlInput, ControlNetUnit
-from engine.pipeline import img2img as img2img_pipeline
 from engine.pipeline.img2img import Img2ImgInputs
 from engine.pipeline.img2img_batch import BatchReport, run_batch
 from engine.pipeline.results import GenerationResult
-from engine.pipeline.sd_upscale import sd_upscale
 from engine.schema.params import Img2ImgParams
 from engine.service.jobs import Job
 from engine.upscale.extras import ExtrasParams, ExtrasResult, run_extras, run_extras_folder
@@ -25,6 +25,13 @@ class PictureTools:
     # -- Upscaling (Extras) ------------------------------------------------------------------------
     def upscaler_names(self) -> list[str]:
         return self.upscalers.names()
+
+    def upscale_picture(self, picture: Any, scale: float, upscaler: str) -> Any:
+        """`picture` enlarged `scale` times by `upscaler` (a name of `upscaler_names()`)."""
+        names = self.upscalers.names()
+        if upscaler not in names:
+            raise ValueError(f"unknown upscaler {upscaler!r} (known: {', '.join(names)})")
+        return self.upscalers.upscale(picture, scale, upscaler)
 
     def submit_extras(self, params: ExtrasParams, pictures: list[Any]) -> Job:
         """Upscale pictures (saved under extras-images); the job's result is an ExtrasResult."""
@@ -71,33 +78,6 @@ class PictureTools:
             module, image, resolution, threshold_a, threshold_b, annotators=self.controlnets.annotators
         )
 
-    def submit_sd_upscale(
-        self, params: Img2ImgParams, picture: Any, scale: float, upscaler: str, overlap: int
-    ) -> Job:
-        """img2img's "SD upscale" script: upscale, then redraw tile by tile."""
-        if upscaler not in self.upscalers.names():
-            raise ValueError(f"unknown upscaler {upscaler!r}")
-        job = Job("img2img", preview_every=0)
-        return self.queue.submit(
-            job, self._run_sd_upscale, self._resolved(params), picture, scale, upscaler, overlap
-        )
-
-    def _run_sd_upscale(self, params, picture, scale, upscaler, overlap, *, job: Job) -> GenerationResult:
-        model = self.models.get(params.checkpoint or self.current_checkpoint(), vae=self._settings.sd_vae)
-        return sd_upscale(
-            model,
-            params,
-            picture,
-            scale=scale,
-            upscaler=upscaler,
-            overlap=overlap,
-            upscalers=self.upscalers,
-            job=job,
-            save=self._save_options("img2img"),
-            embeddings=self.embeddings_for(model),
-            loras=self.loras,
-        )
-
     def submit_img2img_batch(
         self,
         params: Img2ImgParams,
@@ -106,10 +86,13 @@ class PictureTools:
         mask_dir: Path | None = None,
         use_png_info: bool = False,
         control: list[ControlInput] | None = None,
+        *,
+        extension_args: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> Job:
         """Batch img2img; the job's result is a `BatchReport`. Folders are checked now, so a typo
         is an immediate error rather than a failed job. A ControlNet unit without a picture uses
-        each batch picture in turn; one with a picture uses it for every file."""
+        each batch picture in turn; one with a picture uses it for every file. Each picture is an
+        img2img run of its own, with the extensions' hooks (`extension_args`) firing for it."""
         for folder in filter(None, (input_dir, mask_dir)):
             if not Path(folder).is_dir():
                 raise ValueError(f"folder not found: {folder}")
@@ -118,27 +101,16 @@ class PictureTools:
             "input_dir": Path(input_dir),
             "output_dir": Path(output_dir),
             "mask_dir": Path(mask_dir) if mask_dir else None,
+            "use_png_info": use_png_info,
         }
-        folders["use_png_info"] = use_png_info
-        folders["control"] = control
-        return self.queue.submit(job, self._run_img2img_batch, self._resolved(params), folders)
+        run = functools.partial(self._run_img2img_batch, control=control)
+        return self._submit(job, "img2img", run, self._resolved(params), (folders,), extension_args, None)
 
-    def _run_img2img_batch(self, params: Img2ImgParams, folders: dict[str, Any], *, job: Job) -> BatchReport:
-        model = self.models.get(params.checkpoint or self.current_checkpoint(), vae=self._settings.sd_vae)
-        embeddings = self.embeddings_for(model)
-
-        control = folders.pop("control", None)
-
+    def _run_img2img_batch(
+        self, params: Img2ImgParams, folders: dict[str, Any], *, control: Any, job: Job
+    ) -> BatchReport:
         def run_one(one: Img2ImgParams, inputs: Img2ImgInputs) -> GenerationResult:
-            return img2img_pipeline.img2img(
-                model,
-                one,
-                inputs,
-                job=job,
-                embeddings=embeddings,
-                loras=self.loras,
-                control=control,
-                controlnets=self.controlnets,
-            )
+            # The batch writes its pictures to the output folder itself.
+            return self._run_img2img(one, inputs, control, job=job, save_images=False)
 
         return run_batch(run_one, params, should_stop=lambda: job.interrupted, **folders)

@@ -9,7 +9,9 @@ from collections.abc import Callable
 import torch
 
 
-def _starts(length: int, tile: int, overlap: int) -> list[int]:
+def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
+    """Where the tiles of `tile` px overlapping by `overlap` px start along a side of `length` px;
+    the last tile ends exactly at the edge."""
     if length <= tile:
         return [0]
     stride = tile - overlap
@@ -17,7 +19,7 @@ def _starts(length: int, tile: int, overlap: int) -> list[int]:
     return [*starts, length - tile]
 
 
-def _ramp(size: int, overlap: int, at_start: bool, at_end: bool) -> torch.Tensor:
+def edge_ramp(size: int, overlap: int, at_start: bool, at_end: bool) -> torch.Tensor:
     """1 in the middle, rising linearly over `overlap` at edges shared with another tile."""
     weight = torch.ones(size)
     if overlap > 0:
@@ -41,15 +43,15 @@ def run_tiled(
     overlap = max(0, min(overlap, tile // 2))
     out = None
     total = torch.zeros(1, 1, height * scale, width * scale, device=image.device)
-    ys, xs = _starts(height, tile, overlap), _starts(width, tile, overlap)
+    ys, xs = tile_starts(height, tile, overlap), tile_starts(width, tile, overlap)
     for y in ys:
         for x in xs:
             h, w = min(tile, height - y), min(tile, width - x)
             piece = fn(image[:, :, y : y + h, x : x + w]).float()
             if out is None:
                 out = torch.zeros(1, piece.shape[1], height * scale, width * scale, device=image.device)
-            wy = _ramp(h * scale, overlap * scale, y == ys[0], y == ys[-1]).to(image.device)
-            wx = _ramp(w * scale, overlap * scale, x == xs[0], x == xs[-1]).to(image.device)
+            wy = edge_ramp(h * scale, overlap * scale, y == ys[0], y == ys[-1]).to(image.device)
+            wx = edge_ramp(w * scale, overlap * scale, x == xs[0], x == xs[-1]).to(image.device)
             weight = (wy[:, None] * wx[None, :])[None, None]
             region = (
                 slice(None),

@@ -68,7 +68,8 @@ def client(tmp_path_factory):
 
 def test_extensions_lists_builtin_and_user_extensions_in_a1111_shape(client):
     items = {item["name"]: item for item in client.get("/sdapi/v1/extensions").json()}
-    assert set(items) == {"cfg-rescale", "prompt_matrix", "prompts-from-file", "xyz_plot", "git-probe"}
+    builtin = {"cfg-rescale", "outpainting", "prompt_matrix", "prompts-from-file", "sd_upscale", "xyz_plot"}
+    assert set(items) == {*builtin, "git-probe"}
     assert all(A1111_EXTENSION_KEYS <= set(item) for item in items.values())
     builtin = items["xyz_plot"]
     assert builtin["builtin"] is True and builtin["enabled"] is True and builtin["version"] == "1.0.0"

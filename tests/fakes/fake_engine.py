@@ -158,6 +158,8 @@ class FakeEngine:
         mask_dir: Path | None = None,
         use_png_info: bool = False,
         control: list[ControlInput] | None = None,
+        *,
+        extension_args: Any = None,
     ) -> Job:
         from engine.pipeline.img2img_batch import run_batch
 
@@ -180,11 +182,6 @@ class FakeEngine:
             )
 
         return self.queue.submit(Job("img2img"), run, params)
-
-    def submit_sd_upscale(self, params: Any, picture: Any, scale: float, upscaler: str, overlap: int) -> Job:
-        self.submitted.append(params)
-        self.submitted_inputs.append(Img2ImgInputs([picture]))
-        return self.queue.submit(Job("img2img"), self._run, params)
 
     def upscaler_names(self) -> list[str]:
         return ["None", "Lanczos", "Nearest"]

@@ -52,10 +52,6 @@ IMG2IMG_BASE = {
     "inpaint_full_res": "Whole picture",
     "inpaint_full_res_padding": 32.0,
     "script": "None",
-    "outpaint_pixels": 64.0,
-    "outpaint_directions": ["left", "right", "up", "down"],
-    "outpaint_mask_blur": 8.0,
-    "outpaint_fill": "fill",
 }
 
 

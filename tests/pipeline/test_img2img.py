@@ -246,7 +246,7 @@ def test_txt2img_runs_on_an_inpainting_model(inpainting_model):
 
 
 def test_outpainting_extends_keeps_and_fills(model):
-    from engine.pipeline.outpaint import outpaint_job
+    from extensions.outpainting.canvas import outpaint_job
 
     src = picture((64, 48))
     p, inputs = outpaint_job(params(mask_blur=0, inpainting_fill=0, denoising_strength=0.9), src, 16)
@@ -260,7 +260,7 @@ def test_outpainting_extends_keeps_and_fills(model):
 
 
 def test_outpainting_rounds_to_multiples_of_8_and_blends_the_seam(model):
-    from engine.pipeline.outpaint import outpaint_job
+    from extensions.outpainting.canvas import outpaint_job
 
     src = picture((64, 64))
     p, inputs = outpaint_job(params(mask_blur=4), src, 13, ["left"])

@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from engine.pipeline import img2img as i2i
-from engine.pipeline.outpaint import outpaint_job
 from engine.pipeline.txt2img import txt2img
+from engine.plugins.script_jobs import ScriptCall
 from engine.schema.params import GenerationParams, Img2ImgParams
 from world.scenes import render, scene_from_caption
 from world.scorer import describe
@@ -110,10 +110,26 @@ def test_only_masked_inpainting_keeps_the_size_and_the_rest(builtin_model, sourc
     assert yellow.mean() > 0.1  # the crop was painted at full size: the shape fills part of it
 
 
-def test_outpainting_grows_the_canvas_around_the_original(builtin_model, source):
-    params = Img2ImgParams(**{**BASE, "prompt": SOURCE_CAPTION, "denoising_strength": 1.0}, inpainting_fill=0)
-    params, inputs = outpaint_job(params.model_copy(update={"mask_blur": 4}), source, 64)
-    out = np.asarray(i2i.img2img(builtin_model, params, inputs).images[0])
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory):
+    """The app's engine on the built-in model: Outpainting and SD upscale are its scripts."""
+    from engine.service.facade import Engine
+
+    return Engine(data_dir=tmp_path_factory.mktemp("builtin-scripts"), device="cpu")
+
+
+def script(engine, title: str, args: dict, picture: Image.Image, **kw):
+    params = Img2ImgParams(**{**BASE, **kw})
+    job = engine.submit_img2img(params, i2i.Img2ImgInputs([picture]), script=ScriptCall(title, args))
+    job.wait()
+    assert job.error is None, job.error
+    return job.result
+
+
+def test_outpainting_grows_the_canvas_around_the_original(engine, source):
+    args = {"pixels": 64, "mask_blur": 4, "inpainting_fill": "fill"}
+    result = script(engine, "Outpainting", args, source, prompt=SOURCE_CAPTION, denoising_strength=1.0)
+    out = np.asarray(result.images[0])
     assert out.shape == (SIZE + 128, SIZE + 128, 3)
     # The seam: the mask reaches blur = 4 px into the original and its blur kernel 10 px further.
     inner = out[64 + 16 : 64 + SIZE - 16, 64 + 16 : 64 + SIZE - 16]
@@ -124,23 +140,13 @@ def test_outpainting_grows_the_canvas_around_the_original(builtin_model, source)
 
 
 @pytest.mark.parametrize("overlap", [0, 32])
-def test_sd_upscale_blends_its_tiles_without_seams(builtin_model, overlap):
-    from engine.models.paths import APP_ROOT
-    from engine.pipeline.sd_upscale import sd_upscale, tile_boxes
-    from engine.upscale.upscalers import UpscalerLibrary
+def test_sd_upscale_blends_its_tiles_without_seams(engine, overlap):
+    from extensions.sd_upscale.tiles import tile_boxes
 
     src = Image.fromarray(render(scene_from_caption(SOURCE_CAPTION, np.random.default_rng(0)), 96))
-    params = Img2ImgParams(
-        **{**BASE, "steps": 10, "prompt": SOURCE_CAPTION, "denoising_strength": 0.5, "seed": 2}
-    )
-    result = sd_upscale(
-        builtin_model,
-        params,
-        src,
-        scale=2,
-        upscaler="Lanczos",
-        overlap=overlap,
-        upscalers=UpscalerLibrary(APP_ROOT / "models"),
+    args = {"scale_factor": 2, "upscaler_index": "Lanczos", "overlap": overlap}
+    result = script(
+        engine, "SD upscale", args, src, steps=10, prompt=SOURCE_CAPTION, denoising_strength=0.5, seed=2
     )
     out = np.asarray(result.images[0], dtype=float)
     assert out.shape == (192, 192, 3)

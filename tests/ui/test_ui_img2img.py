@@ -1,5 +1,5 @@
 """img2img / Inpaint handlers without a browser: the tab's values become the right job (params and
-pictures) for every mode, the Outpainting script and Batch; missing input is a message."""
+pictures) for every mode, a script with its values, and Batch; missing input is a message."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from engine.plugins.script_jobs import ScriptCall
 from engine.schema.params import Img2ImgParams
 from tests.fakes.fake_engine import FakeEngine
 from tests.fakes.ui_values import img2img_values as values
@@ -108,14 +109,17 @@ def test_resize_by_scales_the_picture_size():
     assert (params.width, params.height) == (152, 88)
 
 
-def test_outpainting_script_builds_the_larger_inpainting_job():
+def test_a_script_takes_the_job_with_its_values_and_the_picture():
+    """Outpainting, SD upscale and the other scripts are extensions: the tab hands the engine the
+    picture, the job without mask options, and the script's call (the engine runs it)."""
     engine = FakeEngine()
-    params, inputs = submitted(
-        engine, init_image=picture((96, 64)), script="Outpainting", outpaint_pixels=32.0
-    )
-    assert (params.width, params.height) == (160, 128)
-    assert inputs.mask is not None and inputs.mask.size == (160, 128)
-    assert (params.mask_blur, params.inpainting_fill) == (8, 0)
+    for call in (ScriptCall("Outpainting", {"pixels": 32.0}), ScriptCall("SD upscale", {"overlap": 32.0})):
+        v = {**values(init_image=picture((96, 64)), script=call.title), "script_call": call}
+        submit_img2img(engine, v).wait()
+        params, inputs = engine.submitted[-1], engine.submitted_inputs[-1]
+        assert engine.submitted_extensions[-1] == (None, call)
+        assert inputs.init_images[0].size == (96, 64) and inputs.mask is None
+        assert params.mask_blur is None  # the script sets its own mask options
 
 
 def test_batch_mode_runs_the_folder(tmp_path):
@@ -149,20 +153,3 @@ def test_send_to_picks_the_selected_gallery_picture(tmp_path):
     with pytest.raises(ValueError, match="generate one first"):
         selected_picture([], None)
     assert editor_value(a)["background"] is a
-
-
-def test_sd_upscale_script_submits_the_picture_with_its_settings():
-    engine = FakeEngine()
-    job = submit_img2img(
-        engine,
-        values(
-            init_image=picture(),
-            script="SD upscale",
-            sd_upscale_scale=2.0,
-            sd_upscale_upscaler="Lanczos",
-            sd_upscale_overlap=32.0,
-        ),
-    )
-    job.wait()
-    assert engine.submitted_inputs[-1].init_images[0].size == (96, 64)
-    assert engine.submitted[-1].mask_blur is None  # no mask options in an SD upscale job

@@ -1,6 +1,6 @@
 """NaN and ±Infinity in the UI's number inputs: a browser cannot type them, but a client driving the
-page's events can send them. Every numeric field of txt2img, img2img (and its scripts), Upscaling
-and the ControlNet units answers with a message naming the field, and no job is submitted."""
+page's events can send them. Every numeric field of txt2img, img2img, Upscaling and the ControlNet
+units answers with a message naming the field, and no job is submitted."""
 
 from __future__ import annotations
 
@@ -22,10 +22,9 @@ NOT_FINITE = (math.nan, math.inf, -math.inf)
 TXT2IMG_NUMBERS = ("steps", "cfg_scale", "seed", "width", "height", "n_iter", "batch_size")
 HIRES_NUMBERS = ("hr_second_pass_steps", "denoising_strength", "hr_scale", "hr_resize_x", "hr_resize_y")
 VARIATION_NUMBERS = ("subseed", "subseed_strength")
-IMG2IMG_NUMBERS = (
-    "denoising_strength", "mask_blur", "inpaint_full_res_padding", "scale_by", "outpaint_pixels",
-    "outpaint_mask_blur", "sd_upscale_scale", "sd_upscale_overlap",
-)  # fmt: skip
+# The scripts' numbers (Outpainting, SD upscale) are checked by their argument models, for the UI
+# and the API alike: tests/plugins/test_img2img_scripts.py.
+IMG2IMG_NUMBERS = ("denoising_strength", "mask_blur", "inpaint_full_res_padding", "scale_by")
 EXTRAS_NUMBERS = ("upscaling_resize", "upscaling_resize_w", "upscaling_resize_h", "upscaler_2_visibility")
 UNIT_NUMBERS = ("weight", "guidance_start", "guidance_end", "processor_res", "threshold_a", "threshold_b")
 
@@ -52,10 +51,6 @@ def test_img2img_numbers(name):
         "init_image": Image.new("RGB", (96, 64), "red"),
         "resize_by": "Resize by" if name == "scale_by" else "Resize to",
     }
-    if name.startswith("outpaint"):
-        changes["script"] = "Outpainting"
-    elif name.startswith("sd_upscale"):
-        changes["script"] = "SD upscale"
     for value in NOT_FINITE:
         engine = FakeEngine()
         v = img2img_values(**changes, **{name: value})

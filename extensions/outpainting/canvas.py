@@ -8,11 +8,16 @@ change smoothly. Everything else is the ordinary inpainting pipeline.
 
 from __future__ import annotations
 
+from typing import Any
+
 from PIL import Image, ImageDraw
 
 from engine.pipeline.img2img import Img2ImgInputs
-from engine.schema.params import MAX_SIZE, SIZE_MULTIPLE, Img2ImgParams
+from engine.pipeline.results import GenerationResult
+from engine.schema.params import MASKED_CONTENT, MAX_SIZE, SIZE_MULTIPLE, Img2ImgParams
 
+TITLE = "Outpainting"
+A1111_TITLE = "Poor man's outpainting"
 DIRECTIONS = ("left", "right", "up", "down")
 
 
@@ -80,3 +85,25 @@ def _border_mask(size: tuple[int, int], inner: tuple[int, int, int, int], inset:
     if box[0] < box[2] and box[1] < box[3]:
         ImageDraw.Draw(mask).rectangle((box[0], box[1], box[2] - 1, box[3] - 1), fill=0)
     return mask
+
+
+def masked_content(value: int | str) -> int:
+    """A1111 clients send the index of the choice (fill, original, latent noise, latent nothing);
+    the UI sends its name."""
+    if isinstance(value, int) and 0 <= value < len(MASKED_CONTENT):
+        return value
+    if value in MASKED_CONTENT:
+        return MASKED_CONTENT.index(value)
+    raise ValueError(f"Outpainting: masked content {value!r} is not one of {', '.join(MASKED_CONTENT)}")
+
+
+def run(ctx: Any) -> GenerationResult:
+    """The job, run as the inpainting job that extends its picture (every seed of the job)."""
+    if ctx.inputs is None or not ctx.inputs.init_images:
+        raise ValueError("Outpainting: give the picture to extend")
+    own = {"mask_blur": ctx.args["mask_blur"], "inpainting_fill": masked_content(ctx.args["inpainting_fill"])}
+    params = ctx.params.model_copy(update=own)
+    job_params, inputs = outpaint_job(
+        params, ctx.inputs.init_images[0], ctx.args["pixels"], ctx.args["direction"]
+    )
+    return ctx.process(job_params, inputs=inputs)
