@@ -18,7 +18,6 @@ from pydantic import ValidationError
 from api.errors import validation_error as invalid
 from api.images import decode_image, encode_image
 from api.models import Img2ImgRequest, Txt2ImgRequest
-from api.script_args import named_args
 from engine.controlnet.preprocessors import canonical_name
 from engine.controlnet.units import CONTROL_MODES, HR_OPTIONS, RESIZE_MODES, ControlInput, ControlNetUnit
 from engine.pipeline.img2img import Img2ImgInputs
@@ -207,14 +206,14 @@ def _choice(value: Any, choices: tuple[str, ...]) -> str:
 
 def _extension_values(engine: Any, key: str, body: Any) -> tuple[str, dict[str, Any]]:
     """An extension's accordion values, by extension name or accordion title (any case); a list is
-    taken in the order its panel lays them out."""
+    taken in the order of the panel's argument model."""
     for accordion in engine.extensions.accordions:
         if key.lower() in (accordion.extension.lower(), accordion.title.lower()):
-            values = _args_of(body)
             try:
-                return accordion.extension, named_args(accordion.build, values)
-            except ValueError as exc:
-                raise invalid(("alwayson_scripts", key, "args"), str(exc)) from None
+                return accordion.extension, declared_values(accordion.args, _args_of(body))
+            except ArgsError as exc:
+                where = ("alwayson_scripts", key, "args", *((exc.field,) if exc.field else ()))
+                raise invalid(where, exc.message) from None
     raise invalid(("alwayson_scripts", key), "no loaded extension has this name (GET /sdapi/v1/scripts)")
 
 
@@ -225,16 +224,22 @@ def _script(engine: Any, title: str, args: Any, kind: str) -> tuple[str, dict[st
         raise invalid(("script_name",), str(exc), title) from None
     if kind not in script.tabs:
         raise invalid(("script_name",), f"{script.title} does not run in {kind}", title)
-    if script.args is not None:  # declared arguments: validated by their model, as the UI's are
-        try:
-            return script.title, arg_values(script.args, args)
-        except ArgsError as exc:
-            where = ("script_args", exc.field) if exc.field else ("script_args",)
-            raise invalid(where, exc.message) from None
     try:
-        return script.title, named_args(script.ui, args) if script.ui else {}
-    except ValueError as exc:
-        raise invalid(("script_args",), str(exc)) from None
+        return script.title, declared_values(script.args, args)
+    except ArgsError as exc:
+        raise invalid(("script_args", *((exc.field,) if exc.field else ())), exc.message) from None
+
+
+def declared_values(model: Any, values: Any) -> dict[str, Any]:
+    """Values by name, validated by the contribution's argument model (a list in its order, or an
+    object). Without a model there is no order to read a list by: only an object is taken."""
+    if model is not None:
+        return arg_values(model, values)
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise ArgsError(None, "this extension declares no argument order: send an object of name: value")
+    return dict(values)
 
 
 # -- responses ----------------------------------------------------------------------------------

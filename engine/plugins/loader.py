@@ -107,12 +107,14 @@ def unmet_requirements(requirements: tuple[str, ...]) -> list[str]:
 class Accordion:
     """A panel in the txt2img / img2img tabs. `build()` lays out Gradio components inside the
     accordion and returns them by name; their values reach the extension's hooks for that job as
-    `ctx.gen.args[name]` (and the API's `alwayson_scripts`, by the same names or in this order)."""
+    `ctx.gen.args[name]` (and the API's `alwayson_scripts`, by the same names, or in the order of
+    `args`). `args`: the pydantic model (engine.plugins.args.ExtensionArgs) the values follow."""
 
     extension: str
     title: str
     build: Callable[[], dict[str, Any]]
     tabs: tuple[str, ...] = TABS
+    args: type[BaseModel] | None = None
 
 
 @dataclass(frozen=True)
@@ -167,9 +169,14 @@ class ExtensionAPI:
         self._manager.registry.add(Registration(stage, callback, self.name, order, self._load_index))
 
     def accordion(
-        self, title: str, build: Callable[[], dict[str, Any]], *, tabs: tuple[str, ...] = TABS
+        self,
+        title: str,
+        build: Callable[[], dict[str, Any]],
+        *,
+        tabs: tuple[str, ...] = TABS,
+        args: type[BaseModel] | None = None,
     ) -> None:
-        self._manager.accordions.append(Accordion(self.name, title, build, _check_tabs(tabs)))
+        self._manager.accordions.append(Accordion(self.name, title, build, _check_tabs(tabs), args))
 
     def tab(self, title: str, build: Callable[[Any], None]) -> None:
         self._manager.tabs.append(TabContribution(self.name, title, build))

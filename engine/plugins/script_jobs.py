@@ -37,10 +37,12 @@ class ExtensionJobs:
         self._names = names
 
     def runner(self, extension_args: Mapping[str, Mapping[str, Any]] | None) -> HookRunner:
-        """The hooks of a job whose request carries `extension_args` ({extension: {name: value}}).
-        ValueError for an extension that is not loaded (a typo in an API request)."""
+        """The hooks of a job whose request carries `extension_args` ({extension: {name: value}}),
+        each extension's values checked against its panel's argument model (defaults filled in).
+        ValueError for an extension that is not loaded (a typo in an API request) or a bad value."""
         args = dict(extension_args or {})
         loaded = {r.name for r in self.manager.records if r.status == "loaded"}
+        models = {a.extension: a for a in self.manager.accordions if a.args is not None}
         for name, values in args.items():
             if name not in loaded:
                 raise ValueError(
@@ -48,6 +50,11 @@ class ExtensionJobs:
                 )
             if not isinstance(values, Mapping):
                 raise ValueError(f"extension {name!r}: values must be an object of name: value")
+            if name in models:
+                try:
+                    args[name] = arg_values(models[name].args, values)
+                except ArgsError as exc:
+                    raise ValueError(f"{models[name].title}: {exc}") from None
         return self.manager.registry.runner(args)
 
     def script(self, call: ScriptCall | None, kind: str) -> tuple[Script, ScriptCall] | None:

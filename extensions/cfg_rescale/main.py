@@ -16,12 +16,16 @@ from __future__ import annotations
 import logging
 
 import torch
+from pydantic import Field
 
+from engine.plugins.args import ExtensionArgs
 from engine.plugins.hooks import GenerationContext, Stage, StepContext
+from engine.schema.params import field_limits
 
 log = logging.getLogger(__name__)
 NAME = "cfg-rescale"  # = extension.toml's name: the key of this extension's values in a job
 INFOTEXT_KEY = "CFG Rescale"
+DEFAULT_MULTIPLIER = 0.7  # the Settings entry's default
 
 
 def rescale(guided: torch.Tensor, cond: torch.Tensor, multiplier: float) -> torch.Tensor:
@@ -31,21 +35,30 @@ def rescale(guided: torch.Tensor, cond: torch.Tensor, multiplier: float) -> torc
     return multiplier * guided * ratio + (1 - multiplier) * guided
 
 
-def multiplier_of(gen: GenerationContext) -> float:
+class CFGRescaleArgs(ExtensionArgs):
+    """In the order of the panel (and of A1111 clients' positional args): on/off, then φ."""
+
+    enabled: bool = False
+    # None: the Settings entry "CFG rescale: default multiplier".
+    multiplier: float | None = Field(None, ge=0.0, le=1.0, json_schema_extra={"step": 0.05})
+
+
+def multiplier_of(gen: GenerationContext, default: float = DEFAULT_MULTIPLIER) -> float:
     """The job's multiplier; 0 when the accordion is off or the job did not ask for it."""
     if not gen.args.get("enabled"):
         return 0.0
-    return float(gen.args.get("multiplier", 0.7))
+    value = gen.args.get("multiplier")
+    return float(default if value is None else value)
 
 
 def setup(ext) -> None:
     def on_params(gen: GenerationContext) -> None:
-        value = multiplier_of(gen)
+        value = multiplier_of(gen, ext.get_setting("default_multiplier"))
         if value:
             gen.extra_infotext[INFOTEXT_KEY] = value
 
     def after_cfg(ctx: StepContext) -> None:
-        value = multiplier_of(ctx.gen)
+        value = multiplier_of(ctx.gen, ext.get_setting("default_multiplier"))
         if value and ctx.uncond is not None:  # CFG scale 1 has nothing to rescale
             ctx.denoised = rescale(ctx.denoised, ctx.cond, value)
 
@@ -55,19 +68,25 @@ def setup(ext) -> None:
         with gr.Row():
             enabled = gr.Checkbox(label="Enable", value=False, elem_id="cfg_rescale_enabled")
             multiplier = gr.Slider(
-                0.0,
-                1.0,
+                limits["minimum"],
+                limits["maximum"],
                 value=ext.get_setting("default_multiplier"),
-                step=0.05,
+                step=limits["step"],
                 label="Rescale multiplier (φ)",
                 elem_id="cfg_rescale_multiplier",
             )
         return {"enabled": enabled, "multiplier": multiplier}
 
+    limits = field_limits("multiplier", CFGRescaleArgs)
     ext.on(Stage.PARAMS_RESOLVED, on_params)
     ext.on(Stage.AFTER_CFG, after_cfg)
     ext.on(Stage.APP_STARTED, lambda app: log.info("cfg-rescale ready"))
-    ext.accordion("CFG rescale", build_ui)
+    ext.accordion("CFG rescale", build_ui, args=CFGRescaleArgs)
     ext.setting(
-        "default_multiplier", 0.7, "CFG rescale: default multiplier", minimum=0.0, maximum=1.0, step=0.05
+        "default_multiplier",
+        DEFAULT_MULTIPLIER,
+        "CFG rescale: default multiplier",
+        minimum=limits["minimum"],
+        maximum=limits["maximum"],
+        step=limits["step"],
     )

@@ -19,15 +19,14 @@ Choices where A1111's behaviour had to be pinned down:
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import ValidationError
 
 from engine.pipeline.results import GenerationResult
 from engine.pipeline.rng import resolve_seed
+from engine.plugins.args import ExtensionArgs
 from engine.schema.params import MAX_SEED
 
 from .parsing import IGNORED, MULTI_WORD, Options, is_command, parse_options, prompt_lines
@@ -37,8 +36,20 @@ SHORT = "Prompts from file"  # in messages and progress
 POSITIONS = ("start", "end")
 
 
+class PromptsFromFileArgs(ExtensionArgs):
+    """In A1111's order, so positional `script_args` from A1111 clients line up."""
+
+    iterate_seed: bool = False
+    same_seed: bool = False
+    prompt_position: Literal["start", "end"] = "start"
+    prompt_txt: str = ""
+    # The uploaded file's content. Only content, never a path: a path from an API client would
+    # let it read any file of the server. (A string arrives as its UTF-8 bytes.)
+    prompt_file: bytes | None = None
+
+
 def setup(ext: Any) -> None:
-    ext.script(TITLE, run, ui=build_ui, tabs=("txt2img", "img2img"))
+    ext.script(TITLE, run, ui=build_ui, tabs=("txt2img", "img2img"), args=PromptsFromFileArgs)
 
 
 def build_ui() -> dict[str, Any]:
@@ -58,8 +69,7 @@ def build_ui() -> dict[str, Any]:
     prompt_file = gr.File(
         label="Upload prompt inputs",
         file_types=[".txt"],
-        type="filepath",
-        # A Gradio 6 File gives run() a path string; its lines replace the box's when given.
+        type="binary",  # run() gets the content; its lines replace the box's when given
     )
     # In A1111's order, so positional API `script_args` line up with A1111 clients.
     return {
@@ -110,17 +120,10 @@ def run(ctx: Any) -> GenerationResult:
     return combined_result(parts, planned, ctx.params, interrupted)
 
 
-def source_text(upload: Any, typed: Any) -> str:
+def source_text(upload: bytes | None, typed: Any) -> str:
     """The uploaded file's text when there is one, else the box's."""
-    if isinstance(upload, bytes):  # a File with type="binary", or an API client sending content
+    if upload:
         return _decode(upload, "the uploaded file")
-    if isinstance(upload, str | os.PathLike) and str(upload):
-        path = Path(upload)
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise ValueError(f"{SHORT}: cannot read {path.name}: {exc.strerror or exc}") from exc
-        return _decode(data, path.name)
     return typed or ""
 
 

@@ -5,37 +5,39 @@ instead of the values text. Its choices come from the engine, which `ui()` canno
 read from a names provider each time an axis type is picked (so a checkpoint dropped into the
 folder after start-up shows up without a restart).
 
-The provider: setup() passes `ext.engine_names` to `set_names_provider`; it returns the current
-`engine.plugins.scripts.EngineNames`, or None when the extension runs without an engine — then the sampler
-and schedule names come from the sampler registry and the other lists hold only the built-in
-entries.
+The provider: setup() hands `ext.engine_names` to `build_ui`, whose callbacks carry it (no
+module state); it returns the current `engine.plugins.scripts.EngineNames`, or None when the
+extension runs without an engine — then the sampler and schedule names come from the sampler
+registry and the other lists hold only the built-in entries.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
 import gradio as gr
 
 from engine.plugins.scripts import EngineNames
+from engine.schema.params import field_limits
 
+from .args import DEFAULT_TYPES, XYZArgs
 from .axes import AXIS_LABELS, axis_named
 
-_names_provider: Callable[[], EngineNames] | None = None
-DEFAULT_TYPES = {"x": "Seed", "y": "Nothing", "z": "Nothing"}  # A1111's start-up choice
+NamesProvider = Callable[[], EngineNames | None]
 
 
-def set_names_provider(provider: Callable[[], EngineNames] | None) -> None:
-    """Where the dropdown axes get their choices: `provider()` -> EngineNames, called each time
-    an axis type is picked. None goes back to the registry-only fallback."""
-    global _names_provider
-    _names_provider = provider
+def no_engine() -> None:
+    """The provider of an extension loaded without an engine (tests, a bare ExtensionManager)."""
+    return None
 
 
-def current_names() -> EngineNames:
-    names = _names_provider() if _names_provider is not None else None
-    if names is not None:  # None: loaded without an engine (tests, a bare ExtensionManager)
+def current_names(provider: NamesProvider = no_engine) -> EngineNames:
+    """The names `provider()` gives now (called each time an axis type is picked), or the
+    registry-only fallback when it gives None."""
+    names = provider()
+    if names is not None:
         return names
     from engine.sampling.registry import sampler_names, schedule_names
 
@@ -48,7 +50,9 @@ def current_names() -> EngineNames:
     )
 
 
-def axis_controls(type_label: str, picks: list[str] | None = None) -> tuple[Any, Any, Any]:
+def axis_controls(
+    type_label: str, picks: list[str] | None = None, names: NamesProvider = no_engine
+) -> tuple[Any, Any, Any]:
     """(values textbox, values dropdown, fill button) updates for an axis of `type_label`."""
     axis = axis_named(type_label)
     if axis.choices is None:
@@ -57,7 +61,7 @@ def axis_controls(type_label: str, picks: list[str] | None = None) -> tuple[Any,
             gr.update(visible=False, value=[]),
             gr.update(visible=False),
         )
-    choices = list(axis.choices(current_names()))
+    choices = list(axis.choices(current_names(names)))
     kept = [p for p in (picks or []) if p in choices]
     return (
         gr.update(visible=False),
@@ -66,16 +70,18 @@ def axis_controls(type_label: str, picks: list[str] | None = None) -> tuple[Any,
     )
 
 
-def fill_all(type_label: str) -> Any:
+def fill_all(type_label: str, names: NamesProvider = no_engine) -> Any:
     """A1111's 📒 button: every choice of the axis."""
     axis = axis_named(type_label)
-    return gr.update(value=list(axis.choices(current_names())) if axis.choices else [])
+    return gr.update(value=list(axis.choices(current_names(names))) if axis.choices else [])
 
 
-def swap(type_a, text_a, picks_a, type_b, text_b, picks_b) -> tuple[Any, ...]:
+def swap(
+    type_a, text_a, picks_a, type_b, text_b, picks_b, names: NamesProvider = no_engine
+) -> tuple[Any, ...]:
     """Exchange two axes: types, texts and picks (each dropdown gets the choices of its new type)."""
-    controls_a = axis_controls(type_b, picks_b)
-    controls_b = axis_controls(type_a, picks_a)
+    controls_a = axis_controls(type_b, picks_b, names)
+    controls_b = axis_controls(type_a, picks_a, names)
     return (
         gr.update(value=type_b),
         gr.update(value=text_b, visible=controls_a[0]["visible"]),
@@ -86,7 +92,8 @@ def swap(type_a, text_a, picks_a, type_b, text_b, picks_b) -> tuple[Any, ...]:
     )
 
 
-def build_ui() -> dict[str, Any]:
+def build_ui(names: NamesProvider = no_engine) -> dict[str, Any]:
+    """The controls, by the names of `XYZArgs`; `names` gives the choice axes their choices."""
     built: dict[str, Any] = {}
     fills: dict[str, Any] = {}  # not script values, so kept out of `built`
     for key, default in DEFAULT_TYPES.items():
@@ -115,17 +122,18 @@ def build_ui() -> dict[str, Any]:
                 elem_id=f"xyz_{key}_values_dropdown",
             )
             fills[key] = gr.Button("📒", visible=False, min_width=40, scale=0, elem_id=f"xyz_{key}_fill")
-        kind.change(
-            axis_controls, [kind, picks], [text, picks, fills[key]], queue=False, api_visibility="private"
+        controls = functools.partial(axis_controls, names=names)
+        kind.change(controls, [kind, picks], [text, picks, fills[key]], queue=False, api_visibility="private")
+        fills[key].click(
+            functools.partial(fill_all, names=names), kind, picks, queue=False, api_visibility="private"
         )
-        fills[key].click(fill_all, kind, picks, queue=False, api_visibility="private")
         built.update({f"{key}_type": kind, f"{key}_values": text, f"{key}_values_dropdown": picks})
     with gr.Row():
         for a, b in (("x", "y"), ("y", "z"), ("x", "z")):
             inputs = [built[f"{k}_{part}"] for k in (a, b) for part in ("type", "values", "values_dropdown")]
             outputs = [*inputs[:3], fills[a], *inputs[3:], fills[b]]
             gr.Button(f"Swap {a.upper()}/{b.upper()} axes", size="sm").click(
-                swap, inputs, outputs, queue=False, api_visibility="private"
+                functools.partial(swap, names=names), inputs, outputs, queue=False, api_visibility="private"
             )
     with gr.Row():
         built["draw_legend"] = gr.Checkbox(True, label="Draw legend")
@@ -136,5 +144,9 @@ def build_ui() -> dict[str, Any]:
     with gr.Row():
         built["include_lone_images"] = gr.Checkbox(False, label="Include Sub Images")
         built["include_sub_grids"] = gr.Checkbox(False, label="Include Sub Grids")
-        built["margin_size"] = gr.Slider(0, 500, value=0, step=2, label="Grid margins (px)")
+        margin = field_limits("margin_size", XYZArgs)
+        built["margin_size"] = gr.Slider(
+            margin["minimum"], margin["maximum"], value=margin["default"], step=margin["step"],
+            label="Grid margins (px)",
+        )  # fmt: skip
     return built

@@ -1,5 +1,6 @@
 """Pieces of the API that need no server: an unexpected failure still answers in JSON, and the
-script args of a request become the script's values by name (list in UI order, or an object)."""
+script args of a request become the script's values by name (a list in the order of its argument
+model, or an object)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ import logging
 import pytest
 from fastapi import APIRouter, FastAPI
 from fastapi.testclient import TestClient
+from pydantic import Field
 
+from api.convert import declared_values
 from api.errors import JSONErrorRoute
-from api.script_args import named_args
+from engine.plugins.args import ArgsError, ExtensionArgs
 
 
 def test_an_unexpected_failure_is_a_json_500_and_validation_stays_422(caplog):
@@ -33,18 +36,28 @@ def test_an_unexpected_failure_is_a_json_500_and_validation_stays_422(caplog):
     assert client.get("/echo?x=nope").status_code == 422 and client.get("/echo?x=2").json() == {"x": 2}
 
 
+class Panel(ExtensionArgs):
+    on: bool = False
+    level: int = Field(2, ge=0, le=5)
+    name: str = "x"
+
+
 def test_script_args_by_position_or_by_name():
-    import gradio as gr
+    assert declared_values(Panel, [True]) == {"on": True, "level": 2, "name": "x"}  # the rest: the defaults
+    assert declared_values(Panel, {"level": 4}) == {"on": False, "level": 4, "name": "x"}
+    assert declared_values(Panel, None)["level"] == 2
+    with pytest.raises(ArgsError, match="at most 3"):
+        declared_values(Panel, [1, 2, 3, 4])
+    with pytest.raises(ArgsError, match="unknown arg"):
+        declared_values(Panel, {"nope": 1})
+    with pytest.raises(ArgsError, match="must be a list"):
+        declared_values(Panel, "text")
+    with pytest.raises(ArgsError, match="less than or equal to 5") as high:
+        declared_values(Panel, {"level": 9})
+    assert high.value.field == "level"
 
-    def ui() -> dict:
-        return {"on": gr.Checkbox(False), "level": gr.Slider(0, 5, value=2), "name": gr.Textbox("x")}
 
-    assert named_args(ui, [True]) == {"on": True, "level": 2, "name": "x"}  # the rest: the UI's defaults
-    assert named_args(ui, {"level": 4}) == {"on": False, "level": 4, "name": "x"}
-    assert named_args(ui, None)["level"] == 2
-    with pytest.raises(ValueError, match="at most 3"):
-        named_args(ui, [1, 2, 3, 4])
-    with pytest.raises(ValueError, match="unknown arg 'nope'"):
-        named_args(ui, {"nope": 1})
-    with pytest.raises(ValueError, match="must be a list"):
-        named_args(ui, "text")
+def test_args_of_an_extension_without_a_model_are_taken_by_name_only():
+    assert declared_values(None, {"anything": 1}) == {"anything": 1} and declared_values(None, None) == {}
+    with pytest.raises(ArgsError, match="declares no argument order"):
+        declared_values(None, [True, 2])

@@ -15,6 +15,7 @@ from PIL import Image
 
 from engine.pipeline.results import GenerationResult
 from engine.pipeline.rng import resolve_seed
+from engine.plugins.args import arg_values
 from engine.plugins.loader import MODULE_PREFIX, ExtensionManager
 from engine.plugins.scripts import EngineNames, ScriptContext, run_script
 from engine.schema.params import GenerationParams, Img2ImgParams
@@ -118,7 +119,7 @@ def test_ui_builds_inside_blocks(script):
     assert isinstance(components["prompt_txt"], gr.Textbox)
     assert components["prompt_txt"].label == "List of prompt inputs"
     assert isinstance(components["prompt_file"], gr.File)
-    assert components["prompt_file"].type == "filepath"
+    assert components["prompt_file"].type == "binary"  # the content, never a path (see below)
 
 
 # -- parsing --------------------------------------------------------------------------------------
@@ -287,7 +288,7 @@ def test_iterate_from_a_random_seed_draws_it_once(script):
 def test_uploaded_file_replaces_the_textbox(script, tmp_path: Path):
     upload = tmp_path / "prompts.txt"
     upload.write_bytes("\ufefffrom file\r\n--prompt 'second line' --steps 4\r\n".encode())
-    _, fake = run(script, GenerationParams(), prompt_txt="from box", prompt_file=str(upload))
+    _, fake = run(script, GenerationParams(), prompt_txt="from box", prompt_file=upload.read_bytes())
     assert [p.prompt for p in fake.calls] == ["from file", "second line"]
     assert fake.calls[1].steps == 4
 
@@ -303,13 +304,20 @@ def test_upload_as_bytes_is_read_too(script):
     assert [p.prompt for p in fake.calls] == ["one", "two"]
 
 
-def test_unreadable_upload_is_a_clear_error(script, tmp_path: Path):
-    with pytest.raises(ValueError, match="cannot read gone.txt"):
-        run(script, GenerationParams(), prompt_file=str(tmp_path / "gone.txt"))
-    latin = tmp_path / "latin.txt"
-    latin.write_bytes("caf\xe9".encode("latin-1"))
-    with pytest.raises(ValueError, match="latin.txt is not UTF-8 text"):
-        run(script, GenerationParams(), prompt_file=str(latin))
+def test_an_upload_that_is_not_utf8_is_a_clear_error(script):
+    with pytest.raises(ValueError, match="the uploaded file is not UTF-8 text"):
+        run(script, GenerationParams(), prompt_file="caf\xe9".encode("latin-1"))
+
+
+def test_a_path_from_a_client_is_content_never_a_file_read(script, tmp_path: Path):
+    """An API client cannot make the server read a file: `prompt_file` holds content only, and a
+    string is taken as the text itself."""
+    secret = tmp_path / "secret.txt"
+    secret.write_text("do not read me")
+    values = arg_values(script.args, {"prompt_file": str(secret)})
+    assert values["prompt_file"] == str(secret).encode()
+    _, fake = run(script, GenerationParams(), **values)
+    assert [p.prompt for p in fake.calls] == [str(secret)]
 
 
 # -- progress, interruption, notes ----------------------------------------------------------------

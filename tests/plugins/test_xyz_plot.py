@@ -495,7 +495,7 @@ def test_img2img_params_keep_their_type():
 def test_extension_loads_and_its_controls_build(tmp_path):
     import gradio as gr
 
-    from engine.plugins.loader import MODULE_PREFIX, ExtensionManager
+    from engine.plugins.loader import ExtensionManager
 
     manager = ExtensionManager(roots=[Path("extensions")], state_file=tmp_path / "state.json")
     manager.load_all()
@@ -506,28 +506,24 @@ def test_extension_loads_and_its_controls_build(tmp_path):
         built = script.ui()
     for key in ("x_type", "x_values", "x_values_dropdown", "z_type", "margin_size", "include_sub_grids"):
         assert key in built
-    import sys
-
-    assert callable(sys.modules[f"{MODULE_PREFIX}.xyz_plot"].set_names_provider)
+    assert list(script.args.model_fields)[:3] == ["x_type", "x_values", "x_values_dropdown"]
+    assert set(built) <= set(script.args.model_fields)  # every control is a declared argument
 
 
 def test_dropdown_choices_come_from_the_names_provider():
-    try:
-        ui.set_names_provider(lambda: NAMES)
-        text, picks, fill = ui.axis_controls(
-            "Checkpoint name", ["v1-5-pruned.safetensors [6ce0161689]", "gone"]
-        )
-        assert picks["choices"] == list(NAMES.checkpoints) and picks["visible"] and fill["visible"]
-        assert picks["value"] == ["v1-5-pruned.safetensors [6ce0161689]"]  # picks no longer offered go
-        assert text["visible"] is False
-        text, picks, fill = ui.axis_controls("Steps")
-        assert text["visible"] and not picks["visible"] and not fill["visible"]
-        assert ui.fill_all("VAE")["value"] == list(NAMES.vaes)
-        swapped = ui.swap("Steps", "1-3", [], "Sampler", "", ["Euler"])
-        assert swapped[0]["value"] == "Sampler" and swapped[2]["value"] == ["Euler"]
-        assert swapped[4]["value"] == "Steps" and swapped[5]["value"] == "1-3" and swapped[5]["visible"]
-    finally:
-        ui.set_names_provider(None)
+    names = lambda: NAMES  # noqa: E731  (what the engine's names provider returns)
+    text, picks, fill = ui.axis_controls(
+        "Checkpoint name", ["v1-5-pruned.safetensors [6ce0161689]", "gone"], names
+    )
+    assert picks["choices"] == list(NAMES.checkpoints) and picks["visible"] and fill["visible"]
+    assert picks["value"] == ["v1-5-pruned.safetensors [6ce0161689]"]  # picks no longer offered go
+    assert text["visible"] is False
+    text, picks, fill = ui.axis_controls("Steps", names=names)
+    assert text["visible"] and not picks["visible"] and not fill["visible"]
+    assert ui.fill_all("VAE", names)["value"] == list(NAMES.vaes)
+    swapped = ui.swap("Steps", "1-3", [], "Sampler", "", ["Euler"], names=names)
+    assert swapped[0]["value"] == "Sampler" and swapped[2]["value"] == ["Euler"]
+    assert swapped[4]["value"] == "Steps" and swapped[5]["value"] == "1-3" and swapped[5]["visible"]
     fallback = ui.current_names()  # before the engine provides names: the registry's samplers
     assert "Euler a" in fallback.samplers and fallback.checkpoints == ()
 
