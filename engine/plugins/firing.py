@@ -10,7 +10,7 @@ run without extensions stays bit-identical to one before hooks existed.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -26,16 +26,23 @@ from engine.plugins.hooks import (
 )
 from engine.sampling.denoiser import GuidanceHooks, step_of
 
-
-def runner(job: Any) -> HookRunner:
-    return getattr(job, "hooks", None) or HookRunner.none()
-
-
-def context(job: Any) -> GenerationContext | None:
-    return getattr(job, "context", None)
+if TYPE_CHECKING:
+    from engine.models.types import LoadedModel
+    from engine.schema.params import GenerationParams
+    from engine.service.jobs import Job
 
 
-def begin(job: Any, kind: str, params: Any, model: Any, notes: list[str]) -> Any:
+def runner(job: Job | None) -> HookRunner:
+    return job.hooks if job is not None and job.hooks is not None else HookRunner.none()
+
+
+def context(job: Job | None) -> GenerationContext | None:
+    return job.context if job is not None else None
+
+
+def begin(
+    job: Job, kind: str, params: GenerationParams, model: LoadedModel, notes: list[str]
+) -> GenerationParams:
     """Start a job's GenerationContext and fire PARAMS_RESOLVED; returns the params to use (an
     extension may have replaced them). The context shares the result's notes."""
     gen = GenerationContext(kind=kind, params=params, model=model, notes=notes)
@@ -46,13 +53,13 @@ def begin(job: Any, kind: str, params: Any, model: Any, notes: list[str]) -> Any
     return gen.params
 
 
-def set_pass(job: Any, name: str) -> None:
+def set_pass(job: Job, name: str) -> None:
     gen = context(job)
     if gen is not None:
         gen.pass_name = name
 
 
-def encode(job: Any, prompt: str, negative_prompt: str, encode_fn: Callable[[str, str], Any]) -> Any:
+def encode(job: Job | None, prompt: str, negative_prompt: str, encode_fn: Callable[[str, str], Any]) -> Any:
     """BEFORE_ENCODE (prompts may change) → `encode_fn(prompt, negative)` → AFTER_ENCODE."""
     gen, hooks = context(job), runner(job)
     if gen is None:
@@ -72,14 +79,14 @@ def before_sampling(
     return runner(job).run(Stage.BEFORE_SAMPLING, SamplingContext(gen, x, sigmas, list(seeds)))
 
 
-def after_sampling(job: Any, ctx: SamplingContext | None, latents: torch.Tensor) -> torch.Tensor:
+def after_sampling(job: Job | None, ctx: SamplingContext | None, latents: torch.Tensor) -> torch.Tensor:
     if ctx is None:
         return latents
     ctx.latents = latents
     return runner(job).run(Stage.AFTER_SAMPLING, ctx).latents
 
 
-def guidance(job: Any, base: GuidanceHooks | None, sigmas: torch.Tensor) -> GuidanceHooks | None:
+def guidance(job: Job | None, base: GuidanceHooks | None, sigmas: torch.Tensor) -> GuidanceHooks | None:
     """`base` (e.g. inpainting's blend) plus BEFORE_MODEL_CALL / AFTER_CFG when extensions want them."""
     gen, hooks = context(job), runner(job)
     wants_model = gen is not None and hooks.has(Stage.BEFORE_MODEL_CALL)
@@ -116,7 +123,7 @@ def guidance(job: Any, base: GuidanceHooks | None, sigmas: torch.Tensor) -> Guid
     return combined
 
 
-def step_end(job: Any, info: Any, preview: Any) -> None:
+def step_end(job: Job | None, info: Any, preview: Any) -> None:
     gen, hooks = context(job), runner(job)
     if gen is not None and hooks.has(Stage.STEP_END):
         ctx = StepContext(
@@ -125,14 +132,14 @@ def step_end(job: Any, info: Any, preview: Any) -> None:
         hooks.run(Stage.STEP_END, ctx)
 
 
-def after_decode(job: Any, latents: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+def after_decode(job: Job | None, latents: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
     gen = context(job)
     if gen is None:
         return images
     return runner(job).run(Stage.AFTER_DECODE, DecodeContext(gen, latents, images)).images
 
 
-def extra_infotext(job: Any) -> dict[str, Any]:
+def extra_infotext(job: Job | None) -> dict[str, Any]:
     gen = context(job)
     return dict(gen.extra_infotext) if gen is not None else {}
 

@@ -17,7 +17,18 @@ import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # for the contexts' annotations only: nothing here is imported at run time
+    from pathlib import Path
+
+    import torch
+    from PIL import Image
+
+    from engine.conditioning.schedule import Conditioning
+    from engine.models.types import LoadedModel
+    from engine.schema.params import GenerationParams
+    from engine.schema.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -49,12 +60,13 @@ APP_STAGES = (Stage.APP_STARTED, Stage.MODEL_LOADED, Stage.UI_TABS, Stage.SETTIN
 # -- contexts -------------------------------------------------------------------------------------
 @dataclass
 class AppContext:
-    engine: Any  # engine.service.facade.Engine
+    # The Engine (engine.service.facade): typed loosely because the facade imports this module.
+    engine: Any
 
 
 @dataclass
 class ModelContext:
-    model: Any  # engine.models.types.LoadedModel
+    model: LoadedModel
     name: str
 
 
@@ -65,7 +77,7 @@ class UITabsContext:
 
 @dataclass
 class SettingsContext:
-    settings: Any  # engine.schema.settings.Settings, the new values
+    settings: Settings  # the new values
     changed: list[str]  # the names of the settings that changed
 
 
@@ -75,8 +87,8 @@ class GenerationContext:
     the hires pass of a txt2img job runs with `pass_name == "hires"`."""
 
     kind: str
-    params: Any  # GenerationParams / Img2ImgParams; may be replaced in PARAMS_RESOLVED only
-    model: Any
+    params: GenerationParams  # or Img2ImgParams; may be replaced in PARAMS_RESOLVED only
+    model: LoadedModel
     pass_name: str = "first"
     # Written into every picture's infotext (A1111's `extra_generation_params`): "Key" -> value.
     extra_infotext: dict[str, Any] = field(default_factory=dict)
@@ -90,14 +102,14 @@ class PromptContext:
     gen: GenerationContext
     prompt: str  # may be replaced in BEFORE_ENCODE
     negative_prompt: str  # may be replaced in BEFORE_ENCODE
-    conditioning: Any = None  # engine.conditioning.schedule.Conditioning, set in AFTER_ENCODE
+    conditioning: Conditioning | None = None  # set in AFTER_ENCODE
 
 
 @dataclass
 class SamplingContext:
     gen: GenerationContext
-    latents: Any  # (N, C, h, w): noised start in BEFORE_SAMPLING (may be replaced), result after
-    sigmas: Any  # the σ schedule of this pass (may be replaced in BEFORE_SAMPLING)
+    latents: torch.Tensor  # (N, C, h, w): noised start in BEFORE_SAMPLING (may be replaced), result after
+    sigmas: torch.Tensor  # the σ schedule of this pass (may be replaced in BEFORE_SAMPLING)
     seeds: list[int]
 
 
@@ -110,18 +122,18 @@ class StepContext:
     step: int
     steps: int
     sigma: float
-    x: Any  # may be replaced in BEFORE_MODEL_CALL
-    uncond: Any = None  # AFTER_CFG: the unconditional x̂₀ (None when CFG scale is 1)
-    cond: Any = None  # AFTER_CFG: the conditional x̂₀
-    denoised: Any = None  # AFTER_CFG: the guided x̂₀ (may be replaced); STEP_END: the step's x̂₀
-    preview: Any = None  # STEP_END: the live preview picture when one was made at this step
+    x: torch.Tensor  # may be replaced in BEFORE_MODEL_CALL
+    uncond: torch.Tensor | None = None  # AFTER_CFG: the unconditional x̂₀ (None when CFG scale is 1)
+    cond: torch.Tensor | None = None  # AFTER_CFG: the conditional x̂₀
+    denoised: torch.Tensor | None = None  # AFTER_CFG: the guided x̂₀ (may be replaced); STEP_END: the step's
+    preview: Image.Image | None = None  # STEP_END: the live preview picture when one was made at this step
 
 
 @dataclass
 class DecodeContext:
     gen: GenerationContext
-    latents: Any
-    images: Any  # (N, 3, H, W) in [0, 1]; may be replaced
+    latents: torch.Tensor
+    images: torch.Tensor  # (N, 3, H, W) in [0, 1]; may be replaced
 
 
 @dataclass
@@ -129,9 +141,9 @@ class ImageContext:
     gen: GenerationContext
     index: int  # the picture's place in the job
     seed: int
-    image: Any  # PIL image; may be replaced in POSTPROCESS_IMAGE and BEFORE_SAVE
+    image: Image.Image  # may be replaced in POSTPROCESS_IMAGE and BEFORE_SAVE
     infotext: str = ""  # BEFORE_SAVE / AFTER_SAVE: the final text (may be replaced in BEFORE_SAVE)
-    path: Any = None  # AFTER_SAVE: where it was written (None when saving is off)
+    path: Path | None = None  # AFTER_SAVE: where it was written (None when saving is off)
 
 
 Callback = Callable[[Any], None]

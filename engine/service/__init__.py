@@ -1,2 +1,2 @@
-"""The `Engine` facade the UI and the API call (`facade`), its picture tools (`tools`), and the one
-job queue (`jobs`)."""
+"""The `Engine` facade the UI and the API call (`facade`), the services it composes (`upscaling`,
+`control`), and the one job queue (`jobs`)."""

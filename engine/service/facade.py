@@ -1,7 +1,10 @@
-"""The engine facade: the one object the UI (and later the API) talk to.
+"""The engine facade: the one object the UI and the API talk to.
 
-It owns the settings snapshot, the model manager and the job queue. It holds no Gradio and no
-generation logic of its own: generation is `engine.pipeline.stages`.
+It owns the settings snapshot, the model manager, the job queue and the one submit path every
+generation job takes (`_submit`: the job's extension hooks, or the script that takes it over). It
+holds no Gradio and no generation logic of its own: generation is `engine.pipeline`. The picture
+tools beside generation are composed services (`engine.service.upscaling`, `engine.service.control`)
+that the facade hands their calls to.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from typing import Any
 from engine.conditioning.embeddings import EmbeddingDatabase
 from engine.controlnet.models import SUBDIR as CONTROLNET_SUBDIR
 from engine.controlnet.models import ControlNetLibrary
-from engine.controlnet.units import ControlInput
+from engine.controlnet.units import ControlInput, ControlNetUnit
 from engine.models.builtin import builtin_model_path
 from engine.models.extra_networks import NetworkCard, list_cards
 from engine.models.lora import LoraLibrary
@@ -26,6 +29,7 @@ from engine.models.preferences import preferences_or_empty, read_preferences
 from engine.pipeline import img2img as img2img_pipeline
 from engine.pipeline import stages
 from engine.pipeline.img2img import Img2ImgInputs
+from engine.pipeline.img2img_batch import BatchReport, run_batch
 from engine.pipeline.results import GenerationResult
 from engine.pipeline.txt2img import txt2img
 from engine.plugins.hooks import AppContext, ModelContext, SettingsContext, Stage
@@ -38,8 +42,10 @@ from engine.schema.params import GenerationParams, Img2ImgParams, img2img_settin
 from engine.schema.sampler_params import A1111_DEFAULTS, resolve_overrides
 from engine.schema.settings import Settings, load_settings, save_settings
 from engine.schema.styles import Style, StyleFile, with_styles_applied
+from engine.service.control import ControlTools
 from engine.service.jobs import Job, JobQueue
-from engine.service.tools import PictureTools
+from engine.service.upscaling import Upscaling
+from engine.upscale.extras import ExtrasParams
 from engine.upscale.upscalers import LATENT_MODES, UpscalerLibrary
 
 CONFIG_FILE = "config.json"
@@ -47,7 +53,7 @@ STYLES_FILE = "styles.csv"
 EMBEDDINGS_DIR = "embeddings"
 
 
-class Engine(PictureTools):
+class Engine:
     def __init__(
         self,
         *,
@@ -93,6 +99,9 @@ class Engine(PictureTools):
                 models_root(self.root) / BUILTIN_SUBDIR / CONTROLNET_SUBDIR,
             ),  # the shipped canny one
         )
+        # Picture tools beside generation, composed: each holds what it needs, not the Engine.
+        self.upscaling = Upscaling(self.upscalers, self.queue, lambda: self._settings, self._extras_outdir)
+        self.control = ControlTools(self.controlnets)
         # The repository's extensions/ holds the built-in ones; users add theirs to
         # <data dir>/extensions (the same folder by default, as in A1111) or --extensions-dir.
         self.extensions_dir = Path(extensions_dir) if extensions_dir else self.data_dir / "extensions"
@@ -404,7 +413,7 @@ class Engine(PictureTools):
                 "inputs": job_inputs[0] if kind == "img2img" else None,
                 "emit": emit,
                 "infotext": infotext,
-                "upscale": self.upscale_picture,
+                "upscale": self.upscaling.upscale,
             }
             return self.extension_jobs.run(script, call, kind, params, job, process, grids, **tools)
 
@@ -414,6 +423,73 @@ class Engine(PictureTools):
         """Where a script's grids go: <kind>-grids beside the pictures' folder (A1111's layout)."""
         save = self._save_options(kind)
         return None if save is None else save.outdir.with_name(f"{kind}-grids")
+
+    def submit_img2img_batch(
+        self,
+        params: Img2ImgParams,
+        input_dir: Path,
+        output_dir: Path,
+        mask_dir: Path | None = None,
+        use_png_info: bool = False,
+        control: list[ControlInput] | None = None,
+        *,
+        extension_args: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> Job:
+        """Batch img2img; the job's result is a `BatchReport`. Folders are checked now, so a typo
+        is an immediate error rather than a failed job. A ControlNet unit without a picture uses
+        each batch picture in turn; one with a picture uses it for every file. Each picture is an
+        img2img run of its own, with the extensions' hooks (`extension_args`) firing for it."""
+        for folder in filter(None, (input_dir, mask_dir)):
+            if not Path(folder).is_dir():
+                raise ValueError(f"folder not found: {folder}")
+        job = Job("img2img", preview_every=0)
+        folders = {
+            "input_dir": Path(input_dir),
+            "output_dir": Path(output_dir),
+            "mask_dir": Path(mask_dir) if mask_dir else None,
+            "use_png_info": use_png_info,
+        }
+        run = functools.partial(self._run_img2img_batch, control=control)
+        return self._submit(job, "img2img", run, self._resolved(params), (folders,), extension_args, None)
+
+    def _run_img2img_batch(
+        self, params: Img2ImgParams, folders: dict[str, Any], *, control: Any, job: Job
+    ) -> BatchReport:
+        def run_one(one: Img2ImgParams, inputs: Img2ImgInputs) -> GenerationResult:
+            # The batch writes its pictures to the output folder itself.
+            return self._run_img2img(one, inputs, control, job=job, save_images=False)
+
+        return run_batch(run_one, params, should_stop=lambda: job.interrupted, **folders)
+
+    # -- picture tools (composed services; the UI and the API call them through the facade) -------
+    def upscaler_names(self) -> list[str]:
+        return self.upscaling.names()
+
+    def submit_extras(self, params: ExtrasParams, pictures: list[Any]) -> Job:
+        return self.upscaling.submit(params, pictures)
+
+    def submit_extras_folder(self, params: ExtrasParams, input_dir: Path, output_dir: Path) -> Job:
+        return self.upscaling.submit_folder(params, input_dir, output_dir)
+
+    def _extras_outdir(self) -> Path | None:
+        settings = self._settings
+        if not settings.save_images:
+            return None
+        return self.outdir / "extras-images" if self.outdir else settings.extras_outdir(self.data_dir)
+
+    def controlnet_models(self) -> list[str]:
+        return self.control.models()
+
+    def preprocessors(self) -> list[tuple[str, str | None]]:
+        return self.control.preprocessors()
+
+    def preview_control(self, unit: ControlNetUnit, image: Any, width: int, height: int) -> Any:
+        return self.control.preview(unit, image, width, height)
+
+    def detect_control(
+        self, module: str, image: Any, resolution: int, threshold_a: float | None, threshold_b: float | None
+    ) -> Any:
+        return self.control.detect(module, image, resolution, threshold_a, threshold_b)
 
     def img2img(self, params: Img2ImgParams, inputs: Img2ImgInputs) -> GenerationResult:
         return self._wait(self.submit_img2img(params, inputs))

@@ -8,7 +8,10 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from engine.plugins.hooks import GenerationContext, HookRunner
 
 
 class JobInterrupted(Exception):
@@ -56,10 +59,10 @@ class Job:
         self._done = threading.Event()
         self.result: Any = None
         self.error: BaseException | None = None
-        # The extension hooks of this job (an engine.plugins.hooks.HookRunner; None: no extensions) and
-        # the GenerationContext of the generation running now (set by the pipeline).
-        self.hooks: Any = None
-        self.context: Any = None
+        # The extension hooks of this job (None: no extensions) and the GenerationContext of the
+        # generation running now (set by the pipeline, engine.plugins.firing).
+        self.hooks: HookRunner | None = None
+        self.context: GenerationContext | None = None
         self.queue: JobQueue | None = None  # set when submitted: the job can say where it waits
 
     def position(self) -> int:

@@ -42,7 +42,7 @@ class PromptsFromFileArgs(ExtensionArgs):
     iterate_seed: bool = False
     same_seed: bool = False
     prompt_position: Literal["start", "end"] = "start"
-    prompt_txt: str = ""
+    prompt_txt: str | None = ""
     # The uploaded file's content. Only content, never a path: a path from an API client would
     # let it read any file of the server. (A string arrives as its UTF-8 bytes.)
     prompt_file: bytes | None = None

@@ -10,8 +10,9 @@ from pydantic import Field
 from engine.plugins.args import ExtensionArgs
 
 DEFAULT_TYPES = {"x": "Seed", "y": "Nothing", "z": "Nothing"}  # A1111's start-up choice
-AxisType = int | str  # a label (any case), or A1111's index in the axis list
-Values = str | int | float  # "1-5, 7", or one number
+AxisType = int | str | None  # a label (any case), or A1111's index in the axis list
+# "1-5, 7", or one number; None from a values box the UI hides (an axis set to Nothing)
+Values = str | int | float | None
 
 
 class XYZArgs(ExtensionArgs):
@@ -19,13 +20,13 @@ class XYZArgs(ExtensionArgs):
 
     x_type: AxisType = DEFAULT_TYPES["x"]
     x_values: Values = ""
-    x_values_dropdown: list[Any] = Field(default_factory=list)
+    x_values_dropdown: list[Any] | None = Field(default_factory=list)
     y_type: AxisType = DEFAULT_TYPES["y"]
     y_values: Values = ""
-    y_values_dropdown: list[Any] = Field(default_factory=list)
+    y_values_dropdown: list[Any] | None = Field(default_factory=list)
     z_type: AxisType = DEFAULT_TYPES["z"]
     z_values: Values = ""
-    z_values_dropdown: list[Any] = Field(default_factory=list)
+    z_values_dropdown: list[Any] | None = Field(default_factory=list)
     draw_legend: bool = True
     include_lone_images: bool = False
     include_sub_grids: bool = False

@@ -536,3 +536,15 @@ def test_legend_labels_per_axis_kind():
     assert plan_of(x_type="Size", x_values="64x128").x.labels == ["Size: 64x128"]
     assert plan_of(x_type="VAE", x_values="None").x.labels == ["VAE: None"]
     assert plan_of(x_type="Steps", x_values="3").y.labels == [""]  # Nothing: no text, no legend band
+
+
+def test_the_arguments_take_what_the_page_sends_for_hidden_boxes():
+    """An axis set to Nothing hides its values box, and the page then sends None for it."""
+    from engine.plugins.args import arg_values
+    from extensions.xyz_plot.args import XYZArgs
+
+    values = arg_values(
+        XYZArgs, {"x_type": "Steps", "x_values": "2, 3", "z_values": None, "z_values_dropdown": None}
+    )
+    assert plan_of(**values).x.values == [2, 3]
+    assert list(XYZArgs.model_fields)[9:12] == ["draw_legend", "include_lone_images", "include_sub_grids"]
