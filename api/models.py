@@ -13,27 +13,37 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from engine.schema.params import GenerationParams, Img2ImgParams
+from engine.upscale.extras import ExtrasParams
+
 
 class _Request(BaseModel):
     model_config = ConfigDict(extra="ignore", allow_inf_nan=False)  # no NaN or Infinity
 
 
+def _default(name: str, cls: type[BaseModel] = GenerationParams) -> Any:
+    """The schema's default of a field: the one definition, shown in the API's docs. (A field a
+    request leaves out is not filled from here: api.convert passes only what was sent, and the
+    schema fills the rest.)"""
+    return cls.model_fields[name].default
+
+
 class Txt2ImgRequest(_Request):
-    prompt: str = ""
-    negative_prompt: str = ""
+    prompt: str = _default("prompt")
+    negative_prompt: str = _default("negative_prompt")
     styles: list[str] | None = None
-    seed: int = -1
-    subseed: int = -1
-    subseed_strength: float = 0.0
+    seed: int = _default("seed")
+    subseed: int = _default("subseed")
+    subseed_strength: float = _default("subseed_strength")
     sampler_name: str | None = None
     sampler_index: str | None = Field(None, description="old clients' name for sampler_name")
     scheduler: str | None = None
-    batch_size: int = 1
-    n_iter: int = 1
-    steps: int = 20
-    cfg_scale: float = 7.0
-    width: int = 512
-    height: int = 512
+    batch_size: int = _default("batch_size")
+    n_iter: int = _default("n_iter")
+    steps: int = _default("steps")
+    cfg_scale: float = _default("cfg_scale")
+    width: int = _default("width")
+    height: int = _default("height")
     denoising_strength: float | None = None
     eta: float | None = Field(None, description="eta of the ancestral and DDIM samplers")
     s_churn: float | None = None
@@ -43,16 +53,16 @@ class Txt2ImgRequest(_Request):
     s_min_uncond: float | None = Field(None, description="Negative Guidance minimum sigma (NGMS)")
     override_settings: dict[str, Any] | None = None
     override_settings_restore_afterwards: bool = True
-    enable_hr: bool = False
-    hr_scale: float = 2.0
+    enable_hr: bool = _default("enable_hr")
+    hr_scale: float = _default("hr_scale")
     hr_upscaler: str | None = None
-    hr_second_pass_steps: int = 0
-    hr_resize_x: int = 0
-    hr_resize_y: int = 0
+    hr_second_pass_steps: int = _default("hr_second_pass_steps")
+    hr_resize_x: int = _default("hr_resize_x")
+    hr_resize_y: int = _default("hr_resize_y")
     hr_sampler_name: str | None = None
     hr_scheduler: str | None = None
-    hr_prompt: str = ""
-    hr_negative_prompt: str = ""
+    hr_prompt: str = _default("hr_prompt")
+    hr_negative_prompt: str = _default("hr_negative_prompt")
     script_name: str | None = None
     script_args: list[Any] | dict[str, Any] = Field(default_factory=list)
     send_images: bool = True
@@ -63,13 +73,13 @@ class Txt2ImgRequest(_Request):
 
 class Img2ImgRequest(Txt2ImgRequest):
     init_images: list[str] = Field(default_factory=list, description="base64 or data URLs")
-    resize_mode: int = 0
+    resize_mode: int = _default("resize_mode", Img2ImgParams)
     mask: str | None = None
-    mask_blur: int | None = None
-    inpainting_fill: int = 0
-    inpaint_full_res: bool = False
-    inpaint_full_res_padding: int = 32
-    inpainting_mask_invert: int = 0
+    mask_blur: int | None = _default("mask_blur", Img2ImgParams)
+    inpainting_fill: int = _default("inpainting_fill", Img2ImgParams)
+    inpaint_full_res: bool = bool(_default("inpaint_full_res", Img2ImgParams))
+    inpaint_full_res_padding: int = _default("inpaint_full_res_padding", Img2ImgParams)
+    inpainting_mask_invert: int = _default("inpainting_mask_invert", Img2ImgParams)
     initial_noise_multiplier: float | None = None
     include_init_images: bool = False
 
@@ -81,15 +91,17 @@ class GenerationResponse(BaseModel):
 
 
 class _ExtrasCommon(_Request):
-    resize_mode: int = Field(0, description="0: scale by upscaling_resize, 1: scale to w x h")
+    resize_mode: int = Field(
+        _default("resize_mode", ExtrasParams), description="0: scale by upscaling_resize, 1: scale to w x h"
+    )
     show_extras_results: bool = True
-    upscaling_resize: float = 2.0
-    upscaling_resize_w: int = 512
-    upscaling_resize_h: int = 512
-    upscaling_crop: bool = True
-    upscaler_1: str = "None"
-    upscaler_2: str = "None"
-    extras_upscaler_2_visibility: float = 0.0
+    upscaling_resize: float = _default("upscaling_resize", ExtrasParams)
+    upscaling_resize_w: int = _default("upscaling_resize_w", ExtrasParams)
+    upscaling_resize_h: int = _default("upscaling_resize_h", ExtrasParams)
+    upscaling_crop: bool = _default("upscaling_crop", ExtrasParams)
+    upscaler_1: str = "None"  # A1111's API default (the Upscaling tab starts from Lanczos)
+    upscaler_2: str = _default("upscaler_2", ExtrasParams)
+    extras_upscaler_2_visibility: float = _default("upscaler_2_visibility", ExtrasParams)
 
 
 class ExtrasSingleRequest(_ExtrasCommon):

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import gradio as gr
+from pydantic import BaseModel
 
 from engine.schema.params import Img2ImgParams, field_limits
 from ui.common import EngineLike, message_html
@@ -32,9 +33,18 @@ PROMPT_PLACEHOLDER = "a large red circle at the top left on a blue background"
 Fields = dict[str, gr.components.Component]
 
 
-def slider(tab: str, name: str, label: str, value: float | None = None, **overrides: Any) -> gr.Slider:
-    """A slider whose range comes from the parameter schema's constraints (the one schema)."""
-    limits = field_limits(name, Img2ImgParams)  # a superset of GenerationParams' fields
+def slider(
+    tab: str,
+    name: str,
+    label: str,
+    value: float | None = None,
+    *,
+    schema: type[BaseModel] = Img2ImgParams,  # a superset of GenerationParams' fields
+    **overrides: Any,
+) -> gr.Slider:
+    """A slider whose range and default come from the parameter schema (the one schema); `value`
+    only where the start value is not the schema's (the Settings' default steps, ...)."""
+    limits = field_limits(name, schema)
     kwargs: dict[str, Any] = {
         "minimum": limits.get("minimum", 0),
         "maximum": limits.get("maximum", 100),
@@ -142,7 +152,7 @@ def build_sampling_controls(engine: EngineLike, tab: str, f: Fields, *, size_con
         f["subseed"] = gr.Number(
             label="Variation seed", value=-1, precision=0, elem_id=f"{tab}_subseed", scale=4
         )
-        f["subseed_strength"] = slider(tab, "subseed_strength", "Variation strength", 0.0)
+        f["subseed_strength"] = slider(tab, "subseed_strength", "Variation strength")
     extra.change(
         lambda on: gr.update(visible=on),
         inputs=extra,

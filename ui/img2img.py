@@ -131,7 +131,7 @@ def _inputs_panel(tab: str, f: Fields, only_inpaint: bool) -> tuple[gr.State, gr
 def _inpaint_options(tab: str, f: Fields, visible: bool) -> gr.Group:
     with gr.Group(visible=visible, elem_id=f"{tab}_inpaint_controls") as group:
         with gr.Row():
-            f["mask_blur"] = slider(tab, "mask_blur", "Mask blur", 4)
+            f["mask_blur"] = slider(tab, "mask_blur", "Mask blur")
             f["mask_alpha"] = gr.Slider(
                 0,
                 100,
@@ -155,7 +155,7 @@ def _inpaint_options(tab: str, f: Fields, visible: bool) -> gr.Group:
                 elem_id=f"{tab}_inpaint_full_res",
             )
             f["inpaint_full_res_padding"] = slider(
-                tab, "inpaint_full_res_padding", "Only masked padding, pixels", 32
+                tab, "inpaint_full_res_padding", "Only masked padding, pixels"
             )
     return group
 
@@ -192,7 +192,7 @@ def build_img2img_tab(engine: EngineLike, jobs: SessionJobs, *, tab: str = "img2
                 elem_id=f"{tab}_scale_by",
             )
             seed_buttons = build_sampling_controls(engine, tab, f)
-            f["denoising_strength"] = slider(tab, "denoising_strength", "Denoising strength", 0.75)
+            f["denoising_strength"] = slider(tab, "denoising_strength", "Denoising strength")
             control_inputs = build_units_panel(engine, tab, f)
             inpaint_group = _inpaint_options(tab, f, visible=only_inpaint)
             extensions = ExtensionInputs()

@@ -55,6 +55,14 @@ IMG2IMG_FIELDS = (
     "script",
 )
 ALL_FIELDS = (*PARAM_FIELDS, *IMG2IMG_FIELDS)
+IMG2IMG_NUMBERS = ("denoising_strength", "mask_blur", "inpaint_full_res_padding")
+# Radio choices: the schema stores the index, the tab shows the name.
+IMG2IMG_CHOICES = {
+    "resize_mode": (RESIZE_MODES, "Resize mode"),
+    "inpainting_mask_invert": (MASK_MODES, "Mask mode"),
+    "inpainting_fill": (MASKED_CONTENT, "Masked content"),
+    "inpaint_full_res": (INPAINT_AREAS, "Inpaint area"),
+}
 
 
 def editor_parts(value: Any) -> tuple[Image.Image | None, list[Image.Image], Image.Image | None]:
@@ -139,16 +147,12 @@ def build_img2img_params(v: Mapping[str, Any], picture: Image.Image | None = Non
     sized = {**v, "width": width, "height": height}
     base = build_params(*(sized.get(name) for name in PARAM_FIELDS))  # the txt2img part, validated
     common = {key: value for key, value in base.model_dump().items() if key != "denoising_strength"}
-    return Img2ImgParams(
-        **common,
-        denoising_strength=v.get("denoising_strength", 0.75),
-        resize_mode=_choice(v.get("resize_mode", 0), RESIZE_MODES, "Resize mode"),
-        mask_blur=as_number(v.get("mask_blur", 4)),
-        inpainting_mask_invert=_choice(v.get("inpainting_mask_invert", 0), MASK_MODES, "Mask mode"),
-        inpainting_fill=_choice(v.get("inpainting_fill", 1), MASKED_CONTENT, "Masked content"),
-        inpaint_full_res=_choice(v.get("inpaint_full_res", 0), INPAINT_AREAS, "Inpaint area"),
-        inpaint_full_res_padding=as_number(v.get("inpaint_full_res_padding", 32)),
-    )
+    # What the tab sent; a value it leaves out takes the schema's default (defined once, there).
+    own = {name: as_number(v[name]) for name in IMG2IMG_NUMBERS if v.get(name) is not None}
+    for name, (choices, label) in IMG2IMG_CHOICES.items():
+        if v.get(name) is not None:
+            own[name] = _choice(v[name], choices, label)
+    return Img2ImgParams(**common, **own)
 
 
 def submit_img2img(engine: EngineLike, v: Mapping[str, Any], control_values: Sequence[Any] = ()) -> Any:

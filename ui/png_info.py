@@ -16,19 +16,11 @@ import gradio as gr
 from PIL import Image
 
 from ui.common import error_message, message_html
+from ui.txt2img_run import PARAM_FIELDS
 
-# txt2img fields that "Send to txt2img" fills, in the order `infotext_to_fields` returns them.
-SEND_FIELDS = (
-    "prompt",
-    "negative_prompt",
-    "sampler_name",
-    "scheduler",
-    "steps",
-    "cfg_scale",
-    "seed",
-    "width",
-    "height",
-)
+# txt2img fields that "Send to txt2img" fills, in the order `infotext_to_fields` returns them: the
+# generation fields before the batch controls (a pasted picture does not change the batch).
+SEND_FIELDS = PARAM_FIELDS[: PARAM_FIELDS.index("n_iter")]
 
 
 def read_parameters(path: str | Path | None) -> str:

@@ -12,6 +12,7 @@ from typing import Any
 
 import gradio as gr
 
+from engine.schema.params import GenerationParams
 from ui.common import EngineLike
 from ui.controlnet import build_units_panel
 from ui.extension_panels import build_txt2img_extensions
@@ -62,12 +63,15 @@ def build_hires_panel(engine: EngineLike, tab: str, f: Fields) -> None:
             f["hr_upscaler"] = gr.Dropdown(
                 upscalers, value="Latent", label="Upscaler", elem_id=f"{tab}_hr_upscaler"
             )
-            f["hr_second_pass_steps"] = slider(tab, "hr_second_pass_steps", "Hires steps", 0)
-            f["denoising_strength"] = slider(tab, "denoising_strength", "Denoising strength", 0.7)
+            f["hr_second_pass_steps"] = slider(tab, "hr_second_pass_steps", "Hires steps")
+            # hires fix's own strength: GenerationParams' default, not img2img's
+            f["denoising_strength"] = slider(
+                tab, "denoising_strength", "Denoising strength", schema=GenerationParams
+            )
         with gr.Row():
-            f["hr_scale"] = slider(tab, "hr_scale", "Upscale by", 2.0)
-            f["hr_resize_x"] = slider(tab, "hr_resize_x", "Resize width to", 0, step=8)
-            f["hr_resize_y"] = slider(tab, "hr_resize_y", "Resize height to", 0, step=8)
+            f["hr_scale"] = slider(tab, "hr_scale", "Upscale by")
+            f["hr_resize_x"] = slider(tab, "hr_resize_x", "Resize width to", step=8)
+            f["hr_resize_y"] = slider(tab, "hr_resize_y", "Resize height to", step=8)
         with gr.Row():
             f["hr_sampler_name"] = gr.Dropdown(
                 ["Use same sampler", *engine.sampler_names()],

@@ -7,6 +7,7 @@ lays out the tab and wires them to its components.
 from __future__ import annotations
 
 import html
+import inspect
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,24 +41,6 @@ HIRES_FIELDS = (
 VARIATION_FIELDS = ("subseed", "subseed_strength")
 # Fields a tab may lack (None keeps the default), in the order they close PARAM_FIELDS.
 OPTIONAL_FIELDS = (*HIRES_FIELDS, *VARIATION_FIELDS)
-
-# Order of the values `build_params` takes; the Generate event passes its inputs in this order.
-PARAM_FIELDS = (
-    "prompt",
-    "negative_prompt",
-    "sampler_name",
-    "scheduler",
-    "steps",
-    "cfg_scale",
-    "seed",
-    "width",
-    "height",
-    "n_iter",
-    "batch_size",
-    "override_settings",
-    "styles",
-    *OPTIONAL_FIELDS,
-)
 
 
 def build_params(
@@ -105,6 +88,14 @@ def build_params(
         styles=tuple(styles or ()),
         **overrides_from_entries(override_settings),
     )
+
+
+# Order of the values `build_params` takes (read from its signature, the one place that says it);
+# the Generate event passes its inputs in this order.
+PARAM_FIELDS = (
+    *(name for name in inspect.signature(build_params).parameters if name != "optional"),
+    *OPTIONAL_FIELDS,
+)
 
 
 @dataclass

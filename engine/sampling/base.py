@@ -26,7 +26,9 @@ UNI_PC_SKIP_TYPES = ("time_uniform", "time_quadratic", "logSNR")
 
 @dataclass(frozen=True)
 class SamplerOptions:
-    """A1111's sampler parameters ("Sampler parameters" settings), with A1111's defaults.
+    """A1111's sampler parameters ("Sampler parameters" settings), with A1111's defaults. These
+    defaults are the only ones: the Settings / infotext table (`engine.schema.sampler_params`)
+    reads them from here.
 
     Zero means "the default" where A1111 uses that convention: σ_min / σ_max / ρ = 0 take the model's or
     the schedule's own value, and s_tmax = 0 means infinity.
@@ -36,7 +38,7 @@ class SamplerOptions:
     eta_ddim: float = 0.0  # "Eta" of DDIM / DDIM CFG++ (A1111 `eta_ddim`)
     s_churn: float = 0.0  # Karras et al. 2022 S_churn (Euler, Heun, DPM2)
     s_tmin: float = 0.0  # churn only where s_tmin <= σ <= s_tmax
-    s_tmax: float = math.inf  # 0 = infinity, as in A1111's settings
+    s_tmax: float = 0.0  # 0 = no upper limit (infinity), as in A1111's settings
     # Scales fresh noise where A1111 passes it: churn (Euler, Heun, DPM2), DPM2 a, DPM++ 2S a, DPM++ SDE,
     # DPM++ 2M SDE (+ Heun), DPM++ 3M SDE, DPM fast. Euler a, DDIM, Restart, DPM adaptive, LCM ignore it.
     s_noise: float = 1.0

@@ -20,7 +20,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
 from engine.conditioning.clip import EMPHASIS_MODES
-from engine.sampling.base import SamplerOptions
+from engine.sampling.base import UNI_PC_SKIP_TYPES, UNI_PC_VARIANTS, SamplerOptions
+
+OPTION = object()  # a row's default: SamplerOptions' own (the one definition of a sampler default)
+_OPTION_DEFAULTS = {f.name: f.default for f in fields(SamplerOptions)}
 
 
 @dataclass(frozen=True)
@@ -33,28 +36,32 @@ class Row:
     constraints: dict[str, Any]
     group: str = "sampler"  # "sampler": a SamplerOptions field; "conditioning": read by the prompt encoder
 
+    def __post_init__(self) -> None:
+        if self.default is OPTION:
+            object.__setattr__(self, "default", _OPTION_DEFAULTS[self.name])
+
 
 ROWS: tuple[Row, ...] = (
-    Row("eta_ddim", float, 0.0, "Eta DDIM", "Eta for DDIM (noise added per step; 0 = deterministic)", {"ge": 0, "le": 1}),
-    Row("eta_ancestral", float, 1.0, "Eta", "Eta for ancestral and SDE samplers (noise per step)", {"ge": 0, "le": 1}),
-    Row("eta_noise_seed_delta", int, 0, "ENSD", "Eta noise seed delta (added to the seed of per-step noise)", {"ge": 0, "le": 2**32 - 1}),
-    Row("s_churn", float, 0.0, "Sigma churn", "Sigma churn (Euler, Heun, DPM2)", {"ge": 0, "le": 100}),
-    Row("s_tmin", float, 0.0, "Sigma tmin", "Sigma tmin: churn only at sigma ≥ this", {"ge": 0, "le": 10}),
-    Row("s_tmax", float, 0.0, "Sigma tmax", "Sigma tmax: churn only at sigma ≤ this (0 = no limit)", {"ge": 0, "le": 999}),
-    Row("s_noise", float, 1.0, "Sigma noise", "Sigma noise: scale of the noise of churn and SDE steps", {"ge": 0, "le": 1.1}),
-    Row("sigma_min", float, 0.0, "Schedule min sigma", "Schedule min sigma override (0 = the model's)", {"ge": 0, "le": 100}),
-    Row("sigma_max", float, 0.0, "Schedule max sigma", "Schedule max sigma override (0 = the model's)", {"ge": 0, "le": 1000}),
-    Row("rho", float, 0.0, "Schedule rho", "Schedule rho (Karras, Polyexponential; 0 = the schedule's own)", {"ge": 0, "le": 20}),
-    Row("always_discard_next_to_last_sigma", bool, False, "Discard penultimate sigma", "Always discard the next-to-last sigma", {}),
-    Row("uni_pc_variant", Literal["bh1", "bh2", "vary_coeff"], "bh1", "UniPC variant", "UniPC variant", {}),
-    Row("uni_pc_skip_type", Literal["time_uniform", "time_quadratic", "logSNR"], "time_uniform", "UniPC skip type", "UniPC skip type", {}),
-    Row("uni_pc_order", int, 3, "UniPC order", "UniPC order (must be < sampling steps)", {"ge": 1, "le": 50}),
-    Row("uni_pc_lower_order_final", bool, True, "UniPC lower order final", "UniPC: lower order on the final steps", {}),
-    Row("skip_early_cond", float, 0.0, "Skip Early CFG", "Ignore negative prompt during early sampling: no CFG on this fraction of the first steps (0 = none)", {"ge": 0, "le": 1}),
-    Row("s_min_uncond", float, 0.0, "NGMS", "Negative Guidance minimum sigma: no CFG on steps below this sigma (0 = never; faster)", {"ge": 0, "le": 100}),
-    Row("s_min_uncond_all", bool, False, "NGMS all steps", "Negative Guidance minimum sigma on every step (off: every other step, as A1111)", {}),
-    Row("beta_dist_alpha", float, 0.6, "Beta schedule alpha", "Beta schedule alpha", {"gt": 0, "le": 10}),
-    Row("beta_dist_beta", float, 0.6, "Beta schedule beta", "Beta schedule beta", {"gt": 0, "le": 10}),
+    Row("eta_ddim", float, OPTION, "Eta DDIM", "Eta for DDIM (noise added per step; 0 = deterministic)", {"ge": 0, "le": 1}),
+    Row("eta_ancestral", float, OPTION, "Eta", "Eta for ancestral and SDE samplers (noise per step)", {"ge": 0, "le": 1}),
+    Row("eta_noise_seed_delta", int, OPTION, "ENSD", "Eta noise seed delta (added to the seed of per-step noise)", {"ge": 0, "le": 2**32 - 1}),
+    Row("s_churn", float, OPTION, "Sigma churn", "Sigma churn (Euler, Heun, DPM2)", {"ge": 0, "le": 100}),
+    Row("s_tmin", float, OPTION, "Sigma tmin", "Sigma tmin: churn only at sigma ≥ this", {"ge": 0, "le": 10}),
+    Row("s_tmax", float, OPTION, "Sigma tmax", "Sigma tmax: churn only at sigma ≤ this (0 = no limit)", {"ge": 0, "le": 999}),
+    Row("s_noise", float, OPTION, "Sigma noise", "Sigma noise: scale of the noise of churn and SDE steps", {"ge": 0, "le": 1.1}),
+    Row("sigma_min", float, OPTION, "Schedule min sigma", "Schedule min sigma override (0 = the model's)", {"ge": 0, "le": 100}),
+    Row("sigma_max", float, OPTION, "Schedule max sigma", "Schedule max sigma override (0 = the model's)", {"ge": 0, "le": 1000}),
+    Row("rho", float, OPTION, "Schedule rho", "Schedule rho (Karras, Polyexponential; 0 = the schedule's own)", {"ge": 0, "le": 20}),
+    Row("always_discard_next_to_last_sigma", bool, OPTION, "Discard penultimate sigma", "Always discard the next-to-last sigma", {}),
+    Row("uni_pc_variant", Literal[UNI_PC_VARIANTS], OPTION, "UniPC variant", "UniPC variant", {}),
+    Row("uni_pc_skip_type", Literal[UNI_PC_SKIP_TYPES], OPTION, "UniPC skip type", "UniPC skip type", {}),
+    Row("uni_pc_order", int, OPTION, "UniPC order", "UniPC order (must be < sampling steps)", {"ge": 1, "le": 50}),
+    Row("uni_pc_lower_order_final", bool, OPTION, "UniPC lower order final", "UniPC: lower order on the final steps", {}),
+    Row("skip_early_cond", float, OPTION, "Skip Early CFG", "Ignore negative prompt during early sampling: no CFG on this fraction of the first steps (0 = none)", {"ge": 0, "le": 1}),
+    Row("s_min_uncond", float, OPTION, "NGMS", "Negative Guidance minimum sigma: no CFG on steps below this sigma (0 = never; faster)", {"ge": 0, "le": 100}),
+    Row("s_min_uncond_all", bool, OPTION, "NGMS all steps", "Negative Guidance minimum sigma on every step (off: every other step, as A1111)", {}),
+    Row("beta_dist_alpha", float, OPTION, "Beta schedule alpha", "Beta schedule alpha", {"gt": 0, "le": 10}),
+    Row("beta_dist_beta", float, OPTION, "Beta schedule beta", "Beta schedule beta", {"gt": 0, "le": 10}),
     Row("CLIP_stop_at_last_layers", int, 1, "Clip skip", "Clip skip: use CLIP's hidden state this many layers from the end (1 = the last)", {"ge": 1, "le": 12}, "conditioning"),
     Row("emphasis", Literal[EMPHASIS_MODES], "Original", "Emphasis", "Emphasis mode for (word:1.2): Original (mean restored), No norm, Ignore (weights unused), None (brackets are plain text)", {}, "conditioning"),
 )  # fmt: skip

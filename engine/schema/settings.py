@@ -12,9 +12,23 @@ import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from engine.schema.params import GenerationParams, Img2ImgParams
 from engine.schema.sampler_params import SamplerDefaults
+
+
+def _like(name: str, description: str, cls: type[BaseModel] = GenerationParams, default: Any = None) -> Any:
+    """A setting that starts a job's field: the field's range (and, unless given, its default) come
+    from the parameter schema, where they are defined once."""
+    info = cls.model_fields[name]
+    limits = {
+        key: getattr(meta, key)
+        for meta in info.metadata
+        for key in ("ge", "gt", "le", "lt")
+        if getattr(meta, key, None) is not None
+    }
+    return Field(info.default if default is None else default, description=description, **limits)
 
 
 class Settings(SamplerDefaults):
@@ -34,11 +48,11 @@ class Settings(SamplerDefaults):
     img2img_fix_steps: bool = Field(
         False, description="img2img: run exactly the steps on the slider (not denoising strength × steps)"
     )
-    initial_noise_multiplier: float = Field(
-        1.0,
-        ge=0.0,
-        le=1.5,
-        description="img2img: multiply the initial noise by this (A1111: Noise multiplier)",
+    initial_noise_multiplier: float = _like(
+        "initial_noise_multiplier",
+        "img2img: multiply the initial noise by this (A1111: Noise multiplier)",
+        Img2ImgParams,
+        default=1.0,  # the job field's default is None: "the setting"
     )
     control_net_unit_count: int = Field(
         3, ge=1, le=10, description="ControlNet: units shown in txt2img / img2img (after a restart)"
@@ -63,10 +77,10 @@ class Settings(SamplerDefaults):
     show_progress_every_n_steps: int = Field(
         5, ge=0, le=32, description="Live preview: decode a preview every N steps (0 = off)"
     )
-    default_sampler: str = Field("Euler a", description="Sampler selected when the UI opens")
-    default_scheduler: str = Field("Automatic", description="Schedule type selected when the UI opens")
-    default_steps: int = Field(20, ge=1, le=150, description="Steps when the UI opens")
-    default_cfg_scale: float = Field(7.0, ge=0, le=30, description="CFG scale when the UI opens")
+    default_sampler: str = _like("sampler_name", "Sampler selected when the UI opens")
+    default_scheduler: str = _like("scheduler", "Schedule type selected when the UI opens")
+    default_steps: int = _like("steps", "Steps when the UI opens")
+    default_cfg_scale: float = _like("cfg_scale", "CFG scale when the UI opens")
     sd_checkpoint: str = Field("", description="Checkpoint to load at start (empty: the built-in model)")
     sd_vae: str = Field(
         "Automatic", description="VAE: Automatic (the checkpoint's own), None, or a file in models/VAE"

@@ -22,6 +22,7 @@ from engine.sampling.schedules import (
     karras,
     uniform,
 )
+from engine.schema.sampler_params import ROWS
 from tests.fakes.sampling import MODEL
 
 
@@ -173,14 +174,12 @@ def test_bad_sampler_options_are_rejected_with_a_clear_message(options, message)
 
 def test_sampler_options_defaults_are_a1111s():
     o = SamplerOptions()
-    assert (o.eta_ddim, o.eta_ancestral, o.s_churn, o.s_tmin, o.s_tmax, o.s_noise) == (
-        0,
-        1,
-        0,
-        0,
-        math.inf,
-        1,
-    )
+    assert (o.eta_ddim, o.eta_ancestral, o.s_churn, o.s_tmin, o.s_tmax, o.s_noise) == (0, 1, 0, 0, 0, 1)
+    assert o.churn_tmax == math.inf  # s_tmax 0 means no upper limit, as in A1111's settings
+    # The Settings / infotext table takes these defaults from SamplerOptions, its one definition.
+    for row in ROWS:
+        if row.group == "sampler":
+            assert row.default == getattr(o, row.name), row.name
     assert (o.sigma_min, o.sigma_max, o.rho, o.always_discard_next_to_last_sigma) == (0, 0, 0, False)
     assert (o.uni_pc_variant, o.uni_pc_skip_type, o.uni_pc_order, o.uni_pc_lower_order_final) == (
         "bh1",
