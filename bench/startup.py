@@ -219,6 +219,12 @@ def main() -> int:
     parser.add_argument(
         "--timeout", type=float, default=300.0, help="seconds to wait for start-up/generation"
     )
+    parser.add_argument(
+        "--max-ratio",
+        type=float,
+        default=None,
+        help="exit 1 when startup_ratio is above this (1.0: no slower than importing the libraries)",
+    )
     args = parser.parse_args()
 
     python = VENV_PYTHON if VENV_PYTHON.exists() else Path(sys.executable)
@@ -247,6 +253,11 @@ def main() -> int:
         "device": args.device,
     }
     print(json.dumps(result), flush=True)
+    if args.max_ratio is not None and (
+        result["startup_ratio"] is None or result["startup_ratio"] > args.max_ratio
+    ):
+        note(f"startup_ratio {result['startup_ratio']} is above --max-ratio {args.max_ratio}")
+        return 1
     return 0
 
 

@@ -17,21 +17,21 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import gradio as gr  # noqa: E402
 
 from ui.common import EngineLike, error_message, message_html  # noqa: E402
-from ui.extensions_tab import build_extension_settings, build_extensions_tab  # noqa: E402
-from ui.extras import build_extras_tab  # noqa: E402
-from ui.img2img import build_img2img_tab  # noqa: E402
-from ui.png_info import SEND_FIELDS, build_png_info_tab, infotext_to_fields, read_picture  # noqa: E402
-from ui.progress import SessionJobs  # noqa: E402
-from ui.quicksettings import build_quicksettings, current_checkpoint_update  # noqa: E402
-from ui.send_to import editor_value, selected_infotext, selected_picture  # noqa: E402
-from ui.settings_tab import (  # noqa: E402
+from ui.handlers.progress import SessionJobs  # noqa: E402
+from ui.handlers.send_to import editor_value, selected_infotext, selected_picture  # noqa: E402
+from ui.handlers.txt2img import OPTIONAL_FIELDS  # noqa: E402
+from ui.tabs.extensions import build_extension_settings, build_extensions_tab  # noqa: E402
+from ui.tabs.img2img import build_img2img_tab  # noqa: E402
+from ui.tabs.png_info import SEND_FIELDS, build_png_info_tab, infotext_to_fields, read_picture  # noqa: E402
+from ui.tabs.settings import (  # noqa: E402
     build_sampler_settings_tab,
     build_settings_tab,
     current_preferences_html,
 )
+from ui.tabs.txt2img import build_txt2img_tab  # noqa: E402
+from ui.tabs.upscaling import build_extras_tab  # noqa: E402
 from ui.theme import CSS  # noqa: E402
-from ui.txt2img import build_txt2img_tab  # noqa: E402
-from ui.txt2img_run import OPTIONAL_FIELDS  # noqa: E402
+from ui.widgets.quicksettings import build_quicksettings, current_checkpoint_update  # noqa: E402
 
 TITLE = "Atelier"
 

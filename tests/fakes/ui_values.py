@@ -3,8 +3,8 @@ floats): a small valid job for txt2img, img2img and Upscaling, any field changed
 
 from __future__ import annotations
 
-from ui.extras import FIELDS as EXTRAS_FIELDS
-from ui.img2img_run import ALL_FIELDS as IMG2IMG_FIELDS
+from ui.handlers.img2img import ALL_FIELDS as IMG2IMG_FIELDS
+from ui.tabs.upscaling import FIELDS as EXTRAS_FIELDS
 
 # txt2img's PARAM_FIELDS, in order
 TXT2IMG_VALUES = ("a red circle", "blurry", "Euler a", "Automatic", 4.0, 7.5, 42.0, 128.0, 128.0, 1.0, 2.0)

@@ -130,7 +130,7 @@ def test_a_users_setting_a_jobs_value_and_the_switch_take_precedence(engine):
 
 def test_the_sampler_settings_tab_says_what_the_checkpoint_prefers_and_whether_it_is_used():
     from tests.fakes.fake_engine import FakeEngine
-    from ui.settings_tab import preferences_html
+    from ui.tabs.settings import preferences_html
 
     engine = FakeEngine(checkpoints=["plain", "tiny", "broken"])
     engine.preferences = {

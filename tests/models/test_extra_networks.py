@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from engine.models.extra_networks import list_cards, toggle_tag
-from ui.extra_networks import gallery_items
+from ui.widgets.extra_networks import gallery_items
 
 
 def test_cards_list_loras_and_embeddings_with_previews(tmp_path: Path) -> None:

@@ -95,7 +95,7 @@ def test_target_size_from_one_side():
 
 
 def test_the_txt2img_form_turns_into_hires_params():
-    from ui.txt2img_run import build_params
+    from ui.handlers.txt2img import build_params
 
     base = ("a cat", "", "Euler a", "Automatic", 20.0, 7.0, 1.0, 128.0, 128.0, 1.0, 1.0, [], [])
     hires_values = (True, "Lanczos", 10.0, 0.45, 1.5, 0.0, 0.0, "Use same sampler", "Karras", "", "")

@@ -206,7 +206,7 @@ def test_requests_naming_unknown_extensions_or_scripts_fail_before_queueing(engi
 
 
 def test_disabled_extensions_leave_the_ui_but_not_the_list(engine, tmp_path):
-    from ui.extensions_tab import apply_enabled, extensions_table
+    from ui.tabs.extensions import apply_enabled, extensions_table
 
     table, _note = apply_enabled(engine, [r.name for r in engine.extensions.records if r.name != "user-ext"])
     try:
@@ -217,7 +217,7 @@ def test_disabled_extensions_leave_the_ui_but_not_the_list(engine, tmp_path):
 
 
 def test_extension_panels_decode_their_values():
-    from ui.extension_panels import ExtensionInputs
+    from ui.widgets.extension_panels import ExtensionInputs
 
     inputs = ExtensionInputs(
         components=[None] * 4, accordions=[("a", ["on", "level"])], scripts=[("S", ["x"]), ("T", ["y"])]

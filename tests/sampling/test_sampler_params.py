@@ -22,7 +22,7 @@ from engine.schema.settings import Settings
 from tests.fakes.fake_engine import FakeEngine
 from tests.fakes.tiny_models import load_tiny
 from tests.fakes.tiny_models import tiny_params as params
-from ui.settings_tab import apply_settings, setting_names
+from ui.tabs.settings import apply_settings, setting_names
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ui.txt2img import PROMPT_PLACEHOLDER
+from ui.tabs.txt2img import PROMPT_PLACEHOLDER
 from world.adherence import generate_and_score, vae_roundtrip_scores
 
 pytestmark = pytest.mark.slow  # the built-in model on many prompts

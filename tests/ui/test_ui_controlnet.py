@@ -7,10 +7,10 @@ import pytest
 from PIL import Image
 
 from tests.fakes.fake_engine import FakeEngine
-from ui.controlnet_run import UNIT_FIELDS, preprocessor_choices, threshold_updates, units_from_values
-from ui.inputs import open_picture
-from ui.progress import SessionJobs
-from ui.txt2img_run import run_txt2img
+from ui.handlers.controlnet import UNIT_FIELDS, preprocessor_choices, threshold_updates, units_from_values
+from ui.handlers.inputs import open_picture
+from ui.handlers.progress import SessionJobs
+from ui.handlers.txt2img import run_txt2img
 
 VALUES = ("a red circle", "", "Euler a", "Automatic", 4.0, 7.0, 1.0, 128.0, 128.0, 1.0, 1.0, [], [])
 

@@ -8,9 +8,9 @@ from PIL import Image
 
 from tests.fakes.fake_engine import FakeEngine
 from tests.fakes.ui_values import extras_values as values
-from ui.extras import build_extras_params, submit_extras
-from ui.progress import SessionJobs
-from ui.txt2img_run import follow_job
+from ui.handlers.progress import SessionJobs
+from ui.handlers.txt2img import follow_job
+from ui.tabs.upscaling import build_extras_params, submit_extras
 
 
 def test_params_from_values():

@@ -11,10 +11,10 @@ from engine.plugins.script_jobs import ScriptCall
 from engine.schema.params import Img2ImgParams
 from tests.fakes.fake_engine import FakeEngine
 from tests.fakes.ui_values import img2img_values as values
-from ui.img2img_run import painted_mask, run_img2img, submit_img2img
-from ui.progress import SessionJobs
-from ui.send_to import editor_value, selected_picture
-from ui.txt2img_run import GenInfo
+from ui.handlers.img2img import painted_mask, run_img2img, submit_img2img
+from ui.handlers.progress import SessionJobs
+from ui.handlers.send_to import editor_value, selected_picture
+from ui.handlers.txt2img import GenInfo
 
 
 def picture(size=(96, 64), colour=(200, 40, 40, 255)) -> Image.Image:

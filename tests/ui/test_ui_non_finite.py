@@ -12,11 +12,11 @@ from PIL import Image
 from tests.fakes.fake_engine import FakeEngine
 from tests.fakes.ui_values import TXT2IMG_VALUES as VALUES
 from tests.fakes.ui_values import extras_values, img2img_values
-from ui.controlnet_run import UNIT_FIELDS, unit_from_values
-from ui.extras import submit_extras
-from ui.img2img_run import submit_img2img
-from ui.progress import SessionJobs
-from ui.txt2img_run import OPTIONAL_FIELDS, PARAM_FIELDS, follow_job, run_txt2img
+from ui.handlers.controlnet import UNIT_FIELDS, unit_from_values
+from ui.handlers.img2img import submit_img2img
+from ui.handlers.progress import SessionJobs
+from ui.handlers.txt2img import OPTIONAL_FIELDS, PARAM_FIELDS, follow_job, run_txt2img
+from ui.tabs.upscaling import submit_extras
 
 NOT_FINITE = (math.nan, math.inf, -math.inf)
 TXT2IMG_NUMBERS = ("steps", "cfg_scale", "seed", "width", "height", "n_iter", "batch_size")

@@ -8,10 +8,10 @@ from PIL import Image, PngImagePlugin
 from engine.schema.params import MAX_STEPS
 from tests.fakes.fake_engine import FakeEngine, fake_infotext
 from ui.app import build_ui, page_kwargs
-from ui.png_info import SEND_FIELDS, infotext_to_fields, show_png_info
-from ui.quicksettings import change_checkpoint
-from ui.settings_tab import apply_settings, setting_names
-from ui.txt2img_run import build_params
+from ui.handlers.txt2img import build_params
+from ui.tabs.png_info import SEND_FIELDS, infotext_to_fields, show_png_info
+from ui.tabs.settings import apply_settings, setting_names
+from ui.widgets.quicksettings import change_checkpoint
 
 INFOTEXT = (
     "a red circle\nNegative prompt: blurry\n"
@@ -118,7 +118,7 @@ def test_send_to_txt2img_values_feed_the_txt2img_fields():
 
 
 def test_send_to_txt2img_fills_the_hires_fields():
-    from ui.txt2img_run import HIRES_FIELDS
+    from ui.handlers.txt2img import HIRES_FIELDS
 
     text = INFOTEXT + (
         ", Denoising strength: 0.45, Hires upscale: 1.5, Hires steps: 4, Hires upscaler: Lanczos,"

@@ -12,8 +12,8 @@ from engine.service.jobs import JobInterrupted
 from tests.fakes.fake_engine import FakeEngine
 from tests.fakes.ui_values import TXT2IMG_VALUES as VALUES
 from ui.common import error_message
-from ui.progress import SessionJobs, format_eta, progress_html
-from ui.txt2img_run import (
+from ui.handlers.progress import SessionJobs, format_eta, progress_html
+from ui.handlers.txt2img import (
     GenInfo,
     build_params,
     interrupt_job,

@@ -9,7 +9,7 @@ import pytest
 from engine.schema.params import GenerationParams
 from engine.schema.styles import Style, StyleFile, merge_prompt, with_styles_applied
 from tests.fakes.fake_engine import FakeEngine
-from ui.styles import apply_styles, save_style, style_choices
+from ui.widgets.styles import apply_styles, save_style, style_choices
 
 A1111_FILE = """name,prompt,negative_prompt
 Cinematic,"{prompt}, cinematic lighting, 35mm","cartoon, (blurry:1.2)"

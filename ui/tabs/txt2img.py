@@ -1,7 +1,7 @@
 """The txt2img tab: prompt boxes, sampling controls, Generate/Interrupt/Skip, live progress, gallery.
 
-Only layout and wiring live here (the shared pieces in `ui.generation_panel`); what the buttons do
-is in `ui.txt2img_run` (plain functions).
+Only layout and wiring live here (the shared pieces in `ui.widgets.generation_panel`); what the buttons do
+is in `ui.handlers.txt2img` (plain functions).
 """
 
 from __future__ import annotations
@@ -14,9 +14,11 @@ import gradio as gr
 
 from engine.schema.params import GenerationParams
 from ui.common import EngineLike
-from ui.controlnet import build_units_panel
-from ui.extension_panels import build_txt2img_extensions
-from ui.generation_panel import (
+from ui.handlers.progress import SessionJobs
+from ui.handlers.txt2img import PARAM_FIELDS, run_txt2img
+from ui.widgets.controlnet_units import build_units_panel
+from ui.widgets.extension_panels import build_txt2img_extensions
+from ui.widgets.generation_panel import (
     PROMPT_PLACEHOLDER,
     Fields,
     Results,
@@ -26,8 +28,6 @@ from ui.generation_panel import (
     slider,
     wire_generation,
 )
-from ui.progress import SessionJobs
-from ui.txt2img_run import PARAM_FIELDS, run_txt2img
 
 __all__ = ["PROMPT_PLACEHOLDER", "Txt2ImgUI", "build_txt2img_tab"]
 TAB = "txt2img"

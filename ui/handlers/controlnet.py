@@ -8,7 +8,7 @@ from typing import Any
 
 from engine.controlnet.preprocessors import PREPROCESSORS
 from engine.controlnet.units import ControlInput, ControlNetUnit
-from ui.inputs import as_number
+from ui.handlers.inputs import as_number
 
 # The values of one unit, in the order the panel passes them.
 UNIT_FIELDS = (

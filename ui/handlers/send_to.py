@@ -8,7 +8,7 @@ from typing import Any
 
 from PIL import Image
 
-from ui.txt2img_run import GenInfo
+from ui.handlers.txt2img import GenInfo
 
 
 def _as_image(item: Any) -> Image.Image | None:

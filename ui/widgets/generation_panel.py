@@ -15,10 +15,8 @@ from pydantic import BaseModel
 
 from engine.schema.params import Img2ImgParams, field_limits
 from ui.common import EngineLike, message_html
-from ui.extra_networks import build_extra_networks
-from ui.progress import SessionJobs
-from ui.styles import build_styles
-from ui.txt2img_run import (
+from ui.handlers.progress import SessionJobs
+from ui.handlers.txt2img import (
     GenInfo,
     RunUpdate,
     infotext_html,
@@ -27,6 +25,8 @@ from ui.txt2img_run import (
     reuse_seed,
     select_image,
 )
+from ui.widgets.extra_networks import build_extra_networks
+from ui.widgets.styles import build_styles
 
 PROMPT_PLACEHOLDER = "a large red circle at the top left on a blue background"
 

@@ -1,7 +1,7 @@
 """The ControlNet units panel (an accordion in txt2img / img2img / Inpaint, open in the ControlNet
 tab): one sub-tab per unit with A1111's controls, a preview of the preprocessed map, and the
 threshold sliders that follow the chosen preprocessor. What the values mean is
-`ui.controlnet_run`; the engine does the work."""
+`ui.handlers.controlnet`; the engine does the work."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import gradio as gr
 
 from engine.controlnet.units import CONTROL_MODES, HR_OPTIONS, RESIZE_MODES
 from ui.common import EngineLike, error_message, message_html
-from ui.controlnet_run import UNIT_FIELDS, preprocessor_choices, threshold_updates, unit_from_values
-from ui.inputs import open_picture
+from ui.handlers.controlnet import UNIT_FIELDS, preprocessor_choices, threshold_updates, unit_from_values
+from ui.handlers.inputs import open_picture
 
 
 def build_units_panel(engine: EngineLike, tab: str, f: dict[str, Any], *, open_: bool = False) -> list[Any]:

@@ -21,10 +21,10 @@ from engine.pipeline import masking
 from engine.pipeline.img2img import Img2ImgInputs
 from engine.schema.params import INPAINT_AREAS, MASK_MODES, MASKED_CONTENT, RESIZE_MODES, Img2ImgParams
 from ui.common import EngineLike, check_finite
-from ui.controlnet_run import units_from_values
-from ui.inputs import as_number, open_picture
-from ui.progress import SessionJobs
-from ui.txt2img_run import PARAM_FIELDS, RunUpdate, build_params, follow_job
+from ui.handlers.controlnet import units_from_values
+from ui.handlers.inputs import as_number, open_picture
+from ui.handlers.progress import SessionJobs
+from ui.handlers.txt2img import PARAM_FIELDS, RunUpdate, build_params, follow_job
 
 MODES = ("img2img", "Sketch", "Inpaint", "Inpaint sketch", "Inpaint upload", "Batch")
 INPAINT_MODES = {"Inpaint", "Inpaint sketch", "Inpaint upload"}

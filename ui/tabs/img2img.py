@@ -1,7 +1,7 @@
 """The img2img tab (modes img2img, Sketch, Inpaint, Inpaint sketch, Inpaint upload, Batch) and the
 top-level Inpaint tab (the brush mask editor front and centre). Both are one builder: the Inpaint
 tab is the img2img tab with only the Inpaint mode. Only layout and wiring live here; what Generate
-does is `ui.img2img_run`.
+does is `ui.handlers.img2img`.
 """
 
 from __future__ import annotations
@@ -13,15 +13,17 @@ import gradio as gr
 
 from engine.schema.params import INPAINT_AREAS, MASK_MODES, MASKED_CONTENT, RESIZE_MODES
 from ui.common import EngineLike
-from ui.controlnet import build_units_panel
-from ui.extension_panels import (
+from ui.handlers.img2img import ALL_FIELDS, INPAINT_MODES, MODES, run_img2img
+from ui.handlers.progress import SessionJobs
+from ui.widgets.controlnet_units import build_units_panel
+from ui.widgets.extension_panels import (
     NO_SCRIPT,
     ExtensionInputs,
     build_accordions,
     build_script_groups,
     script_titles,
 )
-from ui.generation_panel import (
+from ui.widgets.generation_panel import (
     Fields,
     Results,
     build_prompt_row,
@@ -30,8 +32,6 @@ from ui.generation_panel import (
     slider,
     wire_generation,
 )
-from ui.img2img_run import ALL_FIELDS, INPAINT_MODES, MODES, run_img2img
-from ui.progress import SessionJobs
 
 EDITOR_HEIGHT = 520
 

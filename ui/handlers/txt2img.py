@@ -1,6 +1,6 @@
 """txt2img handlers: UI values → GenerationParams, a submitted job → progress/preview/images.
 
-Plain functions over plain values (no Gradio), so they are tested without a browser; `ui.txt2img`
+Plain functions over plain values (no Gradio), so they are tested without a browser; `ui.tabs.txt2img`
 lays out the tab and wires them to its components.
 """
 
@@ -16,9 +16,9 @@ from engine.schema.params import GenerationParams
 from engine.schema.sampler_params import overrides_from_entries
 from engine.service.jobs import JobInterrupted
 from ui.common import EngineLike, check_finite, error_message, message_html
-from ui.controlnet_run import units_from_values
-from ui.inputs import as_number, open_picture
-from ui.progress import SessionJobs, progress_html
+from ui.handlers.controlnet import units_from_values
+from ui.handlers.inputs import as_number, open_picture
+from ui.handlers.progress import SessionJobs, progress_html
 
 POLL_SECONDS = 0.25  # how often the running generator re-reads job.progress / job.preview
 
@@ -152,7 +152,7 @@ def run_txt2img(
     script: Any = None,
 ) -> Iterator[RunUpdate]:
     """Submit a txt2img job and report on it until it finishes; `values` are the UI values in
-    PARAM_FIELDS order, `control_values` the ControlNet units panel's (ui.controlnet_run),
+    PARAM_FIELDS order, `control_values` the ControlNet units panel's (ui.handlers.controlnet),
     `extension_args` / `script` what the extensions' panels and the Script dropdown asked for."""
 
     def submit() -> Any:

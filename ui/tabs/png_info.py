@@ -16,7 +16,7 @@ import gradio as gr
 from PIL import Image
 
 from ui.common import error_message, message_html
-from ui.txt2img_run import PARAM_FIELDS
+from ui.handlers.txt2img import PARAM_FIELDS
 
 # txt2img fields that "Send to txt2img" fills, in the order `infotext_to_fields` returns them: the
 # generation fields before the batch controls (a pasted picture does not change the batch).

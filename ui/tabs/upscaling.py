@@ -13,10 +13,10 @@ import gradio as gr
 
 from engine.upscale.extras import ExtrasParams
 from ui.common import EngineLike, check_finite
-from ui.generation_panel import to_outputs
-from ui.inputs import as_number, open_picture
-from ui.progress import SessionJobs
-from ui.txt2img_run import GenInfo, follow_job
+from ui.handlers.inputs import as_number, open_picture
+from ui.handlers.progress import SessionJobs
+from ui.handlers.txt2img import GenInfo, follow_job
+from ui.widgets.generation_panel import to_outputs
 
 TAB = "extras"
 MODES = ("Single image", "Batch process", "Batch from directory")
@@ -82,7 +82,7 @@ FIELDS = (
 
 
 def build_extras_tab(engine: EngineLike, jobs: SessionJobs) -> ExtrasUI:
-    from ui.generation_panel import build_results
+    from ui.widgets.generation_panel import build_results
 
     c: dict[str, Any] = {}
     with gr.Row(elem_id=f"{TAB}_main"):
