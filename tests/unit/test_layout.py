@@ -129,3 +129,20 @@ def test_engine_package_imports_nothing_so_launch_can_read_its_flags_first():
             for alias in node.names
         }
         assert imported <= set(sys.stdlib_module_names), (name, imported - set(sys.stdlib_module_names))
+
+
+def test_builtin_extensions_import_only_the_public_surface():
+    """An extension may import the engine modules engine.plugins.PUBLIC lists, nothing deeper."""
+    from engine.plugins import PUBLIC
+
+    for path in sorted((ROOT / "extensions").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and not node.level and node.module:
+                modules = [node.module]
+            elif isinstance(node, ast.Import):
+                modules = [alias.name for alias in node.names]
+            else:
+                continue
+            for module in modules:
+                if module == "engine" or module.startswith("engine."):
+                    assert module in PUBLIC, f"{path.relative_to(ROOT)} imports {module}"
