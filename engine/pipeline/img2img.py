@@ -250,22 +250,10 @@ def _sample(model, params, prepared, pictures, seeds, sigmas, conditioning, job,
             )
         image_cond = inpaint_conditioning(model, images, pixel_mask)
     x = init + noise * sigmas[0]
-    try:
-        latents = stages.denoise(
-            model,
-            params,
-            x,
-            sigmas,
-            conditioning,
-            rng,
-            job,
-            options,
-            hooks=hooks,
-            image_cond=image_cond,
-            control=stack,
-        )
-    except stages.Stopped as stopped:
-        latents, result.interrupted = stopped.latents, True
+    latents = stages.until_stopped(
+        result, stages.denoise, model, params, x, sigmas, conditioning, rng, job, options,
+        hooks=hooks, image_cond=image_cond, control=stack,
+    )  # fmt: skip
     if nmask is not None:
         latents = latents * nmask + init * (1 - nmask)
     return latents

@@ -209,6 +209,18 @@ def denoise(
     return stage_hooks.after_sampling(job, sampling, latents)
 
 
+def until_stopped(
+    result: GenerationResult, run: Callable[..., torch.Tensor], *args, **kwargs
+) -> torch.Tensor:
+    """`run(*args, **kwargs)` (a denoising pass); when the user interrupts or skips, its latest x̂₀
+    instead, with the result marked interrupted (A1111 decodes and saves that picture)."""
+    try:
+        return run(*args, **kwargs)
+    except Stopped as stopped:
+        result.interrupted = True
+        return stopped.latents
+
+
 class Stopped(Exception):
     """Interrupt or skip mid-sampling: carries the latest x̂₀ estimate, which is decoded and saved."""
 

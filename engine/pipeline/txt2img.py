@@ -110,27 +110,14 @@ def sample_batches(
         seeds = stages.batch_seeds(params, batch)
         x, rng = stages.prepare_latents(model, params, seeds, float(sigmas[0]))  # 3
         image_cond = txt2img_conditioning(model, len(seeds), params.height, params.width)
-        try:
-            latents = stages.denoise(
-                model,
-                params,
-                x,
-                sigmas,
-                conditioning,
-                rng,
-                job,
-                options,
-                image_cond=image_cond,
-                control=control,
-            )  # 4
-        except stages.Stopped as stopped:
-            latents, result.interrupted = stopped.latents, True
+        # 4
+        latents = stages.until_stopped(
+            result, stages.denoise, model, params, x, sigmas, conditioning, rng, job, options,
+            image_cond=image_cond, control=control,
+        )  # fmt: skip
         if second_pass is not None and not result.interrupted:  # hires fix
             stage_hooks.set_pass(job, "hires")
-            try:
-                latents = second_pass(model, params, latents, seeds, job=job)
-            except stages.Stopped as stopped:
-                latents, result.interrupted = stopped.latents, True
+            latents = stages.until_stopped(result, second_pass, model, params, latents, seeds, job=job)
             stage_hooks.set_pass(job, "first")
         pictures = to_pil(decode_with_hooks(model, latents, result.notes, job))  # 5, 6
         for i, (image, seed) in enumerate(zip(pictures, seeds, strict=True)):

@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import sys
 import textwrap
 
 import pytest
@@ -15,6 +14,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from extensions.sd_upscale.tiles import tile_boxes
+from tests.fakes.extensions import engine_with_extension, extension_module
 
 RECORDER = textwrap.dedent(
     """
@@ -29,15 +29,10 @@ RECORDER = textwrap.dedent(
 @pytest.fixture(scope="module")
 def client(tmp_path_factory):
     from engine.cmd_args import parse_args
-    from engine.service.facade import Engine
     from ui.server import build_app
 
     data = tmp_path_factory.mktemp("api-scripts")
-    folder = data / "extensions" / "api-recorder"
-    folder.mkdir(parents=True)
-    (folder / "extension.toml").write_text('name = "api-recorder"\nversion = "1.0"\n')
-    (folder / "main.py").write_text(RECORDER)
-    engine = Engine(data_dir=data, device="cpu")
+    engine = engine_with_extension(data, "api-recorder", RECORDER)
     app = build_app(engine, parse_args(["--api", "--data-dir", str(data)]))
     with TestClient(app, base_url="http://127.0.0.1") as c:
         yield c
@@ -67,7 +62,7 @@ def body(**kw) -> dict:
 
 
 def test_sd_upscale_with_a1111s_positional_args_and_upscaler_index(client):
-    log = sys.modules["atelier_extensions.api_recorder"].LOG
+    log = extension_module("api-recorder").LOG
     log.clear()
     answer = client.post(
         "/sdapi/v1/img2img", json=body(script_name="SD upscale", script_args=["", 16, 1, 2.0])

@@ -6,7 +6,6 @@ UI's and the API's values alike, and img2img batch folders fire the hooks for ev
 from __future__ import annotations
 
 import math
-import sys
 import textwrap
 from collections import Counter
 
@@ -22,6 +21,7 @@ from engine.schema.params import Img2ImgParams
 from extensions.outpainting.main import OutpaintingArgs
 from extensions.sd_upscale.main import SDUpscaleArgs
 from extensions.sd_upscale.tiles import tile_boxes
+from tests.fakes.extensions import engine_with_extension, extension_module
 
 RECORDER = textwrap.dedent(
     """
@@ -36,21 +36,12 @@ RECORDER = textwrap.dedent(
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
-    from engine.service.facade import Engine
-
-    data = tmp_path_factory.mktemp("scripts")
-    folder = data / "extensions" / "script-recorder"
-    folder.mkdir(parents=True)
-    (folder / "extension.toml").write_text('name = "script-recorder"\nversion = "1.0"\n')
-    (folder / "main.py").write_text(RECORDER)
-    engine = Engine(data_dir=data, device="cpu")
-    assert {r.name: r.status for r in engine.extensions.records}["script-recorder"] == "loaded"
-    return engine
+    return engine_with_extension(tmp_path_factory.mktemp("scripts"), "script-recorder", RECORDER)
 
 
 @pytest.fixture()
 def log():
-    entries = sys.modules["atelier_extensions.script_recorder"].LOG
+    entries = extension_module("script-recorder").LOG
     entries.clear()
     return entries
 

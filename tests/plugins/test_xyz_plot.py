@@ -29,8 +29,6 @@ NAMES = EngineNames(
     vaes=("Automatic", "None", "vae-ft-mse.safetensors"),
     hires_upscalers=("Latent", "Latent (nearest)", "R-ESRGAN 4x+"),
 )
-HAS_SUBSEED = "subseed" in GenerationParams.model_fields
-NO_SUBSEED = "GenerationParams has no subseed/subseed_strength fields yet (variation seeds are being added)"
 
 
 def picture(params, vae=None, index=0) -> Image.Image:
@@ -171,7 +169,6 @@ def test_each_axis_sets_its_fields_like_a_user_would(label, text, fields):
     assert plan.cells[0].vae is None
 
 
-@pytest.mark.skipif(not HAS_SUBSEED, reason=NO_SUBSEED)
 def test_variation_seed_axes_set_subseed_and_strength():
     plan = plan_of(x_type="Var. seed", x_values="7, 8", y_type="Var. strength", y_values="0.1, 0.5")
     assert [(c.params.subseed, c.params.subseed_strength) for c in plan.cells] == [
@@ -182,7 +179,6 @@ def test_variation_seed_axes_set_subseed_and_strength():
     ]
 
 
-@pytest.mark.skipif(not HAS_SUBSEED, reason=NO_SUBSEED)
 def test_a_minus_one_variation_seed_is_fixed_only_when_some_cell_uses_it():
     plan = plan_of(x_type="Var. strength", x_values="0, 0.5")
     assert len({c.params.subseed for c in plan.cells}) == 1 and plan.cells[0].params.subseed != -1

@@ -15,15 +15,12 @@ from __future__ import annotations
 
 import math
 
+import diffusers  # a dependency of the app: its absence must fail, not skip
 import pytest
 import torch
 
 from engine.sampling.registry import SAMPLERS
 from engine.sampling.samplers import SamplerOptions
-
-pytest.importorskip("diffusers")
-import diffusers  # noqa: E402
-
 from tests.fakes.sampling import ExactQuad
 
 TOLERANCE = 1e-4
