@@ -1,0 +1,56 @@
+"""The server itself: options (A1111's settings), the command-line flags (secrets masked) and
+memory use."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+import psutil
+from fastapi import APIRouter
+
+from api.options import SECRET_FLAGS, apply_options, current_options
+from api.routes.common import make_router
+
+
+def system_router(engine: Any, dependencies: list[Any], args: argparse.Namespace) -> APIRouter:
+    router = make_router(dependencies)
+
+    @router.get("/options")
+    def get_options() -> dict[str, Any]:
+        return current_options(engine)
+
+    @router.post("/options")
+    def set_options(changes: dict[str, Any]) -> dict[str, Any]:
+        return apply_options(engine, changes)
+
+    @router.get("/cmd-flags")
+    def cmd_flags() -> dict[str, Any]:
+        flags = {}
+        for key, value in vars(args).items():
+            if key in SECRET_FLAGS:
+                value = "***" if value else None
+            flags[key] = str(value) if isinstance(value, Path) else value
+        return flags
+
+    @router.get("/memory")
+    def memory() -> dict[str, Any]:
+        vm, process = psutil.virtual_memory(), psutil.Process(os.getpid())
+        ram = {
+            "free": vm.available,
+            "used": vm.total - vm.available,
+            "total": vm.total,
+            "process_rss": process.memory_info().rss,
+        }
+        cuda: dict[str, Any] = {"error": "no CUDA device"}
+        import torch
+
+        if torch.cuda.is_available():
+            free, total = torch.cuda.mem_get_info()
+            active = {"current": torch.cuda.memory_allocated(), "peak": torch.cuda.max_memory_allocated()}
+            cuda = {"system": {"free": free, "used": total - free, "total": total}, "active": active}
+        return {"ram": ram, "cuda": cuda}
+
+    return router
