@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from engine.schema.params import GenerationParams, Img2ImgParams
+from engine.schema.params import GenerationParams, Img2ImgParams, field_limits
 from engine.upscale.extras import ExtrasParams
 
 
@@ -25,7 +25,7 @@ def _default(name: str, cls: type[BaseModel] = GenerationParams) -> Any:
     """The schema's default of a field: the one definition, shown in the API's docs. (A field a
     request leaves out is not filled from here: api.convert passes only what was sent, and the
     schema fills the rest.)"""
-    return cls.model_fields[name].default
+    return field_limits(name, cls)["default"]
 
 
 class Txt2ImgRequest(_Request):

@@ -360,7 +360,7 @@ class ExtensionManager:
             raise FileNotFoundError(f"entry point {manifest.entry} not found")
         parent = sys.modules.setdefault(MODULE_PREFIX, types.ModuleType(MODULE_PREFIX))
         parent.__path__ = []  # a namespace for the extensions' modules, never searched itself
-        module_name = f"{MODULE_PREFIX}.{_identifier(manifest.name)}"
+        module_name = extension_module_name(manifest.name)
         spec = importlib.util.spec_from_file_location(
             module_name, entry, submodule_search_locations=[str(folder)]
         )
@@ -403,3 +403,8 @@ class ExtensionManager:
 
 def _identifier(name: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in name).lower() or "extension"
+
+
+def extension_module_name(name: str) -> str:
+    """The module an extension's entry file is imported as (in sys.modules)."""
+    return f"{MODULE_PREFIX}.{_identifier(name)}"

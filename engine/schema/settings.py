@@ -14,21 +14,20 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from engine.schema.params import GenerationParams, Img2ImgParams
+from engine.schema.params import GenerationParams, Img2ImgParams, field_limits
 from engine.schema.sampler_params import SamplerDefaults
 
 
 def _like(name: str, description: str, cls: type[BaseModel] = GenerationParams, default: Any = None) -> Any:
     """A setting that starts a job's field: the field's range (and, unless given, its default) come
     from the parameter schema, where they are defined once."""
-    info = cls.model_fields[name]
-    limits = {
-        key: getattr(meta, key)
-        for meta in info.metadata
-        for key in ("ge", "gt", "le", "lt")
-        if getattr(meta, key, None) is not None
-    }
-    return Field(info.default if default is None else default, description=description, **limits)
+    limits = field_limits(name, cls)
+    return Field(
+        limits["default"] if default is None else default,
+        description=description,
+        ge=limits.get("minimum"),
+        le=limits.get("maximum"),
+    )
 
 
 class Settings(SamplerDefaults):

@@ -53,12 +53,14 @@ def multiplier_of(gen: GenerationContext, default: float = DEFAULT_MULTIPLIER) -
 
 def setup(ext) -> None:
     def on_params(gen: GenerationContext) -> None:
+        # Once per generation: the setting is read here, not at every model evaluation.
         value = multiplier_of(gen, ext.get_setting("default_multiplier"))
+        gen.state.setdefault(NAME, {})["multiplier"] = value
         if value:
             gen.extra_infotext[INFOTEXT_KEY] = value
 
     def after_cfg(ctx: StepContext) -> None:
-        value = multiplier_of(ctx.gen, ext.get_setting("default_multiplier"))
+        value = ctx.gen.state.get(NAME, {}).get("multiplier", 0.0)
         if value and ctx.uncond is not None:  # CFG scale 1 has nothing to rescale
             ctx.denoised = rescale(ctx.denoised, ctx.cond, value)
 

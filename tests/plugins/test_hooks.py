@@ -23,6 +23,7 @@ from engine.plugins.loader import ExtensionManager
 from engine.schema.infotext import parse_infotext
 from engine.schema.params import GenerationParams, Img2ImgParams
 from engine.service.jobs import Job
+from tests.fakes.extensions import extension_module, write_extension
 
 ROOT = Path(__file__).resolve().parents[2]
 GENERATION_STAGES = [
@@ -65,13 +66,6 @@ BROKEN_HOOK = textwrap.dedent(
 )
 
 
-def write_extension(root: Path, name: str, code: str) -> None:
-    folder = root / name
-    folder.mkdir(parents=True)
-    (folder / "extension.toml").write_text(f'name = "{name}"\nversion = "1.0"\n')
-    (folder / "main.py").write_text(code)
-
-
 @pytest.fixture(scope="module")
 def model(tiny_diffusers_dir):
     (info,) = [i for i in scan_folder(tiny_diffusers_dir.parent) if i.path == tiny_diffusers_dir]
@@ -91,9 +85,8 @@ def manager(tmp_path_factory):
 
 @pytest.fixture()
 def log(manager):
-    import sys
 
-    entries = sys.modules["atelier_extensions.recorder"].LOG
+    entries = extension_module("recorder").LOG
     entries.clear()
     return entries
 
@@ -217,9 +210,8 @@ def test_cfg_rescale_changes_the_picture_and_writes_its_infotext(model, manager)
 
 
 def test_cfg_rescale_matches_its_formula(manager):
-    import sys
 
-    rescale = sys.modules["atelier_extensions.cfg_rescale"].rescale
+    rescale = extension_module("cfg-rescale").rescale
     torch.manual_seed(0)
     cond = torch.randn(2, 4, 8, 8)
     guided = cond * 3 + 0.1
