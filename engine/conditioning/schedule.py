@@ -17,19 +17,20 @@ from functools import lru_cache
 
 import torch
 
-from engine.conditioning.clip import encode_weighted
+from engine.conditioning.clip import ClipEncoder, encode_chunks
 from engine.conditioning.embeddings import EmbeddingDatabase
 from engine.conditioning.prompt_parser import prompt_schedule, split_and
+from engine.conditioning.text_cond import TextCond
 from engine.conditioning.tokens import CHUNK_TOKENS, PromptChunk, tokenize_weighted
 
 
 @dataclass(frozen=True)
 class ScheduledCond:
-    """(end_at_step, embedding [1, tokens, hidden]) pairs; entry i holds while step ≤ end_at_step."""
+    """(end_at_step, embedding [1, tokens, hidden] + pooled) pairs; entry i holds while step ≤ end_at_step."""
 
-    entries: tuple[tuple[int, torch.Tensor], ...]
+    entries: tuple[tuple[int, TextCond], ...]
 
-    def at(self, step: int) -> torch.Tensor:
+    def at(self, step: int) -> TextCond:
         for end, embedding in self.entries:
             if step <= end:
                 return embedding
@@ -48,13 +49,14 @@ class Conditioning:
     uncond: ScheduledCond
     embeddings_used: tuple[tuple[str, str], ...] = ()  # (name, short hash) for "TI hashes"
 
-    def at(self, step: int) -> tuple[list[torch.Tensor], list[float], torch.Tensor]:
+    def at(self, step: int) -> tuple[list[TextCond], list[float], TextCond]:
         """([cond embedding per sub-prompt], [weights], uncond embedding) at a 0-based step."""
         return [c.at(step) for c, _ in self.cond], [w for _, w in self.cond], self.uncond.at(step)
 
     @classmethod
-    def constant(cls, cond: torch.Tensor, uncond: torch.Tensor) -> Conditioning:
+    def constant(cls, cond: TextCond | torch.Tensor, uncond: TextCond | torch.Tensor) -> Conditioning:
         """One prompt and one negative prompt for every step (embeddings [1, tokens, hidden])."""
+        cond, uncond = TextCond.of(cond), TextCond.of(uncond)
         return cls(((ScheduledCond(((0, cond),)), 1.0),), ScheduledCond(((0, uncond),)))
 
     @property
@@ -75,8 +77,7 @@ class Conditioning:
 
 
 def encode_conditioning(
-    tokenizer,
-    text_encoder,
+    encoders: ClipEncoder | list[ClipEncoder],
     prompt: str,
     negative: str,
     steps: int,
@@ -85,10 +86,15 @@ def encode_conditioning(
     emphasis: str = "Original",
     clip_skip: int = 1,
     embeddings: EmbeddingDatabase | None = None,
+    zero_empty_negative: bool = False,
 ) -> Conditioning:
     """The run's conditioning; each distinct text of any schedule goes through CLIP exactly once.
-    `emphasis` is one of `EMPHASIS_MODES`; `clip_skip` 1 uses CLIP's last layer; names of
-    `embeddings` in the prompts are replaced by their vectors."""
+    `encoders`: the model's text encoders as its family uses them (tokenized with the first's
+    tokenizer: CLIP tokenizers differ only in their pad). `emphasis` is one of `EMPHASIS_MODES`;
+    `clip_skip` 1 uses the family's own layer; names of `embeddings` in the prompts are replaced
+    by their vectors. `zero_empty_negative`: an empty negative prompt is all zeros (SDXL)."""
+    encoders = [encoders] if isinstance(encoders, ClipEncoder) else list(encoders)
+    tokenizer = encoders[0].tokenizer
     positive = [(prompt_schedule(text, steps), weight) for text, weight in split_and(prompt)]
     negative_schedule = prompt_schedule(negative, steps)
     texts = [e.text for schedule, _ in positive for e in schedule] + [e.text for e in negative_schedule]
@@ -106,17 +112,27 @@ def encode_conditioning(
     flat: list[PromptChunk] = []
     for chunks in distinct.values():  # pad every text to n chunks so all embeddings batch together
         flat += chunks + [empty] * (n - len(chunks))
-    hidden = encode_weighted(text_encoder, flat, device, emphasis=emphasis, clip_skip=clip_skip)
+    encoded = encode_chunks(encoders, flat, device, emphasis=emphasis, clip_skip=clip_skip)
+    hidden, pooled = encoded.hidden, encoded.pooled
     width = hidden.shape[-1]
-    by_key = {key: hidden[i * n : (i + 1) * n].reshape(1, -1, width) for i, key in enumerate(distinct)}
+    by_key = {  # pooled: of the text's first chunk, as A1111 takes it
+        key: TextCond(
+            hidden[i * n : (i + 1) * n].reshape(1, -1, width),
+            None if pooled is None else pooled[i * n : i * n + 1],
+        )
+        for i, key in enumerate(distinct)
+    }
     embedding = {text: by_key[key_of[text]] for text in chunks_of}
 
     def scheduled(schedule) -> ScheduledCond:
         return ScheduledCond(tuple((e.end_at_step, embedding[e.text]) for e in schedule))
 
+    uncond = scheduled(negative_schedule)
+    if zero_empty_negative and negative == "":
+        uncond = ScheduledCond(tuple((end, e.zeros_like()) for end, e in uncond.entries))
     return Conditioning(
         tuple((scheduled(s), w) for s, w in positive),
-        scheduled(negative_schedule),
+        uncond,
         tuple(sorted(used.items())),
     )
 

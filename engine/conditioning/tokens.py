@@ -13,13 +13,18 @@ from engine.conditioning.prompt_parser import BREAK, parse_emphasis
 CHUNK_TOKENS = 75
 
 
+# The id of a textual-inversion slot before its vectors replace it: "!" (0), as in A1111. Not the
+# end token: CLIP's pooled output is read at the first end token.
+PLACEHOLDER = 0
+
+
 def tokenize_chunks(tokenizer, text: str) -> list[list[int]]:
-    """Token ids of `text` as chunks of 77 (BOS + ≤75 tokens + EOS, padded)."""
+    """Token ids of `text` as chunks of 77 (BOS + ≤75 tokens + EOS, padded with EOS as A1111 does;
+    an OpenCLIP encoder's pad replaces what follows the first EOS at encoding time)."""
     ids = tokenizer(text, add_special_tokens=False, truncation=False)["input_ids"]
     bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
     chunks = [ids[i : i + CHUNK_TOKENS] for i in range(0, len(ids), CHUNK_TOKENS)] or [[]]
-    return [[bos, *c, eos] + [pad] * (CHUNK_TOKENS - len(c)) for c in chunks]
+    return [[bos, *c, eos] + [eos] * (CHUNK_TOKENS - len(c)) for c in chunks]
 
 
 @dataclass
@@ -50,10 +55,11 @@ def tokenize_weighted(
     longest first) turns each occurrence of a name into one slot per vector; an embedding that does
     not fit in the current chunk starts the next one. `BREAK` starts a new chunk. A chunk that fills up
     within `comma_backtrack` tokens of its last comma is cut after that comma, and the words after
-    it move to the next chunk, so a phrase is not split across two chunks. Padding is EOS.
+    it move to the next chunk, so a phrase is not split across two chunks. Padding is EOS (A1111);
+    `engine.conditioning.clip` turns it into an OpenCLIP encoder's pad after the first EOS.
     """
     bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+    pad = eos
     comma = tokenizer.get_vocab().get(",</w>")
     chunks: list[PromptChunk] = []
     chunk = PromptChunk()
@@ -100,7 +106,7 @@ def tokenize_weighted(
             close()
         chunk.fixes.append((len(chunk.tokens) + 1, emb))  # + 1: BOS comes first
         for _ in range(n):  # placeholder ids; their embeddings are replaced
-            chunk.tokens.append(pad)
+            chunk.tokens.append(PLACEHOLDER)
             chunk.weights.append(weight)
 
     runs = [(text, 1.0)] if emphasis == "None" else parse_emphasis(text)

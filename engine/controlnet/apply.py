@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from engine.conditioning.text_cond import TextCond
 from engine.controlnet import preprocessors
 from engine.controlnet.models import ControlNetLibrary
 from engine.controlnet.units import RESIZE_MODES, ControlInput, ControlNetUnit
@@ -158,8 +159,16 @@ class ControlNetStack:
         return max(0, min(index, steps - 1)) / steps
 
     def __call__(
-        self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, uncond_count: int = 0
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        cond: TextCond,
+        uncond_count: int = 0,
+        unet_kwargs: dict[str, Any] | None = None,
     ) -> tuple[list[torch.Tensor], torch.Tensor] | None:
+        """The summed residuals of the units active at this step. `unet_kwargs`: the family's
+        extra UNet inputs (SDXL's pooled text and size ids), which an SDXL ControlNet takes too."""
+        hidden = TextCond.of(cond).hidden
         progress = self.fraction(t)
         down_sum: list[torch.Tensor] | None = None
         mid_sum: torch.Tensor | None = None
@@ -167,9 +176,10 @@ class ControlNetStack:
             if not p.unit.guidance_start <= progress < p.unit.guidance_end:
                 continue
             hint = p.hint.to(x).repeat(x.shape[0] // p.hint.shape[0], 1, 1, 1)
+            dtype = p.model.dtype
             down, mid = p.model(
-                x.to(p.model.dtype), t, encoder_hidden_states=cond.to(p.model.dtype), controlnet_cond=hint.to(
-                    p.model.dtype), conditioning_scale=1.0, return_dict=False,
+                x.to(dtype), t, encoder_hidden_states=hidden.to(dtype), controlnet_cond=hint.to(dtype),
+                conditioning_scale=1.0, return_dict=False, **(unet_kwargs or {}),
             )  # fmt: skip
             residuals = [*down, mid]
             count = len(residuals)

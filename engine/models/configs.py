@@ -14,24 +14,29 @@ from typing import Any
 import torch
 
 from engine.models.detect import EPSILON, V_PREDICTION
+from engine.models.families import SD2, family
 from engine.models.paths import configs_root
-from engine.models.tokenizer import ensure_tokenizer_dir, pad_token_for_family
-
-SHIPPED = {("sd1", EPSILON): "sd1", ("sd2", EPSILON): "sd2", ("sd2", V_PREDICTION): "sd2-v"}
+from engine.models.tokenizer import ensure_tokenizer_dir, tokenizer_folder
 
 
-def shipped_config_dir(family: str, prediction_type: str = EPSILON) -> Path:
+def shipped_config_dir(family_name: str, prediction_type: str = EPSILON) -> Path:
     """`models/configs/<name>/` of the code checkout (not of a data dir: configs ship with the
-    code), with its `tokenizer/` generated on first use so that diffusers' pipeline-level
-    `from_single_file(config=...)` also finds everything locally."""
-    name = SHIPPED.get((family, prediction_type))
-    if name is None:
-        raise ValueError(f"no shipped config for family {family!r} with {prediction_type!r} prediction")
+    code), with its tokenizer folders generated on first use so that diffusers' pipeline-level
+    `from_single_file(config=...)` also finds everything locally. SD2's 768-v model has its own
+    folder (another sample size and scheduler); every other family keeps one folder and its
+    prediction type is carried by the loaded model."""
+    spec = family(family_name)
+    if prediction_type not in (EPSILON, V_PREDICTION):
+        raise ValueError(f"unsupported prediction type {prediction_type!r}")
+    if prediction_type == V_PREDICTION and family_name != SD2 and family_name != "sdxl":
+        raise ValueError(f"no shipped config for {spec.label} with {prediction_type!r} prediction")
+    name = "sd2-v" if (family_name, prediction_type) == (SD2, V_PREDICTION) else spec.config
     folder = configs_root() / name
     if not (folder / "model_index.json").is_file():
         raise ValueError(f"shipped config folder missing: {folder}")
     try:
-        ensure_tokenizer_dir(folder / "tokenizer", pad_token=pad_token_for_family(family))
+        for slot in spec.encoders:
+            ensure_tokenizer_dir(folder / tokenizer_folder(slot.component), pad_token=slot.pad_token)
     except OSError:
         pass  # read-only install: our own loaders never need the folder's tokenizer
     return folder
@@ -56,7 +61,7 @@ def component_config(folder: Path, component: str) -> dict[str, Any]:
     return read_json(folder / component / "config.json")
 
 
-MODEL_INDEX: dict[str, Any] = {
+MODEL_INDEX: dict[str, Any] = {  # SD 1.x/2.x; SDXL folders name their second encoder too
     "_class_name": "StableDiffusionPipeline",
     "feature_extractor": [None, None],
     "image_encoder": [None, None],
@@ -76,23 +81,35 @@ def write_config_folder(
     vae: Any,
     text_encoder: Any,
     scheduler: dict[str, Any],
-    family: str = "sd1",
+    family_name: str = "sd1",
     with_tokenizer: bool = True,
+    text_encoder_2: Any = None,
 ) -> Path:
-    """A diffusers config folder (no weights) describing these modules: what a sidecar holds."""
+    """A diffusers config folder (no weights) describing these modules: what a sidecar holds.
+    `text_encoder` is None for the SDXL refiner (it has only `text_encoder_2`)."""
+    spec = family(family_name)
     folder.mkdir(parents=True, exist_ok=True)
     index = {**MODEL_INDEX, "scheduler": ["diffusers", scheduler.get("_class_name", "PNDMScheduler")]}
+    modules = {"text_encoder": text_encoder, "text_encoder_2": text_encoder_2}
+    if len(spec.encoders) > 1 or spec.encoders[0].component != "text_encoder":
+        index["_class_name"] = "StableDiffusionXLPipeline"
+        for slot in ("text_encoder", "text_encoder_2"):
+            cls = type(modules[slot]).__name__ if modules[slot] is not None else None
+            index[slot] = ["transformers", cls] if cls else [None, None]
+            index[tokenizer_folder(slot)] = ["transformers", "CLIPTokenizer"] if cls else [None, None]
     (folder / "model_index.json").write_text(json.dumps(index, indent=2), encoding="utf-8")
     unet.save_config(folder / "unet")
     vae.save_config(folder / "vae")
-    text_encoder.config.save_pretrained(folder / "text_encoder")
+    for slot in spec.encoders:
+        modules[slot.component].config.save_pretrained(folder / slot.component)
     (folder / "scheduler").mkdir(exist_ok=True)
     text = json.dumps(scheduler, indent=2)
     (folder / "scheduler" / "scheduler_config.json").write_text(text, encoding="utf-8")
     if with_tokenizer:
         from engine.models.tokenizer import write_tokenizer_files
 
-        write_tokenizer_files(folder / "tokenizer", pad_token_for_family(family))
+        for slot in spec.encoders:
+            write_tokenizer_files(folder / tokenizer_folder(slot.component), slot.pad_token)
     return folder
 
 

@@ -1,8 +1,9 @@
 """What kind of model a checkpoint is, decided from its state-dict keys (never from class names).
 
-SD1 checkpoints carry the OpenAI CLIP text encoder under `cond_stage_model.transformer.*`
-(context dim 768); SD2 carries OpenCLIP under `cond_stage_model.model.*` (context dim 1024).
-An inpainting UNet takes 9 input channels (latent + mask + masked-image latent).
+The family comes from where the text encoders sit (`engine.models.families.family_of_keys`): SD1
+`cond_stage_model.transformer.*`, SD2 `cond_stage_model.model.*`, SDXL `conditioner.embedders.{0,1}`,
+the SDXL refiner only `conditioner.embedders.0.model.*`. An inpainting UNet takes 9 input channels
+(latent + mask + masked-image latent), in every family.
 """
 
 from __future__ import annotations
@@ -15,19 +16,25 @@ from typing import Any
 
 import torch
 
+from engine.models.families import family_of_keys
+
 UNET_PREFIX = "model.diffusion_model."
-SD1_TEXT_PREFIX = "cond_stage_model.transformer."
-SD2_TEXT_PREFIX = "cond_stage_model.model."
 UNET_CONV_IN = UNET_PREFIX + "input_blocks.0.0.weight"
 
 EPSILON, V_PREDICTION = "epsilon", "v_prediction"
+# SDXL v-prediction fine-tunes (NoobAI-XL v-pred and others) mark themselves with an empty `v_pred`
+# tensor; A1111 and Forge read it the same way.
+V_PRED_KEY = "v_pred"
 
 
 @dataclass(frozen=True)
 class ModelTraits:
-    family: str  # "sd1" | "sd2"
-    context_dim: int | None  # cross-attention width of the UNet (768 SD1, 1024 SD2; small for tiny models)
+    family: str  # engine.models.families: "sd1" | "sd2" | "sdxl" | "sdxl-refiner"
+    context_dim: (
+        int | None
+    )  # cross-attention width of the UNet (768 SD1, 1024 SD2, 2048 SDXL; small for tiny models)
     unet_in_channels: int  # 4, or 9 for inpainting models
+    prediction_type: str | None = None  # declared by the file itself (a `v_pred` key), else None
 
     @property
     def inpainting(self) -> bool:
@@ -36,17 +43,10 @@ class ModelTraits:
 
 def detect_traits(shapes: Mapping[str, Any], name: str = "checkpoint") -> ModelTraits:
     """Family, context dim and UNet input channels from `{key: shape-or-tensor}` of an SD-layout file."""
-    keys = shapes.keys()
-    if any(k.startswith(SD2_TEXT_PREFIX) for k in keys):
-        family = "sd2"
-    elif any(k.startswith(SD1_TEXT_PREFIX) for k in keys):
-        family = "sd1"
-    elif any(k.startswith("conditioner.embedders.") for k in keys):
-        raise ValueError(f"{name} looks like an SDXL checkpoint; only SD 1.x and 2.x are supported")
-    else:
-        raise ValueError(
-            f"{name} is not a Stable Diffusion 1.x/2.x checkpoint (no cond_stage_model text encoder keys)"
-        )
+    try:
+        family = family_of_keys(shapes.keys()).name
+    except ValueError as exc:
+        raise ValueError(f"{name} {exc}") from None
     if UNET_CONV_IN not in shapes:
         raise ValueError(f"{name} has no UNet weights ({UNET_CONV_IN} missing)")
     in_channels = int(_shape(shapes[UNET_CONV_IN])[1])
@@ -55,7 +55,8 @@ def detect_traits(shapes: Mapping[str, Any], name: str = "checkpoint") -> ModelT
         if key.startswith(UNET_PREFIX) and key.endswith("attn2.to_k.weight"):
             context_dim = int(_shape(value)[1])
             break
-    return ModelTraits(family=family, context_dim=context_dim, unet_in_channels=in_channels)
+    prediction = V_PREDICTION if V_PRED_KEY in shapes else None
+    return ModelTraits(family, context_dim, in_channels, prediction)
 
 
 def _shape(value: Any) -> tuple[int, ...]:

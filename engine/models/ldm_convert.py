@@ -4,7 +4,8 @@ The inverse of what diffusers' single-file loader reads, written from the LDM mo
   UNet  `model.diffusion_model.*`  (openaimodel.UNetModel: input_blocks / middle_block / output_blocks)
   VAE   `first_stage_model.*`      (encoder.down.N.block.M ..., decoder.up is numbered in reverse)
   CLIP  `cond_stage_model.transformer.text_model.*` (SD1, HF layout) or
-        `cond_stage_model.model.*` (SD2, OpenCLIP layout with fused q/k/v)
+        `cond_stage_model.model.*` (SD2, OpenCLIP layout with fused q/k/v); SDXL's two encoders
+        under `conditioner.embedders.{0,1}` (engine.models.families says where)
 Block counts come from the config and the keys themselves, so any size works, not only SD1.5's.
 """
 
@@ -60,6 +61,8 @@ def unet_to_ldm(state_dict: Mapping[str, torch.Tensor], config: Mapping[str, Any
         "time_embedding.linear_2.": "time_embed.2.",
         "conv_norm_out.": "out.0.",
         "conv_out.": "out.2.",
+        "add_embedding.linear_1.": "label_emb.0.0.",  # SDXL: pooled text + size ids
+        "add_embedding.linear_2.": "label_emb.0.2.",
     }
     out: dict[str, torch.Tensor] = {}
     for key, value in state_dict.items():
@@ -148,18 +151,21 @@ def vae_to_ldm(
 
 
 def text_encoder_to_ldm(
-    state_dict: Mapping[str, torch.Tensor], family: str = "sd1"
+    state_dict: Mapping[str, torch.Tensor], family_name: str = "sd1", component: str = "text_encoder"
 ) -> dict[str, torch.Tensor]:
-    """CLIPTextModel weights → SD1 `cond_stage_model.transformer.text_model.*` or SD2 OpenCLIP layout.
+    """A text encoder's weights → where `family_name`'s single files keep `component`: transformers'
+    CLIP names under the slot's prefix (SD1, SDXL's CLIP-L) or the OpenCLIP layout (SD2, SDXL's G,
+    whose `text_projection` is stored as the transposed matrix).
 
     transformers ≥ 5.6 saves CLIPTextModel without the `text_model.` level; both forms are accepted.
     """
+    from engine.models.families import family
+
+    (slot,) = [s for s in family(family_name).encoders if s.component == component]
     flat = {k.removeprefix("text_model."): v for k, v in state_dict.items() if not k.endswith("position_ids")}
-    if family == "sd1":
-        return {"cond_stage_model.transformer.text_model." + k: v for k, v in flat.items()}
-    if family == "sd2":
-        return _text_encoder_to_open_clip(flat)
-    raise ValueError(f"unknown family {family!r}")
+    if not slot.open_clip:
+        return {slot.ldm_prefix + "text_model." + k: v for k, v in flat.items()}
+    return _text_encoder_to_open_clip(flat, slot.ldm_prefix)
 
 
 _OPEN_CLIP_FIXED = {
@@ -177,11 +183,13 @@ _OPEN_CLIP_LAYER = {
 }
 
 
-def _text_encoder_to_open_clip(flat: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    prefix = "cond_stage_model.model."
+def _text_encoder_to_open_clip(flat: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
     out: dict[str, torch.Tensor] = {}
     qkv: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
     for key, value in flat.items():
+        if key == "text_projection.weight":  # OpenCLIP multiplies x @ P: the Linear's weight transposed
+            out[prefix + "text_projection"] = value.T.contiguous()
+            continue
         if key in _OPEN_CLIP_FIXED:
             out[prefix + _OPEN_CLIP_FIXED[key]] = value
             continue
@@ -202,20 +210,31 @@ def _text_encoder_to_open_clip(flat: Mapping[str, torch.Tensor]) -> dict[str, to
     return out
 
 
-def diffusers_to_ldm(unet: Any, vae: Any, text_encoder: Any, family: str = "sd1") -> dict[str, torch.Tensor]:
-    """One SD single-file state dict from loaded diffusers/transformers modules."""
+def diffusers_to_ldm(
+    unet: Any, vae: Any, text_encoder: Any, family: str = "sd1", text_encoder_2: Any = None
+) -> dict[str, torch.Tensor]:
+    """One SD/SDXL single-file state dict from loaded diffusers/transformers modules
+    (`text_encoder` None for the SDXL refiner, which has only `text_encoder_2`)."""
     combined = unet_to_ldm(unet.state_dict(), unet.config)
     combined.update(vae_to_ldm(vae.state_dict(), vae.config))
-    combined.update(text_encoder_to_ldm(text_encoder.state_dict(), family))
+    for component, module in (("text_encoder", text_encoder), ("text_encoder_2", text_encoder_2)):
+        if module is not None:
+            combined.update(text_encoder_to_ldm(module.state_dict(), family, component))
     return {k: v.detach().contiguous() for k, v in combined.items()}
 
 
 def save_sd_checkpoint(
-    path: Path, unet: Any, vae: Any, text_encoder: Any, family: str = "sd1", dtype: torch.dtype | None = None
+    path: Path,
+    unet: Any,
+    vae: Any,
+    text_encoder: Any,
+    family: str = "sd1",
+    dtype: torch.dtype | None = None,
+    text_encoder_2: Any = None,
 ) -> Path:
     """Write modules as an SD single file: `.safetensors` (atomically), or a `.ckpt` pickle of
     `{"state_dict": ...}` as LDM training saved them (tests use it; we never write pickles otherwise)."""
-    state = diffusers_to_ldm(unet, vae, text_encoder, family)
+    state = diffusers_to_ldm(unet, vae, text_encoder, family, text_encoder_2)
     if dtype is not None:
         state = {k: v.to(dtype) for k, v in state.items()}
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -29,10 +29,11 @@ from engine.models.detect import (
     looks_like_v_prediction,
     prediction_from_yaml,
 )
+from engine.models.families import SD1, SD2, SDXL, SDXL_REFINER, EncoderSlot, family
 from engine.models.hashing import HashCache
 from engine.models.paths import sidecar_config_dir
 from engine.models.state_dict import load_state_dict
-from engine.models.tokenizer import load_clip_tokenizer, pad_token_for_family
+from engine.models.tokenizer import load_clip_tokenizer, tokenizer_folder
 from engine.models.types import CheckpointInfo, LoadedModel
 
 log = logging.getLogger(__name__)
@@ -53,16 +54,16 @@ class _Plan:
 
 def _plan_single_file(path: Path, state: dict[str, torch.Tensor]) -> _Plan:
     traits = detect_traits(state, path.name)
-    from_yaml = prediction_from_yaml(path)
+    from_yaml = prediction_from_yaml(path) or traits.prediction_type
     sidecar = sidecar_config_dir(path)
     if sidecar is not None:
         prediction = from_yaml or configs.prediction_type_of(configs.scheduler_config(sidecar))
         return _Plan(traits, sidecar, prediction, True)
-    if traits.family == "sd1":  # one architecture; a yaml may still declare a v-prediction finetune
-        return _Plan(traits, configs.shipped_config_dir("sd1"), from_yaml or EPSILON, False)
+    if traits.family != SD2:  # one architecture; a yaml or `v_pred` key may declare a v finetune
+        return _Plan(traits, configs.shipped_config_dir(traits.family), from_yaml or EPSILON, False)
     # SD2: the yaml decides; without one the UNet probe does (prediction None), after loading
     # with the 512-base config (the 768-v config differs only in scheduler and sample size).
-    return _Plan(traits, configs.shipped_config_dir("sd2", from_yaml or EPSILON), from_yaml, False)
+    return _Plan(traits, configs.shipped_config_dir(SD2, from_yaml or EPSILON), from_yaml, False)
 
 
 def _cast(module: Any, dtype: torch.dtype) -> Any:
@@ -98,10 +99,15 @@ def load_vae_file(vae_path: Path, config_dir: Path, dtype: torch.dtype = torch.f
     return _cast(vae, dtype)
 
 
+def _text_encoder_class(slot: EncoderSlot) -> Any:
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    return CLIPTextModelWithProjection if slot.with_projection else CLIPTextModel
+
+
 def _load_single_file(info: CheckpointInfo, dtype: torch.dtype) -> tuple[dict[str, Any], Path]:
     from diffusers import AutoencoderKL
     from diffusers.loaders.single_file_utils import create_diffusers_clip_model_from_ldm
-    from transformers import CLIPTextModel
 
     from engine.models.coord_unet import unet_class_for_config
 
@@ -116,11 +122,16 @@ def _load_single_file(info: CheckpointInfo, dtype: torch.dtype) -> tuple[dict[st
         unet_cls = unet_class_for_config(configs.component_config(plan.config_dir, "unet"))
         unet = unet_cls.from_single_file(state, subfolder="unet", **common, **unet_overrides)
         vae = AutoencoderKL.from_single_file(state, subfolder="vae", **common)
-        text_encoder = create_diffusers_clip_model_from_ldm(
-            CLIPTextModel, state, subfolder="text_encoder", torch_dtype=dtype, **common
-        )
+        encoders = {}
+        for slot in family(plan.traits.family).encoders:
+            # Only this encoder's keys: diffusers picks the conversion by the keys it finds, and
+            # two encoders of one width (small test models) would otherwise look alike.
+            part = {k: v for k, v in state.items() if k.startswith(slot.ldm_prefix)}
+            encoders[slot.component] = create_diffusers_clip_model_from_ldm(
+                _text_encoder_class(slot), part, subfolder=slot.component, torch_dtype=dtype, **common
+            )
     except (RuntimeError, KeyError, ValueError) as exc:  # shape mismatches, missing keys
-        arch = f"the {plan.traits.family} architecture in {plan.config_dir}"
+        arch = f"the {family(plan.traits.family).label} architecture in {plan.config_dir}"
         raise ValueError(f"{info.path.name} does not match {arch}: {exc}") from exc
     finally:
         del state
@@ -131,12 +142,12 @@ def _load_single_file(info: CheckpointInfo, dtype: torch.dtype) -> tuple[dict[st
         prediction = V_PREDICTION if looks_like_v_prediction(_cast(unet, torch.float32)) else EPSILON
         log.info("%s: no yaml, UNet probe says %s", info.name, prediction)
         if prediction == V_PREDICTION:
-            config_dir = configs.shipped_config_dir("sd2", V_PREDICTION)
+            config_dir = configs.shipped_config_dir(SD2, V_PREDICTION)
             unet.register_to_config(sample_size=configs.component_config(config_dir, "unet")["sample_size"])
     components = {
         "unet": unet,
         "vae": vae,
-        "text_encoder": text_encoder,
+        **encoders,
         "family": plan.traits.family,
         "prediction_type": prediction,
         "scheduler": configs.scheduler_config(config_dir),
@@ -146,7 +157,6 @@ def _load_single_file(info: CheckpointInfo, dtype: torch.dtype) -> tuple[dict[st
 
 def _load_diffusers_folder(info: CheckpointInfo, dtype: torch.dtype) -> tuple[dict[str, Any], Path]:
     from diffusers import AutoencoderKL
-    from transformers import CLIPTextModel
 
     from engine.models.coord_unet import unet_class_for_config
 
@@ -158,14 +168,18 @@ def _load_diffusers_folder(info: CheckpointInfo, dtype: torch.dtype) -> tuple[di
         unet_cls = unet_class_for_config(configs.component_config(folder, "unet"))
         unet = _from_pretrained(unet_cls, folder, "unet")
         vae = _from_pretrained(AutoencoderKL, folder, "vae")
-        text_encoder = _from_pretrained(CLIPTextModel, folder, "text_encoder")
+        name = _diffusers_family(folder, unet)
+        encoders = {
+            slot.component: _from_pretrained(_text_encoder_class(slot), folder, slot.component)
+            for slot in family(name).encoders
+        }
     except (OSError, RuntimeError, ValueError) as exc:
         raise ValueError(f"cannot load diffusers folder {folder.name}: {exc}") from exc
     components = {
         "unet": unet,
         "vae": vae,
-        "text_encoder": text_encoder,
-        "family": _diffusers_family(folder, unet),
+        **encoders,
+        "family": name,
         "prediction_type": prediction,
         "scheduler": scheduler,
     }
@@ -184,13 +198,16 @@ def _from_pretrained(cls: Any, folder: Path, subfolder: str) -> Any:
 
 
 def _diffusers_family(folder: Path, unet: Any) -> str:
-    """SD2 repos pad with "!" (OpenCLIP) and use 1024-wide cross-attention; SD1 neither."""
+    """SDXL UNets take SDXL's size ids (`addition_embed_type` "text_time"); the refiner has no
+    first text encoder. SD2 repos pad with "!" (OpenCLIP) and use 1024-wide cross-attention; SD1 neither."""
+    if getattr(unet.config, "addition_embed_type", None) == "text_time":
+        return SDXL if (folder / "text_encoder" / "config.json").is_file() else SDXL_REFINER
     special = folder / "tokenizer" / "special_tokens_map.json"
     if special.is_file():
         pad = configs.read_json(special).get("pad_token")
         pad = pad.get("content") if isinstance(pad, dict) else pad
-        return "sd2" if pad == "!" else "sd1"
-    return "sd2" if unet.config.cross_attention_dim == 1024 else "sd1"
+        return SD2 if pad == "!" else SD1
+    return SD2 if unet.config.cross_attention_dim == 1024 else SD1
 
 
 @lru_cache(maxsize=2)
@@ -220,7 +237,10 @@ def load_checkpoint(
     if vae_path is not None:
         vae = load_vae_file(vae_path, config_dir, vae_dtype)
         del parts["vae"]
-    tokenizer = _shared_tokenizer(pad_token_for_family(parts["family"]))
+    encoders = {}
+    for slot in family(parts["family"]).encoders:
+        encoders[slot.component] = finish_module(parts[slot.component], device, dtype)
+        encoders[tokenizer_folder(slot.component)] = _shared_tokenizer(slot.pad_token)
     short = (hashes or HashCache(None)).short_hash(info.path)
     return LoadedModel(
         info=info,
@@ -229,8 +249,10 @@ def load_checkpoint(
         prediction_type=parts["prediction_type"],
         unet=finish_module(parts["unet"], device, dtype),
         vae=finish_module(vae, device, vae_dtype),
-        text_encoder=finish_module(parts["text_encoder"], device, dtype),
-        tokenizer=tokenizer,
+        text_encoder=encoders.get("text_encoder"),
+        tokenizer=encoders.get("tokenizer"),
+        text_encoder_2=encoders.get("text_encoder_2"),
+        tokenizer_2=encoders.get("tokenizer_2"),
         alphas_cumprod=configs.alphas_cumprod_from_config(parts["scheduler"]),
         device=device,
         dtype=dtype,

@@ -150,5 +150,6 @@ def load_clip_tokenizer(pad_token: str = SD1_PAD, folder: Path | None = None) ->
     )
 
 
-def pad_token_for_family(family: str) -> str:
-    return SD2_PAD if family == "sd2" else SD1_PAD
+def tokenizer_folder(text_encoder: str) -> str:
+    """The diffusers folder of a text encoder's tokenizer: text_encoder_2 → tokenizer_2."""
+    return "tokenizer" + text_encoder.removeprefix("text_encoder")

@@ -8,6 +8,8 @@ from typing import Any
 
 import torch
 
+from engine.models.families import EncoderSlot, Family, family
+
 
 @dataclass(frozen=True)
 class CheckpointInfo:
@@ -30,18 +32,37 @@ class LoadedModel:
 
     info: CheckpointInfo
     short_hash: str  # A1111 "Model hash": first 10 hex digits of the file's SHA-256
-    family: str  # "sd1" | "sd2"
+    family: str  # engine.models.families: "sd1" | "sd2" | "sdxl" | "sdxl-refiner"
     prediction_type: str  # "epsilon" | "v_prediction"
     unet: Any  # diffusers UNet2DConditionModel
     vae: Any  # diffusers AutoencoderKL
-    text_encoder: Any  # transformers CLIPTextModel
-    tokenizer: Any  # transformers CLIPTokenizer (model_max_length=77)
+    text_encoder: Any  # transformers CLIPTextModel (CLIP-L, or OpenCLIP-H on SD2); None on the SDXL refiner
+    tokenizer: Any  # transformers CLIPTokenizer (model_max_length=77), None where text_encoder is
     alphas_cumprod: torch.Tensor  # float32 [T] from the model's training schedule
     device: torch.device
     dtype: torch.dtype  # UNet / text encoder dtype
     vae_dtype: torch.dtype
     vae_name: str | None = None  # VAE override file name, None = the checkpoint's own
     config_dir: Path | None = None  # diffusers config folder it was built from (VAE overrides reuse it)
+    text_encoder_2: Any = None  # SDXL's OpenCLIP-G (CLIPTextModelWithProjection), as diffusers names it
+    tokenizer_2: Any = None  # its tokenizer (pads with "!")
+
+    @property
+    def spec(self) -> Family:
+        """The family adapter: how this model conditions and what it proposes."""
+        return family(self.family)
+
+    def text_encoders(self) -> list[tuple[EncoderSlot, Any, Any]]:
+        """(slot, tokenizer, encoder) of each text encoder, in the order the family concatenates them."""
+        return [
+            (slot, getattr(self, "tokenizer" + slot.component.removeprefix("text_encoder")),
+             getattr(self, slot.component))
+            for slot in self.spec.encoders
+        ]  # fmt: skip
+
+    @property
+    def first_text_encoder(self) -> Any:
+        return self.text_encoders()[0][2]
 
     @property
     def vae_scale_factor(self) -> int:

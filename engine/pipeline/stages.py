@@ -19,9 +19,10 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from engine.conditioning.clip import clip_layers
+from engine.conditioning.clip import ClipEncoder, clip_layers
 from engine.conditioning.embeddings import EmbeddingDatabase
 from engine.conditioning.schedule import Conditioning, encode_conditioning
+from engine.conditioning.text_cond import TextCond
 from engine.controlnet.apply import ControlNetStack, PreparedUnit, prepare_units
 from engine.models import lora as lora_patch
 from engine.models.lora import LoraFile, LoraLibrary, LoraRequest, extract_lora_tags
@@ -52,7 +53,7 @@ def check_inputs(model: LoadedModel, params: GenerationParams) -> None:
         raise ValueError(f"width and height must be multiples of {factor} for this model")
     if params.sampler_name not in SAMPLERS:
         raise ValueError(f"unknown sampler {params.sampler_name!r}")
-    layers = clip_layers(model.text_encoder)
+    layers = clip_layers(model.first_text_encoder)
     if (params.CLIP_stop_at_last_layers or 1) > layers:
         raise ValueError(
             f"Clip skip {params.CLIP_stop_at_last_layers} exceeds this model's {layers} CLIP layers"
@@ -66,8 +67,7 @@ def encode_prompt(
     """Every text the prompt and negative prompt take over the run (editing, alternation, AND),
     with textual-inversion `embeddings` used where their names appear."""
     conditioning = encode_conditioning(
-        model.tokenizer,
-        model.text_encoder,
+        clip_encoders(model),
         params.prompt,
         params.negative_prompt,
         params.steps,
@@ -75,8 +75,21 @@ def encode_prompt(
         emphasis=params.emphasis or "Original",
         clip_skip=params.CLIP_stop_at_last_layers or 1,
         embeddings=embeddings,
+        zero_empty_negative=model.spec.zero_empty_negative,
     )
     return conditioning.to(model.dtype)
+
+
+def clip_encoders(model: LoadedModel) -> list[ClipEncoder]:
+    """The model's text encoders as its family uses them: which hidden layer, whether through the
+    final norm, and which one gives the pooled embedding."""
+    spec = model.spec
+    return [
+        ClipEncoder(
+            tokenizer, encoder, spec.native_layer, spec.final_norm, spec.pooled and slot.with_projection
+        )
+        for slot, tokenizer, encoder in model.text_encoders()
+    ]
 
 
 # -- 3. prepare latents ---------------------------------------------------------------------------
@@ -89,7 +102,7 @@ def make_sigmas(
         params.steps,
         ModelSigmas.from_alphas_cumprod(model.alphas_cumprod),
         options,
-        is_sdxl=model.family == "sdxl",
+        is_sdxl=model.spec.micro is not None,  # Align Your Steps' SDXL table for SDXL and its refiner
     )
 
 
@@ -135,9 +148,15 @@ def make_denoiser(
     one row per image; the CFG batch repeats the images, so the rows are tiled to match.
     `control`: ControlNet residuals added to the UNet's skip connections at every evaluation."""
 
-    def unet(x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, uncond_count: int = 0) -> torch.Tensor:
-        kwargs = {}
-        residuals = control(x, t, cond, uncond_count) if control is not None else None
+    spec, factor = model.spec, model.vae_scale_factor
+
+    def unet(x: torch.Tensor, t: torch.Tensor, cond: TextCond, uncond_count: int = 0) -> torch.Tensor:
+        # the family's extra inputs (SDXL: pooled text + size ids at this picture's size, so the
+        # hires pass and SD upscale's tiles are conditioned on their own size, as in A1111)
+        kwargs = spec.added_cond(
+            cond.pooled, x.shape[0], x.shape[-2] * factor, x.shape[-1] * factor, uncond_count
+        )
+        residuals = control(x, t, cond, uncond_count, kwargs) if control is not None else None
         if residuals is not None:
             down, mid = residuals
             kwargs["down_block_additional_residuals"] = [r.to(model.dtype) for r in down]
@@ -145,10 +164,12 @@ def make_denoiser(
         if image_cond is not None:
             extra = image_cond.to(x).repeat(x.shape[0] // image_cond.shape[0], 1, 1, 1)
             x = torch.cat([x, extra], dim=1)
-        return model.unet(x.to(model.dtype), t, encoder_hidden_states=cond, **kwargs).sample.float()
+        hidden = cond.hidden.to(model.dtype)
+        return model.unet(x.to(model.dtype), t, encoder_hidden_states=hidden, **kwargs).sample.float()
 
     sigmas = ModelSigmas.from_alphas_cumprod(model.alphas_cumprod)
-    return SigmaDenoiser(unet, sigmas, model.prediction_type, wants_uncond_count=control is not None)
+    wants_count = control is not None or spec.wants_uncond_count
+    return SigmaDenoiser(unet, sigmas, model.prediction_type, wants_uncond_count=wants_count)
 
 
 def denoise(

@@ -14,12 +14,13 @@ from dataclasses import dataclass, field
 import torch
 
 from engine.conditioning.schedule import Conditioning
+from engine.conditioning.text_cond import TextCond
 from engine.sampling.schedules import ModelSigmas
 
 PREDICTION_TYPES = ("epsilon", "v_prediction")
 
 # A UNet call: (scaled x, timestep, text embeddings) -> model output (ε or v).
-UNetFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+UNetFn = Callable[[torch.Tensor, torch.Tensor, TextCond], torch.Tensor]
 
 
 class SigmaDenoiser:
@@ -43,7 +44,7 @@ class SigmaDenoiser:
         self.wants_uncond_count = wants_uncond_count
 
     def __call__(
-        self, x: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor, uncond_count: int = 0
+        self, x: torch.Tensor, sigma: torch.Tensor, cond: TextCond, uncond_count: int = 0
     ) -> torch.Tensor:
         sigma = sigma.to(torch.float32).reshape(-1)
         if sigma.numel() == 1:
@@ -124,8 +125,8 @@ class CFGGuider:
     def step_at(self, sigma: torch.Tensor) -> int:
         return 0 if self.sigmas is None else step_of(self.sigmas, sigma)
 
-    def _batch(self, embeddings: list[torch.Tensor], n: int) -> torch.Tensor:
-        return torch.cat([e.expand(n, -1, -1) for e in embeddings])
+    def _batch(self, embeddings: list[TextCond], n: int) -> TextCond:
+        return TextCond.cat([TextCond.of(e).expand(n) for e in embeddings])
 
     def skips_uncond(self, sigma: torch.Tensor) -> bool:
         """A1111's two guidance skips. "Skip Early CFG": the first `skip_early_cond` fraction of the
@@ -179,7 +180,7 @@ class CFGGuider:
         return self._after_cfg(x, sigma, guided, uncond_x0, cond_x0), uncond_x0
 
     def _evaluate(
-        self, x: torch.Tensor, sigma: torch.Tensor, embeddings: list[torch.Tensor], with_uncond: bool = False
+        self, x: torch.Tensor, sigma: torch.Tensor, embeddings: list[TextCond], with_uncond: bool = False
     ) -> tuple[torch.Tensor, ...]:
         """x̂₀ of every image under each embedding, from one batched model call (embedding-major rows;
         with `with_uncond` the first embedding is the uncond, which a ControlNet UNet is told of)."""

@@ -311,7 +311,7 @@ class Engine:
         """The embeddings in `<data dir>/embeddings` that fit `model`'s text encoder; re-read when a
         file there is added, removed or changed (A1111 also picks up new files without a restart)."""
         folder = self.data_dir / EMBEDDINGS_DIR
-        dim = int(model.text_encoder.config.hidden_size)
+        dim = tuple(int(encoder.config.hidden_size) for _, _, encoder in model.text_encoders())
         files = sorted(folder.rglob("*")) if folder.is_dir() else []
         signature = (
             dim,

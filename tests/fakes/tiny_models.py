@@ -32,9 +32,10 @@ SCHEDULER_CONFIG: dict[str, Any] = {
 class TinyComponents:
     unet: Any
     vae: Any
-    text_encoder: Any
+    text_encoder: Any  # None for the SDXL refiner
     family: str
     prediction_type: str
+    text_encoder_2: Any = None  # SDXL's OpenCLIP-G stand-in
 
     def scheduler_config(self) -> dict[str, Any]:
         return {**SCHEDULER_CONFIG, "prediction_type": self.prediction_type}
@@ -48,11 +49,13 @@ def tiny_components(
     coords: bool = False,
 ) -> TinyComponents:
     """`coords`: the built-in model's coordinate-aware UNet instead of the plain one."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPTextModel
 
     from engine.models.coord_unet import CoordUNet2DConditionModel
 
+    if family.startswith("sdxl"):
+        return tiny_sdxl_components(seed, family, prediction_type, in_channels)
     torch.manual_seed(seed)
     sd2 = family == "sd2"
     unet_class = CoordUNet2DConditionModel if coords else UNet2DConditionModel
@@ -69,7 +72,17 @@ def tiny_components(
         norm_num_groups=8,
         use_linear_projection=sd2,
     )
-    vae = AutoencoderKL(
+    vae = _tiny_vae()
+    text_encoder = CLIPTextModel(_clip_config(32, "gelu" if sd2 else "quick_gelu", layers=2))
+    for module in (unet, vae, text_encoder):
+        module.eval()
+    return TinyComponents(unet, vae, text_encoder, family, prediction_type)
+
+
+def _tiny_vae():
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
         in_channels=3,
         out_channels=3,
         block_out_channels=(8, 16, 16, 16),
@@ -80,24 +93,66 @@ def tiny_components(
         norm_num_groups=4,
         sample_size=64,
     )
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            hidden_size=32,
-            intermediate_size=37,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            vocab_size=49408,
-            max_position_embeddings=77,
-            projection_dim=32,
-            hidden_act="gelu" if sd2 else "quick_gelu",
-            bos_token_id=0,
-            eos_token_id=2,
-            pad_token_id=1,
-        )
+
+
+def _clip_config(width: int, act: str, layers: int):
+    from transformers import CLIPTextConfig
+
+    return CLIPTextConfig(
+        hidden_size=width,
+        intermediate_size=37,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        vocab_size=49408,
+        max_position_embeddings=77,
+        projection_dim=width,
+        hidden_act=act,
+        bos_token_id=0,
+        eos_token_id=2,
+        pad_token_id=1,
     )
-    for module in (unet, vae, text_encoder):
-        module.eval()
-    return TinyComponents(unet, vae, text_encoder, family, prediction_type)
+
+
+CLIP_L_WIDTH, CLIP_G_WIDTH, TIME_DIM = 32, 48, 8  # two widths, so the encoders cannot be confused
+
+
+def tiny_sdxl_components(
+    seed: int = 0, family: str = "sdxl", prediction_type: str = "epsilon", in_channels: int = 4
+) -> TinyComponents:
+    """SDXL's architecture in small (diffusers' SDXL test components, with two text-encoder
+    widths): a UNet with "text_time" added conditioning and a two-level transformer block, CLIP-L
+    and OpenCLIP-G stand-ins (3 layers, so the penultimate layer is an inner one); the refiner
+    has only the G encoder and 5 time ids (size, crop, aesthetic score) instead of 6."""
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    torch.manual_seed(seed)
+    refiner = family == "sdxl-refiner"
+    context = CLIP_G_WIDTH if refiner else CLIP_L_WIDTH + CLIP_G_WIDTH
+    unet = UNet2DConditionModel(
+        sample_size=8,
+        in_channels=in_channels,
+        out_channels=4,
+        block_out_channels=(16, 32),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4),
+        transformer_layers_per_block=(1, 2),
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=TIME_DIM,
+        projection_class_embeddings_input_dim=CLIP_G_WIDTH + TIME_DIM * (5 if refiner else 6),
+        cross_attention_dim=context,
+        norm_num_groups=8,
+    )
+    vae = _tiny_vae()
+    clip_l = None if refiner else CLIPTextModel(_clip_config(CLIP_L_WIDTH, "quick_gelu", layers=3))
+    clip_g = CLIPTextModelWithProjection(_clip_config(CLIP_G_WIDTH, "gelu", layers=3))
+    for module in (unet, vae, clip_l, clip_g):
+        if module is not None:
+            module.eval()
+    return TinyComponents(unet, vae, clip_l, family, prediction_type, clip_g)
 
 
 def write_configs(parts: TinyComponents, folder: Path, with_tokenizer: bool = True) -> Path:
@@ -112,6 +167,7 @@ def write_configs(parts: TinyComponents, folder: Path, with_tokenizer: bool = Tr
         parts.scheduler_config(),
         parts.family,
         with_tokenizer=with_tokenizer,
+        text_encoder_2=parts.text_encoder_2,
     )
 
 
@@ -119,7 +175,9 @@ def write_diffusers_folder(parts: TinyComponents, folder: Path) -> Path:
     write_configs(parts, folder)
     parts.unet.save_pretrained(folder / "unet")
     parts.vae.save_pretrained(folder / "vae")
-    parts.text_encoder.save_pretrained(folder / "text_encoder")
+    for name in ("text_encoder", "text_encoder_2"):
+        if getattr(parts, name) is not None:
+            getattr(parts, name).save_pretrained(folder / name)
     return folder
 
 
@@ -134,7 +192,9 @@ def write_single_file(
     unless `sidecar` is None."""
     from engine.models.ldm_convert import save_sd_checkpoint
 
-    save_sd_checkpoint(path, parts.unet, parts.vae, parts.text_encoder, parts.family, dtype)
+    save_sd_checkpoint(
+        path, parts.unet, parts.vae, parts.text_encoder, parts.family, dtype, parts.text_encoder_2
+    )
     if sidecar is not None:
         write_configs(parts, path.with_name(path.stem + sidecar))
     return path

@@ -93,8 +93,8 @@ def test_vectors_replace_the_placeholders_and_the_encoder_is_left_alone(
     table = db.token_table(tok)
     via_embedding = encode_weighted(
         te, tokenize_weighted(tok, "a fav-colour circle", embeddings=table)[0], CPU
-    )
-    plain = encode_weighted(te, tokenize_weighted(tok, "a red circle")[0], CPU)
+    )[0]
+    plain = encode_weighted(te, tokenize_weighted(tok, "a red circle")[0], CPU)[0]
     assert torch.equal(via_embedding, plain)  # the same vector in the same slot: the same encoding
     assert not te.get_input_embeddings()._forward_hooks  # the hook is gone
     assert all(torch.equal(before[k], v) for k, v in te.state_dict().items())
@@ -128,7 +128,8 @@ def test_the_engine_rereads_its_embeddings_folder(tmp_path: Path) -> None:
     from engine.service.facade import Engine
 
     engine = Engine(data_dir=tmp_path, device="cpu")
-    model = SimpleNamespace(text_encoder=SimpleNamespace(config=SimpleNamespace(hidden_size=64)))
+    encoder = SimpleNamespace(config=SimpleNamespace(hidden_size=64))
+    model = SimpleNamespace(text_encoders=lambda: [(None, None, encoder)])
     assert engine.embeddings_for(model).embeddings == {}
     (tmp_path / "embeddings").mkdir()
     _a1111_pt(tmp_path / "embeddings" / "new.pt", torch.ones(2, 64))

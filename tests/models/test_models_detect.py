@@ -132,5 +132,5 @@ def test_sd1_file_without_sidecar_uses_shipped_sd1_config(tmp_path: Path) -> Non
     shapes do not match, and the error says which config was used."""
     parts = tiny_components(seed=6)
     path = write_single_file(parts, tmp_path / "odd.safetensors", sidecar=None)
-    with pytest.raises(ValueError, match=r"odd.safetensors does not match the sd1 arch.*configs/sd1"):
+    with pytest.raises(ValueError, match=r"odd.safetensors does not match the SD 1.x arch.*configs/sd1"):
         _load(path)

@@ -36,7 +36,7 @@ class _Denoiser:
 
     def __call__(self, x, sigma, cond):
         self.batches.append(x.shape[0])
-        return torch.ones_like(x) * cond.mean(dim=(1, 2)).view(-1, 1)
+        return torch.ones_like(x) * cond.hidden.mean(dim=(1, 2)).view(-1, 1)
 
 
 def _run(**skips) -> tuple[list[float], list[int]]:

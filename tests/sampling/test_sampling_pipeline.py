@@ -93,7 +93,7 @@ def test_sampler_options_reach_the_sampler_and_the_schedule(model):
 
 def test_cfg_guider_offers_the_unconditional_prediction():
     def denoiser(x, sigma, cond):
-        return x * cond.mean(dim=(1, 2)).view(-1, 1)
+        return x * cond.hidden.mean(dim=(1, 2)).view(-1, 1)
 
     cond, uncond = torch.full((2, 3, 4), 0.8), torch.full((2, 3, 4), 0.2)
     guider = CFGGuider.plain(denoiser, cond, uncond, scale=5.0)

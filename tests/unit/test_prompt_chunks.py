@@ -74,17 +74,17 @@ def test_the_empty_prompt_is_one_padded_chunk(tokenizer):
 def test_emphasis_scales_embeddings_and_keeps_the_chunk_mean(builtin_model):
     import torch
 
-    from engine.conditioning.clip import encode_weighted
+    from engine.conditioning.clip import ClipEncoder, encode_weighted
     from engine.conditioning.schedule import encode_conditioning
 
     tok, te, cpu = builtin_model.tokenizer, builtin_model.text_encoder, torch.device("cpu")
-    plain = encode_conditioning(tok, te, "a red circle", "", 20, cpu).at(0)[0][0]
+    plain = encode_conditioning(ClipEncoder(tok, te), "a red circle", "", 20, cpu).at(0)[0][0].hidden
     with torch.no_grad():  # a plain prompt is exactly the encoder's output, as diffusers has it
         reference = te(torch.tensor(tokenize_chunks(tok, "a red circle")))[0]
     assert torch.equal(plain[0], reference[0])
 
     chunks, _ = tokenize_weighted(tok, "a (red:1.5) circle")
-    weighted = encode_weighted(te, chunks, cpu)[0]
+    weighted = encode_weighted(te, chunks, cpu)[0][0]
     assert torch.allclose(weighted.mean(), reference[0].mean(), atol=1e-6)  # mean restored
     red = 2  # BOS, "a", then "red"
     ratio = weighted[red].norm() / reference[0][red].norm()

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from engine.conditioning.clip import ClipEncoder
 from engine.conditioning.schedule import Conditioning, ScheduledCond, encode_conditioning
 from engine.pipeline.txt2img import txt2img
 from engine.sampling.denoiser import CFGGuider
@@ -21,7 +22,7 @@ def _emb(value: float) -> torch.Tensor:
 
 def _mean_denoiser(x, sigma, cond):
     """x̂₀ = the batch row's conditioning value: what the guider combined is directly visible."""
-    return torch.ones_like(x) * cond.mean(dim=(1, 2)).view(-1, 1)
+    return torch.ones_like(x) * cond.hidden.mean(dim=(1, 2)).view(-1, 1)
 
 
 def test_the_step_is_read_off_sigma() -> None:
@@ -64,9 +65,9 @@ class _CountingEncoder(torch.nn.Module):
         super().__init__()
         self.inner, self.rows = inner, 0
 
-    def forward(self, ids):
+    def forward(self, ids, **kwargs):
         self.rows += ids.shape[0]
-        return self.inner(ids)
+        return self.inner(ids, **kwargs)
 
 
 def test_each_distinct_text_is_encoded_once_and_all_share_one_length(builtin_model) -> None:
@@ -74,7 +75,11 @@ def test_each_distinct_text_is_encoded_once_and_all_share_one_length(builtin_mod
     encoder = _CountingEncoder(builtin_model.text_encoder)
     long_text = ", ".join(["a red circle"] * 30)  # two chunks
     conditioning = encode_conditioning(
-        tok, encoder, f"[a red circle:{long_text}:5] AND [a red circle|a blue star]:0.7", "", 20, CPU
+        ClipEncoder(tok, encoder),
+        f"[a red circle:{long_text}:5] AND [a red circle|a blue star]:0.7",
+        "",
+        20,
+        CPU,
     )
     # texts: "a red circle", the long one, "a blue star", "" -> 4 texts × 2 chunks each
     assert encoder.rows == 4 * 2
@@ -82,7 +87,7 @@ def test_each_distinct_text_is_encoded_once_and_all_share_one_length(builtin_mod
     assert (w1, w2) == (1.0, 0.7)
     assert [end for end, _ in first.entries] == [5, 20]
     assert len(second.entries) == 20  # alternation: one entry per step
-    assert torch.equal(first.at(0), second.at(0))  # the same text is the same tensor
+    assert torch.equal(first.at(0).hidden, second.at(0).hidden)  # the same text is the same tensor
     shapes = {e.shape for s in (first, second, conditioning.uncond) for _, e in s.entries}
     assert shapes == {(1, 154, 64)}
 
@@ -132,14 +137,14 @@ def test_emphasis_modes(builtin_model) -> None:
 
     tok, te = builtin_model.tokenizer, builtin_model.text_encoder
     weighted = _chunks(tok, "a (red:1.5) circle")
-    plain = encode_weighted(te, _chunks(tok, "a red circle"), CPU)
-    original = encode_weighted(te, weighted, CPU, emphasis="Original")
-    no_norm = encode_weighted(te, weighted, CPU, emphasis="No norm")
+    plain = encode_weighted(te, _chunks(tok, "a red circle"), CPU)[0]
+    original = encode_weighted(te, weighted, CPU, emphasis="Original")[0]
+    no_norm = encode_weighted(te, weighted, CPU, emphasis="No norm")[0]
     red = 2  # BOS, "a", "red"
     assert torch.allclose(no_norm[0, red], plain[0, red] * 1.5)  # scaled, nothing else touched
     assert torch.equal(no_norm[0, red + 1], plain[0, red + 1])
     assert not torch.allclose(original, no_norm) and torch.allclose(original.mean(), plain.mean(), atol=1e-6)
-    assert torch.equal(encode_weighted(te, weighted, CPU, emphasis="Ignore"), plain)
+    assert torch.equal(encode_weighted(te, weighted, CPU, emphasis="Ignore")[0], plain)
     # "None": brackets are words, so the tokens differ from the parsed prompt's
     literal = _chunks(tok, "a (red:1.5) circle", emphasis="None")
     assert literal[0].tokens != weighted[0].tokens and set(literal[0].weights) == {1.0}
@@ -155,8 +160,8 @@ def test_clip_skip_takes_an_earlier_layer_through_the_final_norm(builtin_model) 
     with torch.no_grad():
         states = te(ids, output_hidden_states=True).hidden_states
         expected = te.final_layer_norm(states[-2])
-    assert torch.equal(encode_weighted(te, chunks, CPU, clip_skip=2), expected)
-    assert torch.equal(encode_weighted(te, chunks, CPU, clip_skip=1), te(ids)[0])
+    assert torch.equal(encode_weighted(te, chunks, CPU, clip_skip=2)[0], expected)
+    assert torch.equal(encode_weighted(te, chunks, CPU, clip_skip=1)[0], te(ids)[0])
 
 
 def test_clip_skip_and_emphasis_reach_the_picture_and_the_infotext(builtin_model) -> None:
@@ -202,8 +207,9 @@ def _texts_seen(model, prompt: str, sampler: str, steps: int) -> list[str]:
     txt2img(
         spied, GenerationParams(prompt=prompt, steps=steps, sampler_name=sampler, seed=1, width=64, height=64)
     )
+    encoder = ClipEncoder(model.tokenizer, model.text_encoder)
     candidates = {
-        text: encode_conditioning(model.tokenizer, model.text_encoder, text, "", steps, CPU).at(0)[0][0]
+        text: encode_conditioning(encoder, text, "", steps, CPU).at(0)[0][0].hidden
         for text in ("a red circle", "a blue star")
     }
     return [next(t for t, e in candidates.items() if torch.equal(c, e)) for c in spy.conds]

@@ -1,0 +1,149 @@
+"""Model families as adapters: what differs between SD 1.x, SD 2.x, SDXL and the SDXL refiner is
+said here once, and every stage reads it from `family_of(model)` instead of testing names.
+
+A family says where its text encoders sit in a single file and which tokenizer pad each wants,
+which hidden layer the UNet was trained on (SD1/2: the last, through the final layer norm; SDXL:
+the penultimate, without it), whether the UNet also takes the last encoder's pooled projection and
+which micro-conditioning (SDXL's sizes, the refiner's aesthetic score) goes with it, the shipped
+config folder that builds a bare single file, and the sizes the UI proposes. An SDXL inpainting
+checkpoint is the SDXL family with a 9-channel UNet, as SD 1.x inpainting is SD 1.x.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+SD1, SD2, SDXL, SDXL_REFINER = "sd1", "sd2", "sdxl", "sdxl-refiner"
+
+# The SDXL training buckets (width, height) A1111/Forge users pick from, at 1024² area.
+SDXL_BUCKETS = ((1024, 1024), (1152, 896), (896, 1152), (1216, 832), (832, 1216), (1344, 768), (768, 1344),
+                (1536, 640), (640, 1536))  # fmt: skip
+
+
+@dataclass(frozen=True)
+class EncoderSlot:
+    """One text encoder of a family."""
+
+    component: str  # diffusers subfolder and LoadedModel attribute: "text_encoder" | "text_encoder_2"
+    ldm_prefix: str  # where its weights sit in a single file
+    open_clip: bool  # OpenCLIP key layout in single files (fused q/k/v), else transformers' CLIP names
+    pad_token: str  # OpenCLIP pads with "!" after the end token, OpenAI CLIP with the end token
+    with_projection: bool  # CLIPTextModelWithProjection: gives the pooled embedding SDXL's UNet takes
+
+
+_CLIP_PAD, _OPEN_CLIP_PAD = "<|endoftext|>", "!"
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    label: str  # as the UI and errors name it
+    config: str  # shipped `models/configs/<config>/` for single files without their own config
+    encoders: tuple[EncoderSlot, ...]
+    native_layer: int  # 1: the last hidden layer; 2: the penultimate (CLIP skip below it is ignored)
+    final_norm: bool  # the chosen hidden layer goes through the final layer norm
+    pooled: bool  # the UNet takes the last encoder's pooled projection (`added_cond_kwargs`)
+    micro: str | None  # None | "size" (SDXL: original size, crop, target size) | "aesthetic" (refiner)
+    zero_empty_negative: bool  # an empty negative prompt is all zeros (A1111 and diffusers on SDXL)
+    context_dims: tuple[int, ...]  # the real models' cross-attention width, for messages
+
+    def sizes(self, native: int) -> list[tuple[int, int]]:
+        """(width, height) choices for the size picker: the SDXL buckets scaled to this model's
+        native resolution (multiples of 8), so a 512 model gets 512², 576×448, ..."""
+        scale = native / 1024
+        return [(round(w * scale / 8) * 8, round(h * scale / 8) * 8) for w, h in SDXL_BUCKETS]
+
+    def added_cond(
+        self,
+        pooled: torch.Tensor | None,
+        rows: int,
+        height: int,
+        width: int,
+        uncond_count: int,
+        aesthetic: tuple[float, float] = (6.0, 2.5),
+    ) -> dict[str, object]:
+        """The UNet's extra inputs besides the token sequence, for a batch of `rows` at a picture
+        size of height × width px. SDXL: the pooled embedding and the time ids (original size =
+        target size = the picture's, crop 0,0, as A1111 sets them); the refiner: size, crop and
+        the aesthetic score, high for the conditional rows and low for the leading `uncond_count`
+        unconditional rows (A1111's 6.0 / 2.5)."""
+        if self.micro is None:
+            return {}
+        if pooled is None:
+            raise ValueError(f"{self.label} needs a pooled text embedding")
+        if self.micro == "size":
+            ids = torch.tensor([[height, width, 0, 0, height, width]], dtype=torch.float32).repeat(rows, 1)
+        else:
+            high, low = aesthetic
+            scores = torch.full((rows, 1), high)
+            scores[:uncond_count] = low
+            size = torch.tensor([[height, width, 0, 0]], dtype=torch.float32).repeat(rows, 1)
+            ids = torch.cat([size, scores], dim=1)
+        ids = ids.to(device=pooled.device, dtype=pooled.dtype)
+        return {"added_cond_kwargs": {"text_embeds": pooled, "time_ids": ids}}
+
+    @property
+    def wants_uncond_count(self) -> bool:
+        """The refiner's rows differ between conditional and unconditional passes."""
+        return self.micro == "aesthetic"
+
+
+_CLIP_L_SD1 = EncoderSlot("text_encoder", "cond_stage_model.transformer.", False, _CLIP_PAD, False)
+_OPEN_CLIP_H = EncoderSlot("text_encoder", "cond_stage_model.model.", True, _OPEN_CLIP_PAD, False)
+_CLIP_L_XL = EncoderSlot("text_encoder", "conditioner.embedders.0.transformer.", False, _CLIP_PAD, False)
+_CLIP_G_XL = EncoderSlot("text_encoder_2", "conditioner.embedders.1.model.", True, _OPEN_CLIP_PAD, True)
+_CLIP_G_REFINER = EncoderSlot("text_encoder_2", "conditioner.embedders.0.model.", True, _OPEN_CLIP_PAD, True)
+
+FAMILIES: dict[str, Family] = {
+    SD1: Family(SD1, "SD 1.x", "sd1", (_CLIP_L_SD1,), 1, True, False, None, False, (768,)),
+    SD2: Family(SD2, "SD 2.x", "sd2", (_OPEN_CLIP_H,), 1, True, False, None, False, (1024,)),
+    SDXL: Family(SDXL, "SDXL", "sdxl", (_CLIP_L_XL, _CLIP_G_XL), 2, False, True, "size", True, (2048,)),
+    SDXL_REFINER: Family(
+        SDXL_REFINER,
+        "SDXL refiner",
+        "sdxl-refiner",
+        (_CLIP_G_REFINER,),
+        2,
+        False,
+        True,
+        "aesthetic",
+        True,
+        (1280,),
+    ),  # fmt: skip
+}
+
+
+def family(name: str) -> Family:
+    try:
+        return FAMILIES[name]
+    except KeyError:
+        raise ValueError(f"unknown model family {name!r}") from None
+
+
+def family_of_keys(keys) -> Family:
+    """The family whose text encoders a single file's keys hold (A1111's and diffusers' rules: the
+    second SDXL embedder is OpenCLIP-G; the refiner has only that one, as embedder 0)."""
+    keys = list(keys)
+
+    def has(prefix: str) -> bool:
+        return any(k.startswith(prefix) for k in keys)
+
+    found = [
+        f
+        for f in (FAMILIES[SDXL], FAMILIES[SDXL_REFINER], FAMILIES[SD2], FAMILIES[SD1])
+        if has(f.encoders[-1].ldm_prefix)
+    ]
+    if len(found) > 1:
+        names = " and ".join(f.label for f in found)
+        raise ValueError(f"holds the text encoders of both {names}: a mixed or broken checkpoint")
+    if not found:
+        raise ValueError(
+            "is not a Stable Diffusion checkpoint (no SD 1.x/2.x or SDXL text encoder keys found)"
+        )
+    chosen = found[0]
+    for slot in chosen.encoders:
+        if not has(slot.ldm_prefix):
+            raise ValueError(f"is an incomplete {chosen.label} checkpoint (no {slot.ldm_prefix}* weights)")
+    return chosen
