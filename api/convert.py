@@ -79,6 +79,11 @@ def to_params(
         raise HTTPException(
             404, f"checkpoint not found: {params.checkpoint!r} (GET /sdapi/v1/sd-models lists them)"
         )
+    if params.refiner_checkpoint and not engine.has_checkpoint(params.refiner_checkpoint):
+        raise HTTPException(
+            404,
+            f"refiner not found: {params.refiner_checkpoint!r} (GET /sdapi/v1/sd-models lists them)",
+        )
     if vae is not None and vae not in engine.vae_names():
         raise HTTPException(404, f"VAE not found: {vae!r} (GET /sdapi/v1/sd-vae lists them)")
     if params.enable_hr and params.hr_upscaler not in engine.engine_names().hires_upscalers:

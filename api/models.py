@@ -4,7 +4,7 @@ The request models only say what A1111 clients send and its JSON types (so FastA
 type with a 422 naming the field); the ranges and rules live once, in engine.schema.params — a request is
 turned into GenerationParams by api.convert, and a value out of range comes back as a 422 naming
 the same field. Unknown fields are ignored, as A1111 does: clients send fields for features we do
-not have (restore_faces, refiner_*), and refusing them would break those clients.
+not have (restore_faces, ...), and refusing them would break those clients.
 """
 
 from __future__ import annotations
@@ -63,6 +63,10 @@ class Txt2ImgRequest(_Request):
     hr_scheduler: str | None = None
     hr_prompt: str = _default("hr_prompt")
     hr_negative_prompt: str = _default("hr_negative_prompt")
+    refiner_checkpoint: str | None = Field(None, description='a checkpoint title, or "None"')
+    refiner_switch_at: float | None = Field(
+        None, description=f"fraction of the steps run on the base (default {_default('refiner_switch_at')})"
+    )
     script_name: str | None = None
     script_args: list[Any] | dict[str, Any] = Field(default_factory=list)
     send_images: bool = True

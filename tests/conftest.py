@@ -69,3 +69,24 @@ def builtin_model(tmp_path_factory: pytest.TempPathFactory):
 
     manager = ModelManager(root=APP_ROOT, device="cpu", cache_dir=tmp_path_factory.mktemp("cache"))
     return manager.get(BUILTIN_NAME)
+
+
+@pytest.fixture(scope="session")
+def sdxl_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Tiny SDXL checkpoints in one checkpoints folder, as users have them: "base", "refiner" and
+    "inpainting" single files in the original key layout (each with a sidecar config, since the
+    shipped configs are real-size), and "folder", the base as a diffusers folder (read-only)."""
+    from tests.fakes.tiny_models import tiny_components, write_diffusers_folder, write_single_file
+
+    folder = tmp_path_factory.mktemp("sdxl")
+    base = tiny_components(seed=0, family="sdxl")
+    return {
+        "base": write_single_file(base, folder / "xl-base.safetensors"),
+        "refiner": write_single_file(
+            tiny_components(seed=1, family="sdxl-refiner"), folder / "xl-refiner.safetensors"
+        ),
+        "inpainting": write_single_file(
+            tiny_components(seed=2, family="sdxl", in_channels=9), folder / "xl-inpainting.safetensors"
+        ),
+        "folder": write_diffusers_folder(base, folder / "xl-folder"),
+    }

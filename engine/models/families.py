@@ -48,6 +48,7 @@ class Family:
     micro: str | None  # None | "size" (SDXL: original size, crop, target size) | "aesthetic" (refiner)
     zero_empty_negative: bool  # an empty negative prompt is all zeros (A1111 and diffusers on SDXL)
     context_dims: tuple[int, ...]  # the real models' cross-attention width, for messages
+    latents: str  # the latent space its VAE makes: a refiner or VAE must share it ("sd" | "sdxl")
 
     def sizes(self, native: int) -> list[tuple[int, int]]:
         """(width, height) choices for the size picker: the SDXL buckets scaled to this model's
@@ -96,21 +97,20 @@ _CLIP_L_XL = EncoderSlot("text_encoder", "conditioner.embedders.0.transformer.",
 _CLIP_G_XL = EncoderSlot("text_encoder_2", "conditioner.embedders.1.model.", True, _OPEN_CLIP_PAD, True)
 _CLIP_G_REFINER = EncoderSlot("text_encoder_2", "conditioner.embedders.0.model.", True, _OPEN_CLIP_PAD, True)
 
+_SD = dict(native_layer=1, final_norm=True, pooled=False, micro=None, zero_empty_negative=False, latents="sd")
+_XL = dict(native_layer=2, final_norm=False, pooled=True, zero_empty_negative=True, latents="sdxl")
 FAMILIES: dict[str, Family] = {
-    SD1: Family(SD1, "SD 1.x", "sd1", (_CLIP_L_SD1,), 1, True, False, None, False, (768,)),
-    SD2: Family(SD2, "SD 2.x", "sd2", (_OPEN_CLIP_H,), 1, True, False, None, False, (1024,)),
-    SDXL: Family(SDXL, "SDXL", "sdxl", (_CLIP_L_XL, _CLIP_G_XL), 2, False, True, "size", True, (2048,)),
+    SD1: Family(SD1, "SD 1.x", "sd1", (_CLIP_L_SD1,), context_dims=(768,), **_SD),
+    SD2: Family(SD2, "SD 2.x", "sd2", (_OPEN_CLIP_H,), context_dims=(1024,), **_SD),
+    SDXL: Family(SDXL, "SDXL", "sdxl", (_CLIP_L_XL, _CLIP_G_XL), micro="size", context_dims=(2048,), **_XL),
     SDXL_REFINER: Family(
         SDXL_REFINER,
         "SDXL refiner",
         "sdxl-refiner",
         (_CLIP_G_REFINER,),
-        2,
-        False,
-        True,
-        "aesthetic",
-        True,
-        (1280,),
+        micro="aesthetic",
+        context_dims=(1280,),
+        **_XL,
     ),  # fmt: skip
 }
 

@@ -110,6 +110,7 @@ class ModelManager:
         )
         self._lock = threading.RLock()
         self._current: LoadedModel | None = None
+        self._refiner: LoadedModel | None = None  # the SDXL refiner beside it, kept between jobs
         self._checkpoints: list[CheckpointInfo] | None = None
         self._vaes: list[Path] | None = None
 
@@ -221,6 +222,35 @@ class ModelManager:
             )
             return self._current
 
+    def get_refiner(self, title: str) -> LoadedModel:
+        """The refiner checkpoint `title`, loaded beside the current model and kept for the next
+        job (A1111 swaps the two on every job; keeping both costs memory but no reloads). The
+        current model itself when it is the same file."""
+        from engine.models.loaders import load_checkpoint
+
+        with self._lock:
+            info = self.find(title)
+            current = self._current
+            if current is not None and current.info.path == info.path:
+                return current
+            held = self._refiner
+            if held is not None and held.info.path == info.path and held.info.mtime == info.mtime:
+                return held
+            del held
+            self.unload_refiner()
+            log.info("loading refiner %s (%s, %s)", info.title, self.device, self.dtype)
+            self._refiner = load_checkpoint(
+                info, self.device, self.dtype, self.vae_dtype, self._automatic_vae(info), hashes=self.hashes
+            )
+            return self._refiner
+
+    def unload_refiner(self) -> None:
+        with self._lock:
+            if self._refiner is None:
+                return
+            self._refiner = None
+            release_memory(self.device)
+
     def _pick(self, title: str | None) -> CheckpointInfo:
         if title:
             return self.find(title)
@@ -246,10 +276,11 @@ class ModelManager:
         return swapped
 
     def unload(self) -> None:
+        """Free the loaded model (and a refiner held beside it)."""
         with self._lock:
-            if self._current is None:
+            if self._current is None and self._refiner is None:
                 return
-            self._current = None
+            self._current = self._refiner = None
             release_memory(self.device)
 
     def vae_fp32(self) -> Any:

@@ -165,7 +165,9 @@ def img2img(
     loras: LoraLibrary | None = None,
     control: list[ControlInput] | None = None,
     controlnets: ControlNetLibrary | None = None,
+    refiner: LoadedModel | None = None,
 ) -> GenerationResult:
+    """`refiner`: the loaded `params.refiner_checkpoint`, which continues the sampling and decodes."""
     job = job or Job("img2img")
     params = resolve_seeds(params)
     result = GenerationResult(params=params)
@@ -195,14 +197,29 @@ def img2img(
         extra,
     ):  # 3
         extra.update(control_infotext(units))
+        plan = stages.refiner_plan(model, params, refiner, embeddings, job)
+        if plan is not None:
+            extra.update(plan.infotext())
+        last = plan.model if plan is not None else model
         for batch in range(params.n_iter):
             job.progress.batch = batch
             seeds = stages.batch_seeds(params, batch)
             pictures = [prepared.pictures[i % len(prepared.pictures)] for i in range(len(seeds))]
             latents = _sample(
-                model, params, prepared, pictures, seeds, sigmas, conditioning, job, options, result, stack
+                model,
+                params,
+                prepared,
+                pictures,
+                seeds,
+                sigmas,
+                conditioning,
+                job,
+                options,
+                result,
+                stack,
+                plan,
             )
-            decoded = to_pil(decode_with_hooks(model, latents, result.notes, job))
+            decoded = to_pil(decode_with_hooks(last, latents, result.notes, job))
             for i, (image, seed) in enumerate(zip(decoded, seeds, strict=True)):
                 if prepared.overlays:
                     layer = prepared.overlays[i % len(prepared.overlays)]
@@ -217,7 +234,20 @@ def img2img(
     return result
 
 
-def _sample(model, params, prepared, pictures, seeds, sigmas, conditioning, job, options, result, stack=None):
+def _sample(
+    model,
+    params,
+    prepared,
+    pictures,
+    seeds,
+    sigmas,
+    conditioning,
+    job,
+    options,
+    result,
+    stack=None,
+    refiner=None,
+):
     """Stages 4-5 for one batch: encode the pictures, add noise at the first σ, denoise."""
     images = to_tensor(pictures, model.device)
     init = encode(model, images)
@@ -252,7 +282,7 @@ def _sample(model, params, prepared, pictures, seeds, sigmas, conditioning, job,
     x = init + noise * sigmas[0]
     latents = stages.until_stopped(
         result, stages.denoise, model, params, x, sigmas, conditioning, rng, job, options,
-        hooks=hooks, image_cond=image_cond, control=stack,
+        hooks=hooks, image_cond=image_cond, control=stack, refiner=refiner,
     )  # fmt: skip
     if nmask is not None:
         latents = latents * nmask + init * (1 - nmask)

@@ -29,6 +29,7 @@ from engine.models.lora import LoraFile, LoraLibrary, LoraRequest, extract_lora_
 from engine.models.types import LoadedModel
 from engine.output import images as image_io
 from engine.pipeline.latents import decode, to_pil
+from engine.pipeline.refiner import Refiner, SwitchedGuider, check_pair, switch_step
 from engine.pipeline.results import GenerationResult
 from engine.pipeline.rng import ImageRNG
 from engine.plugins import firing as stage_hooks
@@ -185,11 +186,12 @@ def denoise(
     hooks: GuidanceHooks | None = None,
     image_cond: torch.Tensor | None = None,
     control: ControlNetStack | None = None,
+    refiner: Refiner | None = None,
 ) -> torch.Tensor:
     """Run the sampler. On interrupt/skip, returns the latest x̂₀ estimate (A1111's behaviour).
     `rng` is the sampler's noise source: fresh per-image noise, and Brownian paths for SDE samplers.
     `hooks` reach into guidance (inpainting blends the kept latents there); `image_cond` feeds an
-    inpainting UNet."""
+    inpainting UNet; `refiner` takes over at its switch step (engine.pipeline.refiner)."""
     options = options or SamplerOptions()
     rng.apply_noise_seed_delta(options.eta_noise_seed_delta)
     if model.is_inpainting and image_cond is None:
@@ -197,18 +199,30 @@ def denoise(
     sampling = stage_hooks.before_sampling(job, x, sigmas, rng.seeds)
     if sampling is not None:
         x, sigmas = sampling.latents, sampling.sigmas
-    denoiser = make_denoiser(model, image_cond, control)
     hooks = stage_hooks.guidance(job, hooks, sigmas)
-    guider = CFGGuider(
-        denoiser,
-        conditioning,
-        params.cfg_scale,
-        sigmas=sigmas,
-        hooks=hooks,
-        skip_early_cond=options.skip_early_cond,
-        s_min_uncond=options.s_min_uncond,
-        s_min_uncond_all=options.s_min_uncond_all,
-    )
+
+    def guider_for(model: LoadedModel, conditioning: Conditioning, image_cond=None, control=None):
+        return CFGGuider(
+            make_denoiser(model, image_cond, control),
+            conditioning,
+            params.cfg_scale,
+            sigmas=sigmas,
+            hooks=hooks,
+            skip_early_cond=options.skip_early_cond,
+            s_min_uncond=options.s_min_uncond,
+            s_min_uncond_all=options.s_min_uncond_all,
+        )
+
+    guider = guider_for(model, conditioning, image_cond, control)
+    at_step = switch_step(refiner.switch_at, len(sigmas) - 1) if refiner is not None else len(sigmas)
+    if refiner is not None and at_step < len(sigmas) - 1:
+
+        def on_switch(seconds: float) -> None:
+            job.progress.textinfo = f"Switched to the refiner {refiner.model.info.title} in {seconds:.1f} s"
+
+        # the base's ControlNet and inpainting inputs do not fit the refiner's UNet
+        second = guider_for(refiner.model, refiner.conditioning)
+        guider = SwitchedGuider(guider, second, sigmas, at_step, on_switch)
     last = {"denoised": x}
 
     def on_step(info: StepInfo) -> None:
@@ -261,6 +275,25 @@ def encode_with_hooks(
         return encode_prompt(model, params.model_copy(update=update), embeddings)
 
     return stage_hooks.encode(job, params.prompt, params.negative_prompt, encode_texts)
+
+
+def refiner_plan(
+    model: LoadedModel,
+    params: GenerationParams,
+    refiner: LoadedModel | None,
+    embeddings: EmbeddingDatabase | None,
+    job: Job,
+) -> Refiner | None:
+    """The job's refiner with the prompts encoded for it (without their <lora:…> tags), or None."""
+    if refiner is None or not params.uses_refiner:
+        return None
+    check_pair(model, refiner)
+    update = {
+        "prompt": extract_lora_tags(params.prompt)[0],
+        "negative_prompt": extract_lora_tags(params.negative_prompt)[0],
+    }
+    conditioning = encode_with_hooks(refiner, params.model_copy(update=update), embeddings, job)
+    return Refiner(refiner, conditioning, params.refiner_switch_at)
 
 
 def resolve_loras(

@@ -24,6 +24,7 @@ from engine.models.lora import LoraLibrary, extract_lora_tags
 from engine.models.types import LoadedModel
 from engine.pipeline import hires, stages
 from engine.pipeline.latents import decode_with_hooks, to_pil, txt2img_conditioning
+from engine.pipeline.refiner import Refiner
 from engine.pipeline.results import GenerationResult
 from engine.pipeline.rng import resolve_seeds
 from engine.plugins import firing as stage_hooks
@@ -46,9 +47,11 @@ def txt2img(
     control: list[ControlInput] | None = None,
     controlnets: ControlNetLibrary | None = None,
     upscalers: UpscalerLibrary | None = None,
+    refiner: LoadedModel | None = None,
 ) -> GenerationResult:
     """Pictures from the prompt: `params.n_iter` batches of `params.batch_size` images, each from
-    its own seed, with the hires fix's second pass when `params.enable_hr`."""
+    its own seed, with the hires fix's second pass when `params.enable_hr`. `refiner`: the loaded
+    `params.refiner_checkpoint`, which continues the sampling (and runs the hires pass, as in A1111)."""
     job = job or Job()
     stages.check_inputs(model, params)  # 1
     if params.enable_hr and params.hr_upscaler not in hires.LATENT_MODES:
@@ -67,6 +70,9 @@ def txt2img(
         extra,
     ):  # 2
         extra.update(control_infotext(units))
+        plan = stages.refiner_plan(model, params, refiner, embeddings, job)
+        if plan is not None:
+            extra.update(plan.infotext())
         second = None
         if params.enable_hr:  # the second pass's prompts (and step count, for prompt editing)
             hr = hires.second_pass_params(params)
@@ -75,18 +81,22 @@ def txt2img(
                 params.hr_negative_prompt or params.negative_prompt
             )[0]
             stage_hooks.set_pass(job, "hires")
+            hires_model = plan.model if plan is not None else model  # A1111 stays on the refiner
             hires_conditioning = stages.encode_with_hooks(
-                model, params.model_copy(update=update), embeddings, job
+                hires_model, params.model_copy(update=update), embeddings, job
             )
             stage_hooks.set_pass(job, "first")
+            hires_control = units and plan is None  # the base's ControlNets do not fit the refiner
             second = functools.partial(
                 hires.hires_pass,
                 conditioning=hires_conditioning,
                 upscalers=upscalers,
-                units=hires_units(units, *hires.target_size(params), controlnets.annotators) if units else [],
+                units=hires_units(units, *hires.target_size(params), controlnets.annotators)
+                if hires_control
+                else [],
             )
         first = first_pass_units(units, hires=params.enable_hr)
-        sample_batches(model, params, conditioning, job, save, result, extra, first, second)
+        sample_batches(model, params, conditioning, job, save, result, extra, first, second, plan)
     return result
 
 
@@ -100,8 +110,11 @@ def sample_batches(
     extra: dict[str, object],
     units: list[PreparedUnit] | None = None,
     second_pass=None,
+    refiner: Refiner | None = None,
 ) -> None:
-    """Stages 3-7 for every batch of a txt2img job (`second_pass`: the hires pass, or None)."""
+    """Stages 3-7 for every batch of a txt2img job (`second_pass`: the hires pass, or None;
+    `refiner`: the model that takes over the sampling, then runs the hires pass and decodes)."""
+    last = refiner.model if refiner is not None else model
     options = sampler_options(params)  # the job's sampler parameters (A1111 defaults where unset)
     sigmas = stages.make_sigmas(model, params, options)
     control = control_stack(model, units or [], sigmas)
@@ -113,13 +126,13 @@ def sample_batches(
         # 4
         latents = stages.until_stopped(
             result, stages.denoise, model, params, x, sigmas, conditioning, rng, job, options,
-            image_cond=image_cond, control=control,
+            image_cond=image_cond, control=control, refiner=refiner,
         )  # fmt: skip
         if second_pass is not None and not result.interrupted:  # hires fix
             stage_hooks.set_pass(job, "hires")
-            latents = stages.until_stopped(result, second_pass, model, params, latents, seeds, job=job)
+            latents = stages.until_stopped(result, second_pass, last, params, latents, seeds, job=job)
             stage_hooks.set_pass(job, "first")
-        pictures = to_pil(decode_with_hooks(model, latents, result.notes, job))  # 5, 6
+        pictures = to_pil(decode_with_hooks(last, latents, result.notes, job))  # 5, 6
         for i, (image, seed) in enumerate(zip(pictures, seeds, strict=True)):
             infotext = functools.partial(
                 build_infotext,

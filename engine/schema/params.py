@@ -72,6 +72,19 @@ class GenerationParams(SamplerOverrides):
     n_iter: int = Field(1, ge=1, le=100, json_schema_extra=_label(None))
     # Title or name of the checkpoint; None keeps the one that is loaded.
     checkpoint: str | None = Field(None, json_schema_extra=_label("Model"))
+    # The SDXL refiner (A1111 1.6+): the sampler continues on this checkpoint after the fraction
+    # `refiner_switch_at` of the steps. None (or A1111's "None") and a switch at 1 mean no refiner;
+    # the infotext's `Refiner: name [hash]` comes from the loaded refiner (engine.pipeline.refiner).
+    refiner_checkpoint: str | None = Field(
+        None, json_schema_extra=_label("Refiner", infotext_when="uses_refiner")
+    )
+    refiner_switch_at: float = Field(
+        0.8,
+        ge=0.01,
+        le=1.0,
+        allow_inf_nan=False,
+        json_schema_extra=_label("Refiner switch at", infotext_when="uses_refiner", step=0.01),
+    )
     # Names of styles (styles.csv) merged into the prompts when the job is submitted; the infotext
     # then holds the merged prompts, as in A1111.
     styles: tuple[str, ...] = Field((), max_length=64, json_schema_extra=_label(None))
@@ -112,6 +125,15 @@ class GenerationParams(SamplerOverrides):
                 return data  # the field validators below say which of the two is unknown
             data["sampler_name"], data["scheduler"] = sampler, schedule
         return data
+
+    @field_validator("refiner_checkpoint")
+    @classmethod
+    def _no_refiner_is_none(cls, name: str | None) -> str | None:
+        return None if name is None or name.strip() in ("", "None") else name
+
+    @property
+    def uses_refiner(self) -> bool:
+        return self.refiner_checkpoint is not None and self.refiner_switch_at < 1
 
     @field_validator("sampler_name")
     @classmethod

@@ -153,6 +153,14 @@ class Engine:
     def list_checkpoints(self) -> list[str]:
         return [c.title for c in self.models.list_checkpoints()]
 
+    def has_checkpoint(self, title: str) -> bool:
+        """Whether `title` names a checkpoint on disk (a title, file name, or A1111's "name [hash]")."""
+        try:
+            self.models.find(title)
+        except ValueError:
+            return False
+        return True
+
     def refresh_checkpoints(self) -> list[str]:
         self.models.refresh()
         return self.list_checkpoints()
@@ -273,7 +281,14 @@ class Engine:
             control=control,
             controlnets=self.controlnets,
             upscalers=self.upscalers,
+            refiner=self._refiner(params),
         )
+
+    def _refiner(self, params: GenerationParams) -> Any:
+        """The job's refiner model, loaded beside the checkpoint, or None (freed when unused)."""
+        if not params.uses_refiner:
+            return None
+        return self.models.get_refiner(params.refiner_checkpoint)
 
     def _save_options(self, kind: str) -> stages.SaveOptions | None:
         settings = self._settings
@@ -305,6 +320,7 @@ class Engine:
             loras=self.loras,
             control=control,
             controlnets=self.controlnets,
+            refiner=self._refiner(params),
         )
 
     def embeddings_for(self, model: Any) -> EmbeddingDatabase:

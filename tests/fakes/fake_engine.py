@@ -78,6 +78,9 @@ class FakeEngine:
     def refresh_checkpoints(self) -> list[str]:
         return self.list_checkpoints()
 
+    def has_checkpoint(self, title: str) -> bool:
+        return title.split(" [")[0] in self.checkpoints
+
     def current_checkpoint(self) -> str | None:
         # Like the engine: the loaded one, else the one that would load (without loading it).
         return self.loaded or (self.checkpoints[0] if self.checkpoints else None)

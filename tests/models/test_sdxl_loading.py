@@ -1,0 +1,128 @@
+"""SDXL checkpoints load offline like any other: detection of base, refiner, inpainting and
+v-prediction files, the shipped real-size configs, clear errors for broken files, the registry
+and model hash, and switching between SD 1.x and SDXL without growing memory."""
+
+from __future__ import annotations
+
+import gc
+import shutil
+from pathlib import Path
+
+import psutil
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from engine.models import loaders
+from engine.models.configs import shipped_config_dir
+from engine.models.detect import detect_traits
+from engine.models.manager import ModelManager
+from tests.fakes.tiny_models import load_tiny, tiny_components, write_configs, write_single_file
+
+
+@pytest.mark.parametrize(
+    ("which", "family", "inpainting"),
+    [("base", "sdxl", False), ("refiner", "sdxl-refiner", False), ("inpainting", "sdxl", True)],
+)
+def test_each_variant_is_detected_and_loads(sdxl_files, which, family, inpainting):
+    model = load_tiny(sdxl_files[which])
+    assert (model.family, model.is_inpainting, model.prediction_type) == (family, inpainting, "epsilon")
+    assert (model.text_encoder is None) == (family == "sdxl-refiner")  # the refiner has only OpenCLIP-G
+    assert model.text_encoder_2 is not None and model.tokenizer_2.pad_token == "!"
+    assert model.tokenizer is None or model.tokenizer.pad_token == "<|endoftext|>"
+    assert len(model.short_hash) == 10
+
+
+def test_a_v_pred_key_marks_a_v_prediction_file(sdxl_files, tmp_path: Path):
+    state = load_file(str(sdxl_files["base"]))
+    save_file({**state, "v_pred": torch.tensor([])}, str(tmp_path / "xl-v.safetensors"))
+    shutil.copytree(sdxl_files["base"].with_name("xl-base.config"), tmp_path / "xl-v.config")
+    (tmp_path / "xl-v.config" / "scheduler" / "scheduler_config.json").unlink()  # no say from the config
+    assert load_tiny(tmp_path / "xl-v.safetensors").prediction_type == "v_prediction"
+
+
+def test_a_bare_file_uses_the_shipped_sdxl_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """No sidecar: the shipped config of the detected family builds it (a tiny stand-in here,
+    since the shipped configs are real-size)."""
+    parts = tiny_components(seed=5, family="sdxl-refiner")
+    path = write_single_file(parts, tmp_path / "bare.safetensors", sidecar=None)
+    stand_in = write_configs(parts, tmp_path / "configs" / "sdxl-refiner")
+    asked: list[str] = []
+    monkeypatch.setattr(
+        loaders.configs, "shipped_config_dir", lambda f, p="epsilon": asked.append(f) or stand_in
+    )
+    assert load_tiny(path).family == "sdxl-refiner"
+    assert asked == ["sdxl-refiner"]
+
+
+@pytest.mark.parametrize(
+    ("name", "params_b"),
+    [("sdxl", 2.567), ("sdxl-refiner", 2.26)],  # UNet parameters, billions
+)
+def test_the_shipped_configs_describe_the_real_models(name, params_b):
+    """Built on the meta device (no memory): the UNet has SDXL's size, the encoders SDXL's widths."""
+    from accelerate import init_empty_weights
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+
+    folder = shipped_config_dir(name)
+    with init_empty_weights():
+        unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(folder / "unet"))
+        g = CLIPTextModelWithProjection(CLIPTextConfig.from_pretrained(folder / "text_encoder_2"))
+    assert abs(sum(p.numel() for p in unet.parameters()) / 1e9 - params_b) < 0.01
+    assert g.config.hidden_size == 1280 and g.config.num_hidden_layers == 32
+    assert (folder / "tokenizer_2" / "vocab.json").is_file()  # generated on first use
+    assert unet.config.sample_size * 8 == 1024
+
+
+def test_a_mixed_file_is_a_clear_error(sdxl_files, tiny_single_file):
+    mixed = {**load_file(str(tiny_single_file)), **load_file(str(sdxl_files["base"]))}
+    with pytest.raises(ValueError, match="both SDXL and SD 1.x: a mixed or broken checkpoint"):
+        detect_traits(mixed, "mixed.safetensors")
+
+
+def test_an_sdxl_file_without_its_second_encoder_is_a_clear_error(sdxl_files):
+    state = {k: v for k, v in load_file(str(sdxl_files["base"])).items() if "embedders.0" not in k}
+    with pytest.raises(
+        ValueError, match="incomplete SDXL checkpoint .no conditioner.embedders.0.transformer"
+    ):
+        detect_traits(state, "cut.safetensors")
+
+
+def test_a_truncated_file_is_a_clear_error(sdxl_files, tmp_path: Path):
+    data = sdxl_files["base"].read_bytes()
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(data[: len(data) // 2])
+    shutil.copytree(sdxl_files["base"].with_name("xl-base.config"), tmp_path / "cut.config")
+    with pytest.raises(ValueError, match="cut.safetensors"):
+        load_tiny(cut)
+
+
+def test_the_registry_lists_sdxl_like_any_checkpoint(sdxl_files):
+    from engine.models.registry import scan_folder
+
+    names = {info.name for info in scan_folder(sdxl_files["base"].parent)}
+    assert {"xl-base", "xl-refiner", "xl-inpainting", "xl-folder"} <= names
+
+
+@pytest.mark.slow
+def test_switching_between_sd1_and_sdxl_keeps_rss_flat(tmp_path: Path, sdxl_files, tiny_single_file):
+    sd = tmp_path / "models" / "Stable-diffusion"
+    sd.mkdir(parents=True)
+    for source, name in ((tiny_single_file, "sd1"), (sdxl_files["base"], "xl")):
+        shutil.copy(source, sd / f"{name}.safetensors")
+        shutil.copytree(source.with_name(source.stem + ".config"), sd / f"{name}.config")
+    manager = ModelManager(root=tmp_path, device="cpu", cache_dir=tmp_path / "cache")
+    assert manager.get("sd1").family == "sd1" and manager.get("xl").family == "sdxl"
+    process = psutil.Process()
+    for _ in range(2):  # warm-up: allocator pools, lazily imported modules, caches
+        manager.get("sd1")
+        manager.get("xl")
+    gc.collect()
+    before = process.memory_info().rss
+    for _ in range(10):
+        manager.get("sd1")
+        manager.get("xl")
+    gc.collect()
+    grown = process.memory_info().rss - before
+    assert grown < 20 * 2**20, f"RSS grew by {grown / 2**20:.1f} MiB over 20 switches"
