@@ -32,6 +32,7 @@ from ui.tabs.txt2img import build_txt2img_tab  # noqa: E402
 from ui.tabs.upscaling import build_extras_tab  # noqa: E402
 from ui.theme import CSS  # noqa: E402
 from ui.widgets.quicksettings import build_quicksettings, current_checkpoint_update  # noqa: E402
+from ui.widgets.size_picker import wire_size_proposals  # noqa: E402
 
 TITLE = "Atelier"
 
@@ -41,7 +42,7 @@ def build_ui(engine: EngineLike) -> gr.Blocks:
     jobs = SessionJobs()
     # Every gallery image and preview is a file in Gradio's cache: sweep hourly, drop after a day.
     with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=(3600, 86400)) as demo:
-        checkpoint = build_quicksettings(engine)
+        checkpoint, checkpoint_chosen = build_quicksettings(engine)
         with gr.Tabs(elem_id="tabs") as tabs:
             with gr.Tab("txt2img", id="txt2img", elem_id="tab_txt2img"):
                 txt2img = build_txt2img_tab(engine, jobs)
@@ -70,6 +71,14 @@ def build_ui(engine: EngineLike) -> gr.Blocks:
                 setting_names + sampler_names,
             )
 
+        wire_size_proposals(
+            engine,
+            checkpoint_chosen,
+            [
+                (tab.size_picker, tab.fields["width"], tab.fields["height"])
+                for tab in (txt2img, img2img, inpaint, controlnet)
+            ],
+        )
         _wire_sending(
             tabs,
             [txt2img, img2img, inpaint, controlnet, extras],

@@ -24,6 +24,7 @@ import torch
 
 from engine.models import configs
 from engine.models.detect import V_PREDICTION, prediction_from_yaml
+from engine.models.families import SD1, SD2, SDXL, SDXL_REFINER, family, family_of_keys
 from engine.models.hashing import HashCache
 from engine.models.paths import APP_ROOT, default_cache_dir, sidecar_config_dir
 from engine.models.registry import checkpoint_dirs, scan_checkpoints, scan_vaes, vae_dirs
@@ -303,9 +304,38 @@ class ModelManager:
             return current.native_size
         folder = info.path if info.format == "diffusers" else sidecar_config_dir(info.path)
         if folder is None:
-            if prediction_from_yaml(info.path) == V_PREDICTION:
-                return 768
-            return 512  # SD1 and SD2-base; an SD2-v file without yaml is only known after loading
+            name = self.family_of(title)
+            if name == SD2 and prediction_from_yaml(info.path) == V_PREDICTION:
+                return 768  # an SD2-v file without yaml is only known after loading
+            folder = configs.configs_root() / family(name).config
         unet = configs.component_config(folder, "unet")
         vae = configs.component_config(folder, "vae")
         return int(unet["sample_size"]) * 2 ** (len(vae["block_out_channels"]) - 1)
+
+    def family_of(self, title: str) -> str:
+        """A checkpoint's family without loading it: the loaded model's, a diffusers folder's
+        configs, or the key names in a .safetensors header (a .ckpt pickle counts as SD 1.x
+        until it is loaded: reading its keys means unpickling it)."""
+        info = self.find(title)
+        for model in (self._current, self._refiner):
+            if model is not None and model.info.path == info.path:
+                return model.family
+        if info.format == "diffusers":
+            has_first = (info.path / "text_encoder" / "config.json").is_file()
+            if configs.component_config(info.path, "unet").get("addition_embed_type") == "text_time":
+                return SDXL if has_first else SDXL_REFINER
+            return SD1
+        if info.format != "safetensors":
+            return SD1
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(info.path), "pt") as handle:
+                return family_of_keys(handle.keys()).name
+        except Exception:  # a broken file: loading it says why
+            return SD1
+
+    def size_choices(self, title: str) -> tuple[int, list[tuple[int, int]]]:
+        """(the size a checkpoint proposes, the (width, height) choices of its family's picker)."""
+        native = self.native_size_of(title)
+        return native, family(self.family_of(title)).sizes(native)

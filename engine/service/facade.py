@@ -204,6 +204,11 @@ class Engine:
             return loaded.native_size
         return self.models.native_size_of(self._default_title())
 
+    def size_choices(self) -> tuple[int, list[tuple[int, int]]]:
+        """(the size the current checkpoint proposes, its family's (width, height) picker choices):
+        1024² and the SDXL buckets for SDXL, 512² and the same shapes scaled for SD 1.x."""
+        return self.models.size_choices(self.current_checkpoint())
+
     def sampler_names(self) -> list[str]:
         return sampler_names()
 

@@ -97,7 +97,15 @@ class FakeEngine:
         return dict(preferred)
 
     def default_size(self) -> int:
-        return 128
+        return self.size_choices()[0]
+
+    def size_choices(self) -> tuple[int, list[tuple[int, int]]]:
+        # Like the engine, by family: a title with "xl" in it stands for an SDXL checkpoint.
+        from engine.models.families import FAMILIES
+
+        title = (self.current_checkpoint() or "").lower()
+        native, name = (1024, "sdxl") if "xl" in title else (128, "sd1")
+        return native, FAMILIES[name].sizes(native)
 
     def sampler_names(self) -> list[str]:
         return ["Euler a", "Euler", "DDIM", "DPM++ 2M"]

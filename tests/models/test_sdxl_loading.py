@@ -126,3 +126,23 @@ def test_switching_between_sd1_and_sdxl_keeps_rss_flat(tmp_path: Path, sdxl_file
     gc.collect()
     grown = process.memory_info().rss - before
     assert grown < 20 * 2**20, f"RSS grew by {grown / 2**20:.1f} MiB over 20 switches"
+
+
+def test_family_and_proposed_size_without_loading(tmp_path: Path, sdxl_files, tiny_single_file):
+    """The size picker asks before anything loads: a bare SDXL file proposes 1024 (its shipped
+    config), one with a sidecar its own size, a diffusers folder its config's, SD 1.x 512."""
+    sd = tmp_path / "models" / "Stable-diffusion"
+    sd.mkdir(parents=True)
+    shutil.copy(sdxl_files["base"], sd / "bare-xl.safetensors")
+    shutil.copy(sdxl_files["refiner"], sd / "refiner.safetensors")
+    shutil.copytree(sdxl_files["refiner"].with_name("xl-refiner.config"), sd / "refiner.config")
+    shutil.copytree(sdxl_files["folder"], sd / "xl-folder")
+    shutil.copy(tiny_single_file, sd / "bare-sd1.safetensors")
+    manager = ModelManager(root=tmp_path, device="cpu", cache_dir=tmp_path / "cache")
+    assert manager.family_of("bare-xl") == "sdxl" and manager.native_size_of("bare-xl") == 1024
+    assert manager.family_of("refiner") == "sdxl-refiner" and manager.native_size_of("refiner") == 64
+    assert manager.family_of("xl-folder") == "sdxl" and manager.native_size_of("xl-folder") == 64
+    assert manager.family_of("bare-sd1") == "sd1" and manager.native_size_of("bare-sd1") == 512
+    native, sizes = manager.size_choices("bare-xl")
+    assert native == 1024 and (1216, 832) in sizes and (640, 1536) in sizes
+    assert manager.current is None  # nothing was loaded

@@ -60,6 +60,8 @@ def progress_html(progress: Any | None, *, started: bool = True, position: int =
         if progress.batches > 1:
             label += f" · batch {min(progress.batch + 1, progress.batches)}/{progress.batches}"
         label += f" · ETA {format_eta(progress.eta_seconds)}"
+        if getattr(progress, "textinfo", ""):  # e.g. "Switched to the refiner … in 2.1 s"
+            label += f" · {progress.textinfo}"
     return (
         '<div class="atelier-progress">'
         f'<div class="atelier-progress-bar" style="width:{percent:.1f}%"></div>'

@@ -32,6 +32,7 @@ from ui.widgets.generation_panel import (
     slider,
     wire_generation,
 )
+from ui.widgets.refiner import build_refiner_panel
 
 EDITOR_HEIGHT = 520
 
@@ -44,6 +45,7 @@ class Img2ImgUI:
     gen_info: gr.State
     recount_after: Any
     mode_tabs: gr.Tabs | None
+    size_picker: gr.Dropdown  # the family's sizes (ui.widgets.size_picker)
 
 
 def _editor(tab: str, name: str, *, mask_brush: bool) -> gr.ImageEditor:
@@ -193,6 +195,7 @@ def build_img2img_tab(engine: EngineLike, jobs: SessionJobs, *, tab: str = "img2
             )
             seed_buttons = build_sampling_controls(engine, tab, f)
             f["denoising_strength"] = slider(tab, "denoising_strength", "Denoising strength")
+            build_refiner_panel(engine, tab, f)
             control_inputs = build_units_panel(engine, tab, f)
             inpaint_group = _inpaint_options(tab, f, visible=only_inpaint)
             extensions = ExtensionInputs()
@@ -230,4 +233,4 @@ def build_img2img_tab(engine: EngineLike, jobs: SessionJobs, *, tab: str = "img2
 
     inputs = [f[name] for name in ALL_FIELDS] + control_inputs + extensions.components
     gen_info, recount_after = wire_generation(engine, jobs, tab, f, row, results, seed_buttons, inputs, run)
-    return Img2ImgUI(f, tab, results, gen_info, recount_after, mode_tabs)
+    return Img2ImgUI(f, tab, results, gen_info, recount_after, mode_tabs, seed_buttons["size_picker"])

@@ -28,6 +28,7 @@ from ui.widgets.generation_panel import (
     slider,
     wire_generation,
 )
+from ui.widgets.refiner import build_refiner_panel
 
 __all__ = ["PROMPT_PLACEHOLDER", "Txt2ImgUI", "build_txt2img_tab"]
 TAB = "txt2img"
@@ -46,6 +47,7 @@ class Txt2ImgUI:
     # Chain a recount of both token counters after an event that sets the prompts from code
     # (a function's output does not fire the boxes' change event).
     recount_after: Callable[[Any], None]
+    size_picker: gr.Dropdown  # the family's sizes (ui.widgets.size_picker)
 
     @property
     def gallery(self) -> gr.Gallery:
@@ -104,6 +106,7 @@ def build_txt2img_tab(engine: EngineLike, jobs: SessionJobs, *, tab: str = TAB) 
         with gr.Column(scale=1, elem_id=f"{tab}_settings"):
             seed_buttons = build_sampling_controls(engine, tab, f)
             build_hires_panel(engine, tab, f)
+            build_refiner_panel(engine, tab, f)
             control_inputs = build_units_panel(engine, tab, f, open_=tab == "controlnet")
             script, extensions = build_txt2img_extensions(engine, tab)
         with gr.Column(scale=1, elem_id=f"{tab}_results"):
@@ -124,4 +127,5 @@ def build_txt2img_tab(engine: EngineLike, jobs: SessionJobs, *, tab: str = TAB) 
 
     inputs = [f[name] for name in PARAM_FIELDS] + control_inputs + [script] + extensions.components
     gen_info, recount_after = wire_generation(engine, jobs, tab, f, row, results, seed_buttons, inputs, run)
-    return Txt2ImgUI(f, row.generate, row.interrupt, row.skip, results, gen_info, recount_after)
+    picker = seed_buttons["size_picker"]
+    return Txt2ImgUI(f, row.generate, row.interrupt, row.skip, results, gen_info, recount_after, picker)

@@ -26,6 +26,7 @@ from ui.handlers.txt2img import (
     select_image,
 )
 from ui.widgets.extra_networks import build_extra_networks
+from ui.widgets.size_picker import build_size_picker
 from ui.widgets.styles import build_styles
 
 PROMPT_PLACEHOLDER = "a large red circle at the top left on a blue background"
@@ -115,8 +116,8 @@ def build_prompt_row(engine: EngineLike, tab: str, f: Fields) -> PromptRow:
 
 
 def build_sampling_controls(engine: EngineLike, tab: str, f: Fields, *, size_controls: bool = True) -> dict:
-    """Sampler, schedule, steps, size, batch, CFG, seed and the override box. Returns the seed
-    buttons (random, reuse) for `wire_generation`."""
+    """Sampler, schedule, steps, size (with its picker), batch, CFG, seed and the override box.
+    Returns the seed buttons (random, reuse) for `wire_generation` and the size picker."""
     settings = engine.settings
     with gr.Row():
         f["sampler_name"] = gr.Dropdown(
@@ -138,6 +139,7 @@ def build_sampling_controls(engine: EngineLike, tab: str, f: Fields, *, size_con
         with gr.Column(scale=3):
             f["width"] = slider(tab, "width", "Width", size, visible=size_controls)
             f["height"] = slider(tab, "height", "Height", size, visible=size_controls)
+            size_picker = build_size_picker(engine, tab, f["width"], f["height"])
         with gr.Column(scale=2, min_width=160):
             f["n_iter"] = slider(tab, "n_iter", "Batch count", maximum=16)
             f["batch_size"] = slider(tab, "batch_size", "Batch size")
@@ -173,7 +175,7 @@ def build_sampling_controls(engine: EngineLike, tab: str, f: Fields, *, size_con
         visible=False,
         elem_id=f"{tab}_override_settings",
     )
-    return {"random": random_button, "reuse": reuse_button}
+    return {"random": random_button, "reuse": reuse_button, "size_picker": size_picker}
 
 
 @dataclass

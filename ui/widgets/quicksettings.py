@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import gradio as gr
 
 from ui.common import EngineLike, error_message
@@ -33,8 +35,9 @@ def current_checkpoint_update(engine: EngineLike) -> dict:
         return gr.skip()
 
 
-def build_quicksettings(engine: EngineLike) -> gr.Dropdown:
-    """Lay out the bar; returns the dropdown (app.py refreshes it on every page load)."""
+def build_quicksettings(engine: EngineLike) -> tuple[gr.Dropdown, Any]:
+    """Lay out the bar; returns the dropdown (app.py refreshes it on every page load) and the
+    event of the user's choice, for what follows a checkpoint change (the proposed size)."""
     try:
         titles, current = engine.list_checkpoints(), engine.current_checkpoint()
     except ValueError:  # no checkpoints: an empty dropdown, the page-load event reports why
@@ -66,6 +69,6 @@ def build_quicksettings(engine: EngineLike) -> gr.Dropdown:
         return gr.update(choices=titles, value=value)
 
     # .input fires only for the user's own choice, not when the page-load event sets the value.
-    checkpoint.input(on_change, inputs=checkpoint, outputs=checkpoint, api_visibility="private")
+    changed = checkpoint.input(on_change, inputs=checkpoint, outputs=checkpoint, api_visibility="private")
     refresh.click(on_refresh, inputs=checkpoint, outputs=checkpoint, api_visibility="private")
-    return checkpoint
+    return checkpoint, changed
