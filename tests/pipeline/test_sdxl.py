@@ -203,3 +203,27 @@ def test_inpainting_keeps_every_unmasked_pixel(sdxl_files, base, which, content)
     keep = np.asarray(_box_mask()) == 0
     assert np.array_equal(pixels(out)[keep], pixels(src)[keep])
     assert np.abs(pixels(out) - pixels(src))[~keep].mean() > 5
+
+
+def test_an_sdxl_embedding_fills_both_encoders(base, tmp_path):
+    """A file with `clip_l` and `clip_g` vectors: each encoder gets its own. Vectors equal to the
+    token embeddings of "red" in each encoder give exactly the encoding of the word itself."""
+    from safetensors.torch import save_file
+
+    from engine.conditioning.embeddings import EmbeddingDatabase
+
+    red = base.tokenizer("red", add_special_tokens=False)["input_ids"]
+    vectors = {
+        name: encoder.get_input_embeddings().weight[red].detach().clone()
+        for name, encoder in (("clip_l", base.text_encoder), ("clip_g", base.text_encoder_2))
+    }
+    save_file(vectors, str(tmp_path / "my-red.safetensors"))
+    save_file({"emb_params": torch.zeros(1, 7)}, str(tmp_path / "other-width.safetensors"))
+    db = EmbeddingDatabase.load(
+        tmp_path, (base.text_encoder.config.hidden_size, base.text_encoder_2.config.hidden_size)
+    )
+    assert list(db.embeddings) == ["my-red"] and "other-width" in db.skipped
+    with_embedding = stages.encode_prompt(base, euler(prompt="a my-red circle"), db).at(0)[0][0]
+    plain = stages.encode_prompt(base, euler(prompt="a red circle"), db).at(0)[0][0]
+    assert torch.allclose(with_embedding.hidden, plain.hidden, atol=1e-6)
+    assert torch.allclose(with_embedding.pooled, plain.pooled, atol=1e-6)
