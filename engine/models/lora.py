@@ -2,8 +2,14 @@
 
 Kohya's key layout (what A1111, Civitai and kohya-ss write): `lora_unet_<module path>` and
 `lora_te_<module path>` with `.lora_down.weight`, `.lora_up.weight` and `.alpha`, the module path
-being the diffusers / transformers name with "." written as "_". LoCon (3×3 down, 1×1 up) is
-included; other LyCORIS kinds (LoHa, LoKr) and LDM-named keys are reported as not matching.
+being the diffusers / transformers name with "." written as "_". LoCon (k×k down, 1×1 up) is
+included; other LyCORIS kinds (LoHa, LoKr, LoCon's Tucker `lora_mid`) are reported as not matching.
+
+SDXL files name the text encoders `lora_te1_` (CLIP-L) and `lora_te2_` (OpenCLIP-G, by its
+transformers names), and the UNet either by diffusers' names or, as kohya's SDXL trainer does, by
+the original UNet's (`input_blocks_4_1_...`, `middle_block_...`, `output_blocks_...`,
+`label_emb_0_0`); both are registered for every UNet, the original numbering derived from the
+UNet's own config. A key whose module this model lacks is counted in the job's notes.
 
 Why merged weights and not peft: a job adds Σ strength · (alpha / rank) · up @ down to each
 targeted weight inside `applied(...)`, which keeps a copy of every weight it touches and copies it
@@ -24,6 +30,7 @@ from pathlib import Path
 
 import torch
 
+from engine.models.ldm_convert import UNET_PREFIX, unet_to_ldm
 from engine.models.state_dict import load_state_dict
 
 LORA_SUFFIXES = (".safetensors", ".pt", ".ckpt")
@@ -78,11 +85,25 @@ class LoraModule:
     up: torch.Tensor
     alpha: float | None
 
-    def delta(self, shape: torch.Size) -> torch.Tensor:
-        """The full-rank update for a weight of `shape` (Linear or Conv2d), at strength 1."""
+    def fits(self, weight: torch.Tensor) -> bool:
+        """Whether the update has `weight`'s shape: same in/out width, and for a k×k convolution
+        a k×k down (LoCon); a Linear or 1×1 layer takes 2-D or 1×1 factors alike."""
+        down, up = self.down, self.up
+        if up.shape[0] != weight.shape[0] or down.shape[1] != weight.shape[1]:
+            return False
+        if up.shape[1] != down.shape[0] or any(k != 1 for k in up.shape[2:]):
+            return False
+        kernel = tuple(weight.shape[2:])
+        if any(k != 1 for k in kernel):
+            return tuple(down.shape[2:]) == kernel
+        return all(k == 1 for k in down.shape[2:])
+
+    def delta(self, shape: torch.Size, device: torch.device | None = None) -> torch.Tensor:
+        """The full-rank update for a weight of `shape` (Linear or Conv2d), at strength 1, in
+        float32 on `device` (where the weight is: the product is the costly part)."""
         rank = self.down.shape[0]
         scale = (self.alpha / rank) if self.alpha is not None else 1.0
-        up, down = self.up.float(), self.down.float()
+        up, down = self.up.to(device, torch.float32), self.down.to(device, torch.float32)
         if down.dim() == 2:  # Linear
             delta = up @ down
         elif down.shape[2:] == (1, 1):  # 1×1 conv
@@ -116,20 +137,72 @@ class LoraFile:
         return cls(path.stem, path, modules, lora_short_hash(path))
 
 
+_LINEAR_OR_CONV = (torch.nn.Linear, torch.nn.Conv2d)
+# kohya's SDXL trainer: te1 is CLIP-L (diffusers' text_encoder), te2 OpenCLIP-G (text_encoder_2)
+_XL_ENCODERS = {"text_encoder": "lora_te1_", "text_encoder_2": "lora_te2_"}
+
+
+def _kohya(prefix: str, module_path: str) -> str:
+    return prefix + module_path.replace(".", "_")
+
+
+def _original_unet_names(unet, modules: dict[str, torch.nn.Module]) -> dict[str, str]:
+    """diffusers module path -> the original UNet's (input_blocks / middle_block / output_blocks
+    ...), by the rules our single-file export uses: they number the blocks from this UNet's config
+    (layers per block, which levels have attention), so the tiny test UNets map like the real one.
+    A UNet that layout cannot express gets no original names, only diffusers'."""
+    owner = {id(module.weight): name for name, module in modules.items()}
+    try:  # unet_to_ldm passes the values through, so each weight tells whose new name it got
+        ldm = unet_to_ldm({f"{name}.weight": m.weight for name, m in modules.items()}, unet.config)
+    except (ValueError, KeyError):
+        return {}
+    return {owner[id(w)]: k.removeprefix(UNET_PREFIX).removesuffix(".weight") for k, w in ldm.items()}
+
+
+def _encoders(model) -> dict[str, torch.nn.Module | None]:
+    """Kohya text-encoder prefix -> the model's encoder, None where its family has none (the SDXL
+    refiner's CLIP-L). SD 1.x/2.x have one encoder, kohya's `lora_te_`."""
+    components = [slot.component for slot in model.spec.encoders]
+    if "text_encoder_2" not in components:
+        return {"lora_te_": model.text_encoder}
+    return {prefix: getattr(model, c) if c in components else None for c, prefix in _XL_ENCODERS.items()}
+
+
 def _targets(model) -> dict[str, torch.nn.Module]:
-    """Kohya key prefix -> the Linear/Conv2d it patches, for the UNet and the text encoder.
+    """Kohya key prefix -> the Linear/Conv2d it patches, for the UNet and the text encoders.
     Text-encoder paths are registered with and without `text_model_` (transformers 4 vs 5)."""
-    table: dict[str, torch.nn.Module] = {}
-    for name, module in model.unet.named_modules():
-        if isinstance(module, torch.nn.Linear | torch.nn.Conv2d):
-            table["lora_unet_" + name.replace(".", "_")] = module
-    for name, module in model.text_encoder.named_modules():
-        if isinstance(module, torch.nn.Linear):
-            path = name.replace(".", "_")
-            table["lora_te_" + path] = module
-            if not path.startswith("text_model_"):
-                table["lora_te_text_model_" + path] = module
+    modules = {n: m for n, m in model.unet.named_modules() if isinstance(m, _LINEAR_OR_CONV)}
+    table = {_kohya("lora_unet_", name): module for name, module in modules.items()}
+    for name, original in _original_unet_names(model.unet, modules).items():
+        table.setdefault(_kohya("lora_unet_", original), modules[name])
+    for prefix, encoder in _encoders(model).items():
+        if encoder is None:
+            continue
+        for name, module in encoder.named_modules():
+            if isinstance(module, torch.nn.Linear):
+                table[_kohya(prefix, name)] = module
+                if not name.startswith("text_model."):
+                    table[_kohya(prefix + "text_model_", name)] = module
     return table
+
+
+def _notes(
+    lora: LoraFile, label: str, unmatched: list[str], absent: list[str], missing: tuple[str, ...]
+) -> list[str]:
+    """What the job's notes say about the keys of `lora` that were not applied."""
+    notes = []
+    if absent:
+        prefixes = ", ".join(p + "*" for p in missing if any(k.startswith(p) for k in absent))
+        notes.append(
+            f"LoRA {lora.name}: {len(absent)} weights for a text encoder the {label} model "
+            f"does not have were not applied ({prefixes})"
+        )
+    if unmatched:
+        shown = ", ".join(unmatched[:3]) + (", ..." if len(unmatched) > 3 else "")
+        notes.append(
+            f"LoRA {lora.name}: {len(unmatched)} of {len(lora.modules)} weights did not match ({shown})"
+        )
+    return notes
 
 
 @contextlib.contextmanager
@@ -142,28 +215,28 @@ def applied(
         yield
         return
     targets = _targets(model)
+    missing_encoders = tuple(p for p, encoder in _encoders(model).items() if encoder is None)
     originals: dict[torch.nn.Module, torch.Tensor] = {}
     try:
         with torch.no_grad():
             for lora, request in loras:
-                unmatched = 0
+                unmatched: list[str] = []
+                absent: list[str] = []  # for a text encoder this family lacks: not the file's fault
                 for prefix, lora_module in lora.modules.items():
                     target = targets.get(prefix)
-                    if target is None or lora_module.down.shape[1] != target.weight.shape[1]:
-                        unmatched += 1
+                    if target is None or not lora_module.fits(target.weight):
+                        (absent if prefix.startswith(missing_encoders) else unmatched).append(prefix)
                         continue
                     strength = request.unet if prefix.startswith("lora_unet_") else request.te
                     if strength == 0:
                         continue
-                    originals.setdefault(target, target.weight.detach().clone())
-                    delta = lora_module.delta(target.weight.shape) * strength
-                    target.weight.add_(delta.to(target.weight.dtype))
-                if unmatched == len(lora.modules):
+                    weight = target.weight
+                    originals.setdefault(target, weight.detach().clone())
+                    weight.add_((lora_module.delta(weight.shape, weight.device) * strength).to(weight.dtype))
+                if len(unmatched) + len(absent) == len(lora.modules):
                     raise ValueError(f"LoRA {lora.name!r} does not fit this model: none of its weights match")
-                if unmatched and notes is not None:
-                    notes.append(
-                        f"LoRA {lora.name}: {unmatched} of {len(lora.modules)} weights did not match"
-                    )
+                if notes is not None:
+                    notes.extend(_notes(lora, model.spec.label, unmatched, absent, missing_encoders))
         yield
     finally:
         with torch.no_grad():

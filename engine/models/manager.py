@@ -24,7 +24,7 @@ import torch
 
 from engine.models import configs
 from engine.models.detect import V_PREDICTION, prediction_from_yaml
-from engine.models.families import SD1, SD2, SDXL, SDXL_REFINER, family, family_of_keys
+from engine.models.families import SD1, SDXL, SDXL_REFINER, family, family_of_keys
 from engine.models.hashing import HashCache
 from engine.models.paths import APP_ROOT, default_cache_dir, sidecar_config_dir
 from engine.models.registry import checkpoint_dirs, scan_checkpoints, scan_vaes, vae_dirs
@@ -305,8 +305,8 @@ class ModelManager:
         folder = info.path if info.format == "diffusers" else sidecar_config_dir(info.path)
         if folder is None:
             name = self.family_of(title)
-            if name == SD2 and prediction_from_yaml(info.path) == V_PREDICTION:
-                return 768  # an SD2-v file without yaml is only known after loading
+            if family(name).latents == "sd" and prediction_from_yaml(info.path) == V_PREDICTION:
+                return 768  # SD2's 768-v; an SD2-v file without yaml is only known after loading
             folder = configs.configs_root() / family(name).config
         unet = configs.component_config(folder, "unet")
         vae = configs.component_config(folder, "vae")
