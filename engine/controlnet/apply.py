@@ -97,7 +97,7 @@ def prepare_units(
         reason = preprocessors.availability(unit.module, library.annotators)
         if reason is not None:
             raise ValueError(f"{label}: {reason}")
-        cn, title = library.load(unit.model, model.unet, model.device, model.dtype)
+        cn, title = library.load(unit.model, model.unet, model.device, model.dtype, model.spec.label)
         cmap, a, b = control_map(unit, image, width, height, library.annotators)
         prepared.append(PreparedUnit(index, unit, cn, title, cmap, _hint(cmap, model.device), a, b, image))
     return prepared

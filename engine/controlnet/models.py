@@ -1,16 +1,18 @@
 """ControlNet model files in `models/ControlNet/`: found by name, loaded once, checked against the
 checkpoint they will steer.
 
-Accepted: a diffusers folder (config.json + weights), a diffusers-layout `.safetensors`, and the
-single files A1111 users have (LDM layout, `control_model.` prefix or bare; `.safetensors`, or
-`.pth`/`.ckpt` through the restricted unpickler). An LDM file takes its architecture from the
-loaded checkpoint's UNet (a ControlNet is a copy of the UNet's encoder); diffusers converts the
-keys. The SD family is read off the cross-attention width, so an SD2 ControlNet on an SD1 model is
-a clear error, not a shape mismatch deep in the UNet.
+Accepted: a diffusers folder (config.json + weights), a diffusers-layout `.safetensors` (how most
+SDXL ControlNets ship), and the single files A1111 users have (original layout, `control_model.`
+prefix or bare; `.safetensors`, or `.pth`/`.ckpt` through the restricted unpickler). A single file
+takes its architecture from the loaded checkpoint's UNet, changed where its weights differ
+(`engine.controlnet.layout`). The family (SD 1.x, SD 2.x, SDXL, SDXL refiner) is read off the
+weights, so a ControlNet of another family is a clear error naming both, not a shape mismatch deep
+in the UNet, and the library can say which checkpoints each file is for.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -19,14 +21,14 @@ from typing import Any
 
 import torch
 
+from engine.controlnet.layout import Kind, architecture, is_ldm, ldm_to_diffusers, mismatch
 from engine.models.hashing import sha256_of_file, short_hash
-from engine.models.state_dict import load_state_dict
+from engine.models.state_dict import load_state_dict, read_key_shapes
 
 SUBDIR = "ControlNet"
 ANNOTATORS_SUBDIR = "annotators"
 SUFFIXES = (".safetensors", ".pth", ".ckpt", ".bin")
 CACHE_SIZE = 3
-FAMILY_BY_CONTEXT = {768: "SD1.x", 1024: "SD2.x", 2048: "SDXL"}
 
 
 @dataclass(frozen=True)
@@ -62,38 +64,38 @@ def file_hash(path: Path) -> str:
     return short_hash(sha256_of_file(path))[:8]
 
 
-def _family(context_dim: int) -> str:
-    return FAMILY_BY_CONTEXT.get(int(context_dim), f"context {context_dim}")
+def kind_of_file(path: Path) -> Kind:
+    """What a ControlNet fits, from a folder's config or a file's weight shapes (a safetensors
+    header is enough; a pickle is read whole)."""
+    if path.is_dir():
+        return Kind.of_config(json.loads((path / "config.json").read_text(encoding="utf-8")))
+    return Kind.of_shapes(read_key_shapes(path))
 
 
-def build(path: Path, unet: Any) -> Any:
-    """A diffusers ControlNetModel from `path`, shaped for `unet` when the file is LDM layout."""
+def build(path: Path, unet: Any, checkpoint: str | None = None) -> Any:
+    """A diffusers ControlNetModel from `path`, shaped by its weights (single files) and checked
+    against `unet` first: ValueError naming both families (`checkpoint`: the checkpoint's family
+    label) when it cannot steer it."""
     from diffusers import ControlNetModel
 
+    unet_kind = Kind.of_config(unet.config)
     if path.is_dir():
+        _refuse(mismatch(path.name, kind_of_file(path), unet_kind, checkpoint))
         return ControlNetModel.from_pretrained(str(path), local_files_only=True)
     state = load_state_dict(path)
-    if any(k.startswith("control_model.") or k.startswith("time_embed.") for k in state):
-        from diffusers.loaders.single_file_utils import convert_controlnet_checkpoint
-
-        config = dict(ControlNetModel.from_unet(unet, load_weights_from_unet=False).config)
-        hint = [k for k in state if "input_hint_block" in k and k.endswith(".weight")]
-        if hint:  # the hint encoder's input width: 3 for RGB maps
-            config["conditioning_channels"] = int(state[hint[0]].shape[1]) if state[hint[0]].ndim == 4 else 3
-        context = [v for k, v in state.items() if k.endswith("attn2.to_k.weight")]
-        if context and int(context[0].shape[1]) != int(unet.config.cross_attention_dim):
-            raise ValueError(
-                f"{path.name} is a {_family(context[0].shape[1])} ControlNet; the loaded checkpoint is "
-                f"{_family(unet.config.cross_attention_dim)}"
-            )
-        state = convert_controlnet_checkpoint(state, config)
-        model = ControlNetModel.from_config(config)
-    else:
-        if "controlnet_cond_embedding.conv_in.weight" not in state:
-            raise ValueError(f"{path.name} does not look like a ControlNet (no hint encoder)")
-        config = dict(ControlNetModel.from_unet(unet, load_weights_from_unet=False).config)
-        model = ControlNetModel.from_config(config)
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    kind = Kind.of_shapes({k: tuple(v.shape) for k, v in state.items()})
+    _refuse(mismatch(path.name, kind, unet_kind, checkpoint))
+    with torch.device("meta"):  # only its config is wanted: no memory for a second encoder
+        base = dict(ControlNetModel.from_unet(unet, load_weights_from_unet=False).config)
+    if is_ldm(state):
+        state = ldm_to_diffusers(state, base["layers_per_block"])
+    if not {"conv_in.weight", "controlnet_cond_embedding.conv_in.weight"} <= state.keys():
+        raise ValueError(f"{path.name} does not look like a ControlNet (no hint encoder)")
+    model = ControlNetModel.from_config(architecture(state, base))
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # a weight of another shape
+        raise ValueError(f"{path.name} does not fit this checkpoint's ControlNet shape: {exc}") from exc
     if missing or unexpected:
         raise ValueError(
             f"{path.name} does not fit this checkpoint's ControlNet shape "
@@ -102,9 +104,14 @@ def build(path: Path, unet: Any) -> Any:
     return model
 
 
+def _refuse(reason: str | None) -> None:
+    if reason is not None:
+        raise ValueError(reason)
+
+
 class ControlNetLibrary:
     """The ControlNet folder (and the built-in ones), with loaded models cached by (file, size,
-    mtime, device, dtype). The user's folder comes first: its files win a name clash."""
+    mtime, device, dtype, kind of UNet). The user's folder comes first: its files win a name clash."""
 
     def __init__(self, folder: Path, extra_folders: tuple[Path, ...] = ()):
         self.folder = Path(folder)
@@ -112,6 +119,7 @@ class ControlNetLibrary:
         self._lock = threading.Lock()
         self._cache: OrderedDict[tuple, Any] = OrderedDict()
         self._hashes: dict[tuple, str] = {}
+        self._families: dict[tuple, str] = {}
 
     @property
     def annotators(self) -> Path:
@@ -141,25 +149,37 @@ class ControlNetLibrary:
             self._hashes[key] = file_hash(f.path)
         return f"{f.title} [{self._hashes[key]}]"
 
-    def load(self, title: str, unet: Any, device: torch.device, dtype: torch.dtype) -> tuple[Any, str]:
-        """(the model on `device`, its infotext title "name [hash]")."""
+    def family(self, f: ControlNetFile) -> str:
+        """The family `f` is for ("SD 1.x", "SDXL", ...; "unknown" when it cannot be read)."""
+        stat = f.path.stat()
+        key = (str(f.path), stat.st_mtime_ns, stat.st_size)
+        if key not in self._families:
+            try:
+                self._families[key] = kind_of_file(f.path).label
+            except (ValueError, OSError, KeyError):  # unreadable, or a config without the fields
+                self._families[key] = "unknown"
+        return self._families[key]
+
+    def listing(self) -> list[tuple[str, str]]:
+        """(title, family) of every ControlNet, so a list can say which checkpoints each is for."""
+        return [(f.title, self.family(f)) for f in self.files()]
+
+    def load(
+        self, title: str, unet: Any, device: torch.device, dtype: torch.dtype, checkpoint: str | None = None
+    ) -> tuple[Any, str]:
+        """(the model on `device`, its infotext title "name [hash]"). `checkpoint`: the loaded
+        checkpoint's family label, for the error when the ControlNet is for another family."""
         f = self.find(title)
         stat = f.path.stat()
-        key = (str(f.path), stat.st_mtime_ns, stat.st_size, str(device), str(dtype))
+        # A single file is shaped after the UNet it was loaded for: another kind of UNet builds
+        # (and checks) it again rather than reuse a model that does not fit.
+        fits = Kind.of_config(unet.config)
+        key = (str(f.path), stat.st_mtime_ns, stat.st_size, str(device), str(dtype), fits)
         with self._lock:
             if key not in self._cache:
-                model = build(f.path, unet)
-                self._check_family(model, unet, f)
+                model = build(f.path, unet, checkpoint)
                 self._cache[key] = model.to(device, dtype).eval()
                 while len(self._cache) > CACHE_SIZE:  # each is half a UNet: keep a few
                     self._cache.popitem(last=False)
             self._cache.move_to_end(key)
             return self._cache[key], self.title_with_hash(f)
-
-    @staticmethod
-    def _check_family(model: Any, unet: Any, f: ControlNetFile) -> None:
-        mine, theirs = int(model.config.cross_attention_dim), int(unet.config.cross_attention_dim)
-        if mine != theirs:
-            raise ValueError(
-                f"{f.title} is a {_family(mine)} ControlNet; the loaded checkpoint is {_family(theirs)}"
-            )

@@ -94,10 +94,16 @@ def test_keys_come_from_the_schema() -> None:
         "Denoising strength"
     }
     variation_keys = {"Variation seed", "Variation seed strength"}  # written only with a strength above 0
+    refiner_keys = {"Refiner", "Refiner switch at"}  # written only when a refiner takes over
+    optional = sampler_keys | hires_keys | variation_keys | refiner_keys
     for label in labels:
-        if label != "Batch size" and label not in sampler_keys | hires_keys | variation_keys:
+        if label != "Batch size" and label not in optional:
             assert f"{label}: " in text
-    assert not any(f"{key}: " in text for key in sampler_keys | hires_keys | variation_keys)
+    assert not any(f"{key}: " in text for key in optional)
+    refined = GenerationParams(refiner_checkpoint="xl-refiner [0123456789]", refiner_switch_at=0.7)
+    text = build_infotext(refined, seed=1, model_name="m", model_hash=None)
+    assert "Refiner: xl-refiner [0123456789], Refiner switch at: 0.7" in text
+    assert params_from_infotext(text)[0].refiner_switch_at == 0.7
     hires = build_infotext(
         GenerationParams(enable_hr=True, hr_second_pass_steps=10, hr_resize_x=640, hr_resize_y=512),
         seed=1,
