@@ -68,9 +68,11 @@ class Conditioning:
     def changes(self) -> bool:
         return self.uncond.changes or any(c.changes for c, _ in self.cond)
 
-    def to(self, dtype: torch.dtype) -> Conditioning:
+    def to(self, *args, **kwargs) -> Conditioning:
+        """Every embedding `.to(...)` (a dtype, a device)."""
+
         def cast(s: ScheduledCond) -> ScheduledCond:
-            return ScheduledCond(tuple((end, e.to(dtype)) for end, e in s.entries))
+            return ScheduledCond(tuple((end, e.to(*args, **kwargs)) for end, e in s.entries))
 
         cond = tuple((cast(c), w) for c, w in self.cond)
         return Conditioning(cond, cast(self.uncond), self.embeddings_used)

@@ -239,11 +239,22 @@ class ModelManager:
                 return held
             del held
             self.unload_refiner()
-            log.info("loading refiner %s (%s, %s)", info.title, self.device, self.dtype)
+            # Where both do not fit, the refiner waits in RAM and the job swaps the two UNets at the
+            # switch (engine.pipeline.refiner.Placement), as A1111 swaps the checkpoints.
+            device = self.device if self.fits_beside(info) else torch.device("cpu")
+            log.info("loading refiner %s (%s, %s)", info.title, device, self.dtype)
             self._refiner = load_checkpoint(
-                info, self.device, self.dtype, self.vae_dtype, self._automatic_vae(info), hashes=self.hashes
+                info, device, self.dtype, self.vae_dtype, self._automatic_vae(info), hashes=self.hashes
             )
             return self._refiner
+
+    def fits_beside(self, info: CheckpointInfo) -> bool:
+        """Whether a second checkpoint of this size fits in the device's free memory beside the
+        loaded one, with room for the activations of a 1024² step (about 1.5 GiB at fp16)."""
+        if self.device.type != "cuda":
+            return True  # RAM: the operating system pages; a CPU user would rather wait than fail
+        free, _total = torch.cuda.mem_get_info(self.device)
+        return free > info.size_bytes * 1.1 + 1.5 * 2**30
 
     def unload_refiner(self) -> None:
         with self._lock:

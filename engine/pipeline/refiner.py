@@ -18,17 +18,57 @@ from dataclasses import dataclass
 import torch
 
 from engine.conditioning.schedule import Conditioning
+from engine.models.manager import release_memory
 from engine.models.types import LoadedModel
 from engine.sampling.denoiser import step_of
 
 
+class Placement:
+    """Which of the two UNets is on the device, where both do not fit at once: the model manager
+    then leaves the refiner in RAM, and the base UNet and the refiner's UNet and VAE change places
+    at the switch and back when the base samples again (the next batch), as A1111 swaps them."""
+
+    def __init__(self, base: LoadedModel, refiner: LoadedModel):
+        self.base, self.refiner = base, refiner
+        self.needed = refiner.device != base.device  # the manager left it in RAM
+        self.refiner_in = not self.needed
+
+    def refiner_on_device(self) -> bool:
+        """Put the refiner on the device; True when that moved anything (a swap)."""
+        if self.refiner_in:
+            return False
+        _move(self.base.unet, torch.device("cpu"))
+        release_memory(self.base.device)
+        for module in (self.refiner.unet, self.refiner.vae):
+            _move(module, self.base.device)
+        self.refiner_in = True
+        return True
+
+    def base_on_device(self) -> None:
+        """Put the base back (the next batch, and the end of the job: the models are left as the
+        manager holds them)."""
+        if not self.needed or not self.refiner_in:
+            return
+        for module in (self.refiner.unet, self.refiner.vae):
+            _move(module, torch.device("cpu"))
+        release_memory(self.base.device)
+        _move(self.base.unet, self.base.device)
+        self.refiner_in = False
+
+
+def _move(module, device: torch.device) -> None:
+    torch.nn.Module.to(module, device=device)  # (diffusers' .to() logs on every call)
+
+
 @dataclass(frozen=True)
 class Refiner:
-    """The job's refiner: its loaded model, the prompts encoded for it, and where it takes over."""
+    """The job's refiner: its loaded model, the prompts encoded for it, where it takes over, and
+    where its weights are (`placement`)."""
 
     model: LoadedModel
     conditioning: Conditioning
     switch_at: float
+    placement: Placement
 
     def infotext(self) -> dict[str, object]:
         return {
@@ -52,8 +92,10 @@ def switch_step(switch_at: float, steps: int) -> int:
 
 
 class SwitchedGuider:
-    """The base guider until step `at_step` of `sigmas`, the refiner's from there on. `on_switch`
-    is told how long the first refiner evaluation took (what the user waits at the switch)."""
+    """The base guider until step `at_step` of `sigmas`, the refiner's from there on. At the first
+    refiner evaluation the refiner is put on the device (`placement`), and `on_switch` is told how
+    long that evaluation took, swap included, and whether the models were swapped (what the user
+    waits at the switch)."""
 
     def __init__(
         self,
@@ -61,10 +103,12 @@ class SwitchedGuider:
         second: Callable,
         sigmas: torch.Tensor,
         at_step: int,
-        on_switch: Callable[[float], None] | None = None,
+        placement: Placement,
+        on_switch: Callable[[float, bool], None] | None = None,
     ):
         self.first, self.second, self.at_step = first, second, at_step
         self.sigmas = sigmas.detach().float().cpu()
+        self.placement = placement
         self.on_switch = on_switch
         self.switched = False
 
@@ -72,13 +116,17 @@ class SwitchedGuider:
         return self.second if step_of(self.sigmas, sigma) >= self.at_step else self.first
 
     def _timed(self, guider: Callable, call: Callable[[], object]):
-        if guider is not self.second or self.switched:
+        if guider is not self.second:
+            self.placement.base_on_device()  # a new batch starts on the base
+            return call()
+        if self.switched:
             return call()
         started = time.monotonic()
+        swapped = self.placement.refiner_on_device()
         out = call()
         self.switched = True
         if self.on_switch is not None:
-            self.on_switch(time.monotonic() - started)
+            self.on_switch(time.monotonic() - started, swapped)
         return out
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:

@@ -96,7 +96,11 @@ def txt2img(
                 else [],
             )
         first = first_pass_units(units, hires=params.enable_hr)
-        sample_batches(model, params, conditioning, job, save, result, extra, first, second, plan)
+        try:
+            sample_batches(model, params, conditioning, job, save, result, extra, first, second, plan)
+        finally:
+            if plan is not None:
+                plan.placement.base_on_device()
     return result
 
 
@@ -114,7 +118,10 @@ def sample_batches(
 ) -> None:
     """Stages 3-7 for every batch of a txt2img job (`second_pass`: the hires pass, or None;
     `refiner`: the model that takes over the sampling, then runs the hires pass and decodes)."""
-    last = refiner.model if refiner is not None else model
+
+    def last() -> LoadedModel:  # the model that ends the sampling: the refiner once it took over
+        return refiner.model if refiner is not None and refiner.placement.refiner_in else model
+
     options = sampler_options(params)  # the job's sampler parameters (A1111 defaults where unset)
     sigmas = stages.make_sigmas(model, params, options)
     control = control_stack(model, units or [], sigmas)
@@ -130,9 +137,9 @@ def sample_batches(
         )  # fmt: skip
         if second_pass is not None and not result.interrupted:  # hires fix
             stage_hooks.set_pass(job, "hires")
-            latents = stages.until_stopped(result, second_pass, last, params, latents, seeds, job=job)
+            latents = stages.until_stopped(result, second_pass, last(), params, latents, seeds, job=job)
             stage_hooks.set_pass(job, "first")
-        pictures = to_pil(decode_with_hooks(last, latents, result.notes, job))  # 5, 6
+        pictures = to_pil(decode_with_hooks(last(), latents, result.notes, job))  # 5, 6
         for i, (image, seed) in enumerate(zip(pictures, seeds, strict=True)):
             infotext = functools.partial(
                 build_infotext,

@@ -146,3 +146,18 @@ def test_family_and_proposed_size_without_loading(tmp_path: Path, sdxl_files, ti
     native, sizes = manager.size_choices("bare-xl")
     assert native == 1024 and (1216, 832) in sizes and (640, 1536) in sizes
     assert manager.current is None  # nothing was loaded
+
+
+def test_a_refiner_that_does_not_fit_beside_the_model_waits_in_ram(monkeypatch, sdxl_files, tmp_path):
+    manager = ModelManager(
+        root=tmp_path, extra_dirs=[sdxl_files["base"].parent], device="cpu", cache_dir=tmp_path / "cache"
+    )
+    info = manager.find("xl-refiner")
+    assert manager.fits_beside(info)  # RAM: always
+    monkeypatch.setattr(manager, "device", torch.device("cuda"))  # a GPU with 1 GiB free
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (2**30, 8 * 2**30))
+    assert not manager.fits_beside(info)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (20 * 2**30, 24 * 2**30))
+    assert manager.fits_beside(info)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (2**30, 8 * 2**30))
+    assert manager.get_refiner("xl-refiner").device == torch.device("cpu")  # the job swaps it in

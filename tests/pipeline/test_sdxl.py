@@ -227,3 +227,31 @@ def test_an_sdxl_embedding_fills_both_encoders(base, tmp_path):
     plain = stages.encode_prompt(base, euler(prompt="a red circle"), db).at(0)[0][0]
     assert torch.allclose(with_embedding.hidden, plain.hidden, atol=1e-6)
     assert torch.allclose(with_embedding.pooled, plain.pooled, atol=1e-6)
+
+
+def test_a_refiner_left_in_ram_swaps_with_the_base_per_batch(base, refiner, monkeypatch):
+    """Where both do not fit, the manager leaves the refiner in RAM (another device than the
+    base's; here "cpu:0" against "cpu", the same memory). The UNets change places at each batch's
+    switch and back when the next batch starts and at the end; the pictures are the same."""
+    import dataclasses
+
+    from engine.pipeline import refiner as refiner_module
+    from engine.service.jobs import Job
+
+    p = euler(steps=6, n_iter=2, refiner_checkpoint="xl-refiner", refiner_switch_at=0.5)
+    together = txt2img(base, p, refiner=refiner)
+    moves: list[tuple[str, str]] = []
+    names = {id(base.unet): "base", id(refiner.unet): "refiner", id(refiner.vae): "refiner vae"}
+    original_move = refiner_module._move
+    monkeypatch.setattr(
+        refiner_module, "_move", lambda m, d: moves.append((names[id(m)], str(d))) or original_move(m, d)
+    )
+    parked = dataclasses.replace(refiner, device=torch.device("cpu", 0))
+    job = Job()
+    swapped = txt2img(base, p, refiner=parked, job=job)
+    out, back = [("base", "cpu"), ("refiner", "cpu"), ("refiner vae", "cpu")], [
+        ("refiner", "cpu"), ("refiner vae", "cpu"), ("base", "cpu")]  # fmt: skip
+    assert moves == out + back + out + back  # batch 1: in, out at batch 2; batch 2: in, out at the end
+    assert "Refiner xl-refiner swapped in" in job.progress.textinfo
+    for a, b in zip(together.images, swapped.images, strict=True):
+        assert np.array_equal(pixels(a), pixels(b))
