@@ -42,6 +42,7 @@ class SigmaDenoiser:
         # ControlNet's "ControlNet is more important" treats the unconditional rows of the CFG batch
         # differently: such a UNet function takes `uncond_count=` (the batch's leading uncond rows).
         self.wants_uncond_count = wants_uncond_count
+        self._timesteps: dict[tuple[float, ...], torch.Tensor] = {}  # σ's → UNet timesteps
 
     def __call__(
         self, x: torch.Tensor, sigma: torch.Tensor, cond: TextCond, uncond_count: int = 0
@@ -51,7 +52,10 @@ class SigmaDenoiser:
             sigma = sigma.expand(x.shape[0])
         s = sigma.to(x.device).view(-1, 1, 1, 1)
         c_in = 1 / (s**2 + 1).sqrt()
-        t = self.model_sigmas.sigma_to_t(sigma.cpu()).to(x.device)
+        key = tuple(sigma.tolist())  # a run asks for the same few σ's again and again (CFG rows, steps)
+        t = self._timesteps.get(key)
+        if t is None:
+            t = self._timesteps[key] = self.model_sigmas.sigma_to_t(sigma.cpu()).to(x.device)
         extra = {"uncond_count": uncond_count} if self.wants_uncond_count else {}
         out = self.unet(x * c_in, t, cond, **extra).to(x.dtype)
         if self.prediction_type == "epsilon":
