@@ -235,6 +235,16 @@ AXES: tuple[Axis, ...] = (
     Axis("UniPC order", int, ("uni_pc_order",)),
     Axis("VAE", choices=lambda n: n.vaes, apply=_set_vae, cost=0.7),
     Axis("Hires upscaler", fields=("hr_upscaler",), choices=lambda n: n.hires_upscalers, hires_only=True),
+    # A1111 1.6's refiner axes (added last: the index of every older axis stays as it was)
+    Axis(
+        "Refiner checkpoint",
+        fields=("refiner_checkpoint",),
+        choices=lambda n: ("None", *n.checkpoints),
+        show_label=False,
+        cost=0.9,
+        shorten=_file_name,
+    ),
+    Axis("Refiner switch at", float, ("refiner_switch_at",)),
 )
 AXIS_LABELS: tuple[str, ...] = tuple(a.label for a in AXES)
 

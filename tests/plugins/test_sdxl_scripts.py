@@ -69,3 +69,27 @@ def test_xyz_checkpoint_axis_mixes_sd1_and_sdxl(engine):
     assert grid.width >= 2 * 64 and len(cells) == 2
     models = [parse_infotext(text)["Model"] for text in result.infotexts[1:]]
     assert models == [builtin, "xl-base"]
+
+
+def test_xyz_refiner_axes(engine):
+    call = ScriptCall(
+        "X/Y/Z plot",
+        {
+            "x_type": "Refiner checkpoint", "x_values": "None, xl-refiner",
+            "y_type": "Refiner switch at", "y_values": "0.5, 0.8", "include_lone_images": True,
+        },
+    )  # fmt: skip
+    params = GenerationParams(
+        prompt="a red circle",
+        steps=4,
+        sampler_name="Euler",
+        seed=5,
+        width=64,
+        height=64,
+        checkpoint="xl-base",
+    )
+    result = finished(engine.submit_txt2img(params, script=call))
+    cells = [parse_infotext(text) for text in result.infotexts[1:]]
+    assert len(cells) == 4
+    assert [c.get("Refiner", "").split(" [")[0] for c in cells] == ["", "xl-refiner", "", "xl-refiner"]
+    assert [c.get("Refiner switch at") for c in cells] == [None, "0.5", None, "0.8"]
