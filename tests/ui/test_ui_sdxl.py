@@ -61,3 +61,14 @@ def test_the_progress_bar_shows_the_refiner_switch():
 
     progress = Progress(job_step=9, job_steps=10, batches=1, textinfo="Switched to the refiner xl in 1.2 s")
     assert "Switched to the refiner xl in 1.2 s" in progress_html(progress)
+
+
+def test_png_info_sends_the_refiner_to_the_accordion():
+    from ui.tabs.png_info import infotext_to_fields
+
+    text = "a cat\nSteps: 20, Seed: 1, Refiner: xl-refiner [0123456789], Refiner switch at: 0.6"
+    names = ("prompt", "refiner_checkpoint", "refiner_switch_at")
+    values, _ = infotext_to_fields(text, names)
+    assert values == ("a cat", "xl-refiner [0123456789]", 0.6)
+    values, _ = infotext_to_fields("a cat\nSteps: 20, Seed: 1", names)
+    assert values[1] == "None"  # no refiner: the dropdown's own "None"

@@ -62,8 +62,12 @@ def show_png_info(path: str | None) -> tuple[str, str]:
     return text, parsed_html(text)
 
 
-# What the hires dropdowns show for "no separate hires sampler / schedule" (params hold None).
-_SAME_AS_FIRST_PASS = {"hr_sampler_name": "Use same sampler", "hr_scheduler": "Use same scheduler"}
+# What the dropdowns show where the params hold None: no separate hires sampler / schedule, no refiner.
+_SHOWN_FOR_NONE = {
+    "hr_sampler_name": "Use same sampler",
+    "hr_scheduler": "Use same scheduler",
+    "refiner_checkpoint": "None",
+}
 
 
 def infotext_to_fields(text: str, names: tuple[str, ...] = SEND_FIELDS) -> tuple[tuple[Any, ...], list[str]]:
@@ -77,7 +81,7 @@ def infotext_to_fields(text: str, names: tuple[str, ...] = SEND_FIELDS) -> tuple
 
     params, _unknown = params_from_infotext(text)
     values = tuple(
-        getattr(params, name) or _SAME_AS_FIRST_PASS.get(name, getattr(params, name)) for name in names
+        getattr(params, name) or _SHOWN_FOR_NONE.get(name, getattr(params, name)) for name in names
     )
     return values, override_entries(params)
 
