@@ -96,6 +96,24 @@ def test_euler_matches_diffusers_pipeline(model):
     assert np.abs(pixels(ours) - pixels(theirs)).max() <= 2
 
 
+def test_sd2_matches_diffusers_with_openclip_padding(tmp_path):
+    """SD 2.x's OpenCLIP tokenizer pads with "!" after the end token (as A1111 and diffusers give
+    it): our picture equals diffusers' on the same tiny SD2 components."""
+    from bench.reference import diffusers_euler_pipeline
+    from tests.fakes.tiny_models import tiny_components, write_diffusers_folder
+
+    sd2 = load_tiny(write_diffusers_folder(tiny_components(seed=8, family="sd2"), tmp_path / "tiny-sd2"))
+    assert sd2.tokenizer.pad_token == "!"
+    p = params(sampler_name="Euler", scheduler="Uniform", steps=4)
+    noise = torch.randn((1, 4, SIZE // 8, SIZE // 8), generator=torch.Generator().manual_seed(p.seed))
+    with torch.inference_mode():
+        theirs = diffusers_euler_pipeline(sd2)(
+            p.prompt, negative_prompt=p.negative_prompt, num_inference_steps=p.steps,
+            guidance_scale=p.cfg_scale, height=SIZE, width=SIZE, latents=noise,
+        ).images[0]  # fmt: skip
+    assert np.abs(pixels(txt2img(sd2, p).images[0]) - pixels(theirs)).max() <= 2
+
+
 def test_v_prediction_model_generates(tmp_path):
     from tests.fakes.tiny_models import tiny_components, write_diffusers_folder
 
