@@ -136,8 +136,25 @@ def alphas_cumprod_from_config(config: dict[str, Any]) -> torch.Tensor:
         return DDPMScheduler.from_config(config).alphas_cumprod.to(torch.float32)
     alphas_cumprod = torch.cumprod(1.0 - betas, dim=0)
     if config.get("rescale_betas_zero_snr"):
-        raise ValueError("zero-terminal-SNR schedules are not supported yet")
+        alphas_cumprod = zero_terminal_snr(alphas_cumprod)
     return alphas_cumprod.to(torch.float32)
+
+
+# ᾱ of the last step after the zero-terminal-SNR rescale: A1111's value, which keeps σ_max finite
+# (≈ 4 500) so the σ-space samplers can start from it; a true 0 would be σ = ∞.
+ZTSNR_LAST_ALPHA_BAR = 4.8973451890853435e-08
+
+
+def zero_terminal_snr(alphas_cumprod: torch.Tensor) -> torch.Tensor:
+    """Lin et al. (2023), "Common Diffusion Noise Schedules and Sample Steps are Flawed": shift and
+    scale √ᾱ so that the last step is pure noise and the first unchanged. v-prediction fine-tunes
+    trained on it (NoobAI-XL v-pred and others) mark themselves with a `ztsnr` key."""
+    root = alphas_cumprod.double().sqrt()
+    first, last = root[0].clone(), root[-1].clone()
+    root = (root - last) * first / (first - last)
+    rescaled = root**2
+    rescaled[-1] = ZTSNR_LAST_ALPHA_BAR
+    return rescaled.to(alphas_cumprod.dtype)
 
 
 def prediction_type_of(config: dict[str, Any]) -> str:

@@ -25,6 +25,7 @@ EPSILON, V_PREDICTION = "epsilon", "v_prediction"
 # SDXL v-prediction fine-tunes (NoobAI-XL v-pred and others) mark themselves with an empty `v_pred`
 # tensor; A1111 and Forge read it the same way.
 V_PRED_KEY = "v_pred"
+ZTSNR_KEY = "ztsnr"  # and, beside it, `ztsnr`: trained on a zero-terminal-SNR schedule
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ class ModelTraits:
     )  # cross-attention width of the UNet (768 SD1, 1024 SD2, 2048 SDXL; small for tiny models)
     unet_in_channels: int  # 4, or 9 for inpainting models
     prediction_type: str | None = None  # declared by the file itself (a `v_pred` key), else None
+    zero_terminal_snr: bool = False  # a `ztsnr` key: the training schedule ends in pure noise
 
     @property
     def inpainting(self) -> bool:
@@ -56,7 +58,7 @@ def detect_traits(shapes: Mapping[str, Any], name: str = "checkpoint") -> ModelT
             context_dim = int(_shape(value)[1])
             break
     prediction = V_PREDICTION if V_PRED_KEY in shapes else None
-    return ModelTraits(family, context_dim, in_channels, prediction)
+    return ModelTraits(family, context_dim, in_channels, prediction, ZTSNR_KEY in shapes)
 
 
 def _shape(value: Any) -> tuple[int, ...]:

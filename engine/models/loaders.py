@@ -144,13 +144,16 @@ def _load_single_file(info: CheckpointInfo, dtype: torch.dtype) -> tuple[dict[st
         if prediction == V_PREDICTION:
             config_dir = configs.shipped_config_dir(SD2, V_PREDICTION)
             unet.register_to_config(sample_size=configs.component_config(config_dir, "unet")["sample_size"])
+    scheduler = configs.scheduler_config(config_dir)
+    if plan.traits.zero_terminal_snr:
+        scheduler = {**scheduler, "rescale_betas_zero_snr": True}
     components = {
         "unet": unet,
         "vae": vae,
         **encoders,
         "family": plan.traits.family,
         "prediction_type": prediction,
-        "scheduler": configs.scheduler_config(config_dir),
+        "scheduler": scheduler,
     }
     return components, config_dir
 

@@ -161,3 +161,31 @@ def test_a_refiner_that_does_not_fit_beside_the_model_waits_in_ram(monkeypatch, 
     assert manager.fits_beside(info)
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (2**30, 8 * 2**30))
     assert manager.get_refiner("xl-refiner").device == torch.device("cpu")  # the job swaps it in
+
+
+def test_a_ztsnr_key_gives_the_zero_terminal_snr_schedule(sdxl_files, tmp_path: Path):
+    """NoobAI-style v-prediction files carry `v_pred` and `ztsnr` keys: v-prediction on the
+    rescaled schedule (diffusers' rescale, last ᾱ kept finite as A1111 does), and it generates."""
+    from diffusers import DDPMScheduler
+
+    from engine.models.configs import ZTSNR_LAST_ALPHA_BAR
+    from engine.pipeline.txt2img import txt2img
+    from engine.sampling.schedules import ModelSigmas
+    from tests.fakes.tiny_models import tiny_params
+
+    state = load_file(str(sdxl_files["base"]))
+    save_file(
+        {**state, "v_pred": torch.tensor([]), "ztsnr": torch.tensor([])}, str(tmp_path / "noob.safetensors")
+    )
+    shutil.copytree(sdxl_files["base"].with_name("xl-base.config"), tmp_path / "noob.config")
+    (tmp_path / "noob.config" / "scheduler" / "scheduler_config.json").unlink()
+    model = load_tiny(tmp_path / "noob.safetensors")
+    assert model.prediction_type == "v_prediction"
+    reference = DDPMScheduler(
+        beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, rescale_betas_zero_snr=True
+    ).alphas_cumprod
+    assert torch.allclose(model.alphas_cumprod[:-1], reference[:-1], rtol=1e-4, atol=1e-7)
+    assert model.alphas_cumprod[-1] == pytest.approx(ZTSNR_LAST_ALPHA_BAR) and reference[-1] == 0
+    assert 4000 < float(ModelSigmas.from_alphas_cumprod(model.alphas_cumprod).sigmas.max()) < 5000
+    picture = txt2img(model, tiny_params(steps=4, sampler_name="Euler")).images[0]
+    assert torch.tensor(list(picture.getdata())).float().std() > 5
