@@ -189,3 +189,32 @@ def test_a_ztsnr_key_gives_the_zero_terminal_snr_schedule(sdxl_files, tmp_path: 
     assert 4000 < float(ModelSigmas.from_alphas_cumprod(model.alphas_cumprod).sigmas.max()) < 5000
     picture = txt2img(model, tiny_params(steps=4, sampler_name="Euler")).images[0]
     assert torch.tensor(list(picture.getdata())).float().std() > 5
+
+
+def test_a_vae_from_models_vae_on_sdxl(tmp_path: Path, sdxl_files):
+    """Any VAE file in models/VAE is offered for SDXL and built with the checkpoint's own VAE
+    config; one of another architecture is a clear error and the model keeps its own VAE."""
+    from diffusers import AutoencoderKL
+
+    from engine.models.ldm_convert import vae_to_ldm
+
+    vae_dir = tmp_path / "models" / "VAE"
+    vae_dir.mkdir(parents=True)
+    other = tiny_components(seed=9, family="sdxl").vae
+    state = vae_to_ldm(other.state_dict(), other.config, prefix="")
+    save_file({k: v.contiguous() for k, v in state.items()}, str(vae_dir / "xl-vae.safetensors"))
+    blocks = {"down_block_types": ("DownEncoderBlock2D",) * 2, "up_block_types": ("UpDecoderBlock2D",) * 2}
+    wide = AutoencoderKL(block_out_channels=(8, 16), latent_channels=16, norm_num_groups=4, **blocks)
+    state = vae_to_ldm(wide.state_dict(), wide.config, prefix="")
+    save_file({k: v.contiguous() for k, v in state.items()}, str(vae_dir / "flux-like.safetensors"))
+    manager = ModelManager(
+        root=tmp_path, extra_dirs=[sdxl_files["base"].parent], device="cpu", cache_dir=tmp_path / "cache"
+    )
+    assert {p.name for p in manager.list_vaes()} == {"xl-vae.safetensors", "flux-like.safetensors"}
+    own = manager.get("xl-base")
+    swapped = manager.get("xl-base", vae="xl-vae")
+    assert swapped.vae_name == "xl-vae.safetensors" and swapped.unet is own.unet
+    assert torch.equal(swapped.vae.encoder.conv_in.weight, other.encoder.conv_in.weight)
+    with pytest.raises(ValueError, match="flux-like.safetensors is not a VAE matching this checkpoint"):
+        manager.get("xl-base", vae="flux-like")
+    assert manager.current is swapped
