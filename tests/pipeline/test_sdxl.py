@@ -70,14 +70,17 @@ def test_the_diffusers_folder_gives_the_same_picture(base, sdxl_files):
     )
 
 
-def test_img2img_matches_diffusers_sdxl_img2img(base):
+@pytest.mark.parametrize("which", ["base", "refiner"])
+def test_img2img_matches_diffusers_sdxl_img2img(base, refiner, which):
     """With A1111's "fix steps" img2img runs exactly the last `steps` of a steps/strength schedule,
-    as diffusers' strength does; both start from the same latents of the same picture."""
+    as diffusers' strength does; both start from the same latents of the same picture. The refiner
+    alone too (its aesthetic-score ids, OpenCLIP-G only), as people run it on finished pictures."""
+    model = refiner if which == "refiner" else base
     src = Image.fromarray(np.random.default_rng(0).integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8))
     p = Img2ImgParams(**{**euler(steps=5).model_dump(), "denoising_strength": 0.5, "img2img_fix_steps": True})
-    latents = encode(base, to_tensor([src], base.device))
+    latents = encode(model, to_tensor([src], model.device))
     with torch.inference_mode():
-        theirs = diffusers_sdxl_img2img_pipeline(base)(
+        theirs = diffusers_sdxl_img2img_pipeline(model)(
             p.prompt,
             negative_prompt=p.negative_prompt,
             image=latents,  # 4 channels: taken as latents (the posterior's mean, as we encode)
@@ -86,7 +89,7 @@ def test_img2img_matches_diffusers_sdxl_img2img(base):
             guidance_scale=p.cfg_scale,
             generator=torch.Generator().manual_seed(p.seed),
         ).images[0]
-    ours = i2i.img2img(base, p, i2i.Img2ImgInputs([src])).images[0]
+    ours = i2i.img2img(model, p, i2i.Img2ImgInputs([src])).images[0]
     assert np.abs(pixels(ours) - pixels(theirs)).max() <= 2
 
 
