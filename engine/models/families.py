@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import torch
 
 SD1, SD2, SDXL, SDXL_REFINER = "sd1", "sd2", "sdxl", "sdxl-refiner"
+# The SDXL refiner's aesthetic scores (prompt, negative prompt): A1111's defaults, and Settings'.
+AESTHETIC_SCORES = (6.0, 2.5)
 
 # The SDXL training buckets (width, height) A1111/Forge users pick from, at 1024² area.
 SDXL_BUCKETS = ((1024, 1024), (1152, 896), (896, 1152), (1216, 832), (832, 1216), (1344, 768), (768, 1344),
@@ -63,13 +65,13 @@ class Family:
         height: int,
         width: int,
         uncond_count: int,
-        aesthetic: tuple[float, float] = (6.0, 2.5),
+        aesthetic: tuple[float, float] = AESTHETIC_SCORES,
     ) -> dict[str, object]:
         """The UNet's extra inputs besides the token sequence, for a batch of `rows` at a picture
         size of height × width px. SDXL: the pooled embedding and the time ids (original size =
         target size = the picture's, crop 0,0, as A1111 sets them); the refiner: size, crop and
         the aesthetic score, high for the conditional rows and low for the leading `uncond_count`
-        unconditional rows (A1111's 6.0 / 2.5)."""
+        unconditional rows (`aesthetic`: (high, low), A1111's 6.0 / 2.5 unless the Settings say)."""
         if self.micro is None:
             return {}
         if pooled is None:

@@ -25,6 +25,7 @@ from engine.conditioning.schedule import Conditioning, encode_conditioning
 from engine.conditioning.text_cond import TextCond
 from engine.controlnet.apply import ControlNetStack, PreparedUnit, prepare_units
 from engine.models import lora as lora_patch
+from engine.models.families import AESTHETIC_SCORES
 from engine.models.lora import LoraFile, LoraLibrary, LoraRequest, extract_lora_tags
 from engine.models.types import LoadedModel
 from engine.output import images as image_io
@@ -143,20 +144,23 @@ def prepare_latents(model: LoadedModel, params: GenerationParams, seeds: list[in
 
 # -- 4. denoise -----------------------------------------------------------------------------------
 def make_denoiser(
-    model: LoadedModel, image_cond: torch.Tensor | None = None, control: ControlNetStack | None = None
+    model: LoadedModel,
+    image_cond: torch.Tensor | None = None,
+    control: ControlNetStack | None = None,
+    aesthetic: tuple[float, float] = AESTHETIC_SCORES,
 ) -> SigmaDenoiser:
     """`image_cond`: an inpainting UNet's extra input channels (mask + masked-image latents),
     one row per image; the CFG batch repeats the images, so the rows are tiled to match.
-    `control`: ControlNet residuals added to the UNet's skip connections at every evaluation."""
+    `control`: ControlNet residuals added to the UNet's skip connections at every evaluation.
+    `aesthetic`: the SDXL refiner's (prompt, negative) aesthetic scores."""
 
     spec, factor = model.spec, model.vae_scale_factor
 
     def unet(x: torch.Tensor, t: torch.Tensor, cond: TextCond, uncond_count: int = 0) -> torch.Tensor:
         # the family's extra inputs (SDXL: pooled text + size ids at this picture's size, so the
         # hires pass and SD upscale's tiles are conditioned on their own size, as in A1111)
-        kwargs = spec.added_cond(
-            cond.pooled, x.shape[0], x.shape[-2] * factor, x.shape[-1] * factor, uncond_count
-        )
+        height, width = x.shape[-2] * factor, x.shape[-1] * factor
+        kwargs = spec.added_cond(cond.pooled, x.shape[0], height, width, uncond_count, aesthetic)
         residuals = control(x, t, cond, uncond_count, kwargs) if control is not None else None
         if residuals is not None:
             down, mid = residuals
@@ -203,7 +207,7 @@ def denoise(
 
     def guider_for(model: LoadedModel, conditioning: Conditioning, image_cond=None, control=None):
         return CFGGuider(
-            make_denoiser(model, image_cond, control),
+            make_denoiser(model, image_cond, control, job.aesthetic_scores),
             conditioning,
             params.cfg_scale,
             sigmas=sigmas,

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from engine.models.families import AESTHETIC_SCORES
 from engine.schema.params import GenerationParams, Img2ImgParams, field_limits
 from engine.schema.sampler_params import SamplerDefaults
 
@@ -83,6 +84,18 @@ class Settings(SamplerDefaults):
     sd_checkpoint: str = Field("", description="Checkpoint to load at start (empty: the built-in model)")
     sd_vae: str = Field(
         "Automatic", description="VAE: Automatic (the checkpoint's own), None, or a file in models/VAE"
+    )
+    sdxl_refiner_high_aesthetic_score: float = Field(
+        AESTHETIC_SCORES[0],
+        ge=0.0,
+        le=10.0,
+        description="SDXL refiner: the aesthetic score it sees for the prompt",
+    )
+    sdxl_refiner_low_aesthetic_score: float = Field(
+        AESTHETIC_SCORES[1],
+        ge=0.0,
+        le=10.0,
+        description="SDXL refiner: the aesthetic score it sees for the negative prompt",
     )
     use_checkpoint_preferences: bool = Field(
         True,

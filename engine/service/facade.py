@@ -289,6 +289,10 @@ class Engine:
             refiner=self._refiner(params),
         )
 
+    def _aesthetic_scores(self) -> tuple[float, float]:
+        settings = self._settings
+        return settings.sdxl_refiner_high_aesthetic_score, settings.sdxl_refiner_low_aesthetic_score
+
     def _refiner(self, params: GenerationParams) -> Any:
         """The job's refiner model, loaded beside the checkpoint, or None (freed when unused)."""
         if not params.uses_refiner:
@@ -372,6 +376,7 @@ class Engine:
         the job over (X/Y/Z plot, ...); `vae`: this job's VAE (None: the Settings' choice);
         `save_images`: False keeps the pictures out of the output folders (the API's default)."""
         job = Job("txt2img", preview_every=self._settings.show_progress_every_n_steps)
+        job.aesthetic_scores = self._aesthetic_scores()
         run = functools.partial(self._run_txt2img, vae=vae, save_images=save_images)
         resolved = self._resolved(params, for_script=script is not None)
         return self._submit(job, "txt2img", run, resolved, (control,), extension_args, script)
@@ -391,6 +396,7 @@ class Engine:
         img2img job over like any script. A ControlNet unit without a picture uses the img2img
         picture. The other arguments: as submit_txt2img's."""
         job = Job("img2img", preview_every=self._settings.show_progress_every_n_steps)
+        job.aesthetic_scores = self._aesthetic_scores()
         run = functools.partial(self._run_img2img, vae=vae, save_images=save_images)
         resolved = self._resolved(params, for_script=script is not None)
         return self._submit(job, "img2img", run, resolved, (inputs, control), extension_args, script)
@@ -464,6 +470,7 @@ class Engine:
             if not Path(folder).is_dir():
                 raise ValueError(f"folder not found: {folder}")
         job = Job("img2img", preview_every=0)
+        job.aesthetic_scores = self._aesthetic_scores()
         folders = {
             "input_dir": Path(input_dir),
             "output_dir": Path(output_dir),

@@ -10,6 +10,8 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from engine.models.families import AESTHETIC_SCORES
+
 if TYPE_CHECKING:
     from engine.plugins.hooks import GenerationContext, HookRunner
 
@@ -64,6 +66,8 @@ class Job:
         self.hooks: HookRunner | None = None
         self.context: GenerationContext | None = None
         self.queue: JobQueue | None = None  # set when submitted: the job can say where it waits
+        # The SDXL refiner's (prompt, negative) aesthetic scores: the Settings' when it was submitted.
+        self.aesthetic_scores: tuple[float, float] = AESTHETIC_SCORES
 
     def position(self) -> int:
         """0 while running (or done), 1.. while waiting in the queue (1 = next)."""

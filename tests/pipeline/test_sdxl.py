@@ -258,3 +258,15 @@ def test_a_refiner_left_in_ram_swaps_with_the_base_per_batch(base, refiner, monk
     assert "Refiner xl-refiner swapped in" in job.progress.textinfo
     for a, b in zip(together.images, swapped.images, strict=True):
         assert np.array_equal(pixels(a), pixels(b))
+
+
+def test_the_refiner_sees_the_job_s_aesthetic_scores(refiner):
+    from engine.service.jobs import Job
+
+    src = Image.fromarray(np.random.default_rng(2).integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8))
+    p = Img2ImgParams(**{**euler(steps=4).model_dump(), "denoising_strength": 0.6})
+    default = i2i.img2img(refiner, p, i2i.Img2ImgInputs([src]), job=Job()).images[0]
+    job = Job()
+    job.aesthetic_scores = (9.0, 1.0)
+    other = i2i.img2img(refiner, p, i2i.Img2ImgInputs([src]), job=job).images[0]
+    assert not np.array_equal(pixels(default), pixels(other))

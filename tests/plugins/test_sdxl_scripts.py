@@ -93,3 +93,21 @@ def test_xyz_refiner_axes(engine):
     assert len(cells) == 4
     assert [c.get("Refiner", "").split(" [")[0] for c in cells] == ["", "xl-refiner", "", "xl-refiner"]
     assert [c.get("Refiner switch at") for c in cells] == [None, "0.5", None, "0.8"]
+
+
+def test_the_settings_give_the_refiner_s_aesthetic_scores(engine):
+    assert (
+        engine.settings.sdxl_refiner_high_aesthetic_score,
+        engine.settings.sdxl_refiner_low_aesthetic_score,
+    ) == (
+        6.0,
+        2.5,
+    )
+    engine.update_settings(sdxl_refiner_high_aesthetic_score=8.0, sdxl_refiner_low_aesthetic_score=1.5)
+    try:
+        params = GenerationParams(prompt="a cat", steps=2, width=64, height=64, checkpoint="xl-refiner")
+        job = engine.submit_txt2img(params)
+        finished(job)
+        assert job.aesthetic_scores == (8.0, 1.5)
+    finally:
+        engine.update_settings(sdxl_refiner_high_aesthetic_score=6.0, sdxl_refiner_low_aesthetic_score=2.5)
