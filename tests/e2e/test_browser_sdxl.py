@@ -80,6 +80,8 @@ def test_choosing_sdxl_proposes_1024_and_the_refiner_reaches_the_infotext(page):
     assert _number(page, "txt2img_height") == "1216"
 
     page.locator("#txt2img_prompt textarea").fill("a red circle")
+    _set_number(page, "txt2img_width", 64)  # typed by hand: the picker no longer shows a size
+    page.wait_for_function("() => document.querySelector('#txt2img_size_presets input').value === ''")
     for elem_id, value in (
         ("txt2img_width", 64),
         ("txt2img_height", 64),

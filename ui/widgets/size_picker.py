@@ -42,6 +42,10 @@ def build_size_picker(engine: EngineLike, tab: str, width: Any, height: Any) -> 
         return (size[0], size[1]) if size else (gr.skip(), gr.skip())
 
     picker.input(pick, inputs=picker, outputs=[width, height], queue=False, api_visibility="private")
+    for slider in (width, height):  # a size typed by hand is no longer the picked one
+        slider.input(
+            lambda: None, outputs=picker, queue=False, show_progress="hidden", api_visibility="private"
+        )
     return picker
 
 
