@@ -121,12 +121,14 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=6)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--real-size", action="store_true")
+    ap.add_argument("--size", type=int, default=None, help="picture size (default 1024 real-size, 64 tiny)")
     args = ap.parse_args()
 
-    dtype = torch.float16 if args.real_size else torch.float32
+    # fp16 where it is fast (a GPU); the CPU computes in fp32
+    dtype = torch.float16 if args.real_size and args.device != "cpu" else torch.float32
     model = (real_size_model if args.real_size else tiny_model)(args.device, dtype)
     pipe = diffusers_sdxl_pipeline(model)
-    size = 1024 if args.real_size else 64
+    size = args.size or (1024 if args.real_size else 64)
     repeats = 1 if args.real_size else args.repeats
     time_ours(model, size, 2)  # warm-up both paths (allocator, kernels)
     time_diffusers(pipe, model, size, 2)
