@@ -1,5 +1,6 @@
-"""diffusers' own StableDiffusionPipeline on an Atelier model's components: the baseline our loop is
-compared against, for speed (bench/overhead.py) and for pixels (tests/pipeline/test_txt2img.py)."""
+"""diffusers' own pipelines (SD, SDXL, SDXL img2img) on an Atelier model's components: the baseline
+our loop is compared against, for speed (bench/overhead.py, bench/sdxl.py) and for pixels
+(tests/pipeline/test_txt2img.py, test_sdxl.py)."""
 
 from __future__ import annotations
 
@@ -9,14 +10,7 @@ from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
 def diffusers_euler_pipeline(model) -> StableDiffusionPipeline:
     """Euler with linspace timestep spacing = A1111's Euler on the "Uniform" schedule (timesteps
     evenly spaced 999 → 0), SD's scaled-linear β schedule."""
-    scheduler = EulerDiscreteScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        steps_offset=1,
-        prediction_type=model.prediction_type,
-        timestep_spacing="linspace",
-    )
+    scheduler = _euler_linspace(model.prediction_type)
     pipe = StableDiffusionPipeline(
         vae=model.vae,
         text_encoder=model.text_encoder,
@@ -42,19 +36,19 @@ def _euler_linspace(prediction_type: str) -> EulerDiscreteScheduler:
     )
 
 
+def _sdxl_components(model) -> dict:
+    """An SDXL model's modules under diffusers' names (the refiner's first encoder is None)."""
+    names = ("vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "unet")
+    return {name: getattr(model, name) for name in names} | {
+        "scheduler": _euler_linspace(model.prediction_type)
+    }
+
+
 def diffusers_sdxl_pipeline(model):
     """diffusers' StableDiffusionXLPipeline on an Atelier SDXL model's components (Euler, "Uniform")."""
     from diffusers import StableDiffusionXLPipeline
 
-    pipe = StableDiffusionXLPipeline(
-        vae=model.vae,
-        text_encoder=model.text_encoder,
-        text_encoder_2=model.text_encoder_2,
-        tokenizer=model.tokenizer,
-        tokenizer_2=model.tokenizer_2,
-        unet=model.unet,
-        scheduler=_euler_linspace(model.prediction_type),
-    )
+    pipe = StableDiffusionXLPipeline(**_sdxl_components(model))
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -64,15 +58,7 @@ def diffusers_sdxl_img2img_pipeline(model):
     first text encoder and takes the aesthetic score)."""
     from diffusers import StableDiffusionXLImg2ImgPipeline
 
-    pipe = StableDiffusionXLImg2ImgPipeline(
-        vae=model.vae,
-        text_encoder=model.text_encoder,
-        text_encoder_2=model.text_encoder_2,
-        tokenizer=model.tokenizer,
-        tokenizer_2=model.tokenizer_2,
-        unet=model.unet,
-        scheduler=_euler_linspace(model.prediction_type),
-        requires_aesthetics_score=model.text_encoder is None,
-    )
+    refiner = model.text_encoder is None
+    pipe = StableDiffusionXLImg2ImgPipeline(**_sdxl_components(model), requires_aesthetics_score=refiner)
     pipe.set_progress_bar_config(disable=True)
     return pipe

@@ -25,7 +25,7 @@ LDM_PREFIX = "control_model."
 # SD 1.x/2.x have no add embedding: their cross-attention width (the text encoder's) names them.
 PLAIN_BY_CONTEXT = {FAMILIES[name].context_dims[0]: FAMILIES[name].label for name in (SD1, SD2)}
 _REFINER_CONTEXT = FAMILIES[SDXL_REFINER].context_dims[0]
-_REFINER_TIME_IDS = 5  # original size, crop, aesthetic score (SDXL has 6: the target size for the score)
+_REFINER_TIME_IDS = FAMILIES[SDXL_REFINER].time_ids
 # The original layout's add embedding (Linear, SiLU, Linear) → diffusers' TimestepEmbedding, which
 # the single-file converter leaves out for ControlNets.
 _ADD_EMBEDDING = {"label_emb.0.0.": "add_embedding.linear_1.", "label_emb.0.2.": "add_embedding.linear_2."}

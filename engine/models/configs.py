@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from engine.models.detect import EPSILON, V_PREDICTION
-from engine.models.families import SD2, family
+from engine.models.families import SD1, SD2, SDXL, SDXL_REFINER, family
 from engine.models.paths import configs_root
 from engine.models.tokenizer import ensure_tokenizer_dir, tokenizer_folder
 
@@ -28,7 +28,7 @@ def shipped_config_dir(family_name: str, prediction_type: str = EPSILON) -> Path
     spec = family(family_name)
     if prediction_type not in (EPSILON, V_PREDICTION):
         raise ValueError(f"unsupported prediction type {prediction_type!r}")
-    if prediction_type == V_PREDICTION and family_name != SD2 and family_name != "sdxl":
+    if prediction_type == V_PREDICTION and family_name not in (SD2, SDXL):
         raise ValueError(f"no shipped config for {spec.label} with {prediction_type!r} prediction")
     name = "sd2-v" if (family_name, prediction_type) == (SD2, V_PREDICTION) else spec.config
     folder = configs_root() / name
@@ -59,6 +59,21 @@ def scheduler_config(folder: Path) -> dict[str, Any]:
 
 def component_config(folder: Path, component: str) -> dict[str, Any]:
     return read_json(folder / component / "config.json")
+
+
+def diffusers_family(folder: Path) -> str:
+    """A diffusers folder's family from its configs: SDXL UNets take SDXL's size ids
+    (`addition_embed_type` "text_time") and the refiner has no first text encoder; SD2 repos pad
+    with "!" (OpenCLIP) and use 1024-wide cross-attention, SD1 neither."""
+    unet = component_config(folder, "unet")
+    if unet.get("addition_embed_type") == "text_time":
+        return SDXL if (folder / "text_encoder" / "config.json").is_file() else SDXL_REFINER
+    special = folder / "tokenizer" / "special_tokens_map.json"
+    if special.is_file():
+        pad = read_json(special).get("pad_token")
+        pad = pad.get("content") if isinstance(pad, dict) else pad
+        return SD2 if pad == "!" else SD1
+    return SD2 if unet.get("cross_attention_dim") == 1024 else SD1
 
 
 MODEL_INDEX: dict[str, Any] = {  # SD 1.x/2.x; SDXL folders name their second encoder too

@@ -88,6 +88,12 @@ class Family:
         return {"added_cond_kwargs": {"text_embeds": pooled, "time_ids": ids}}
 
     @property
+    def time_ids(self) -> int:
+        """How many micro-conditioning numbers the UNet's add embedding takes: SDXL's 6 (original
+        size, crop, target size), the refiner's 5 (the aesthetic score in place of the target)."""
+        return {None: 0, "size": 6, "aesthetic": 5}[self.micro]
+
+    @property
     def wants_uncond_count(self) -> bool:
         """The refiner's rows differ between conditional and unconditional passes."""
         return self.micro == "aesthetic"

@@ -29,7 +29,7 @@ from engine.models.detect import (
     looks_like_v_prediction,
     prediction_from_yaml,
 )
-from engine.models.families import SD1, SD2, SDXL, SDXL_REFINER, EncoderSlot, family
+from engine.models.families import SD2, EncoderSlot, family
 from engine.models.hashing import HashCache
 from engine.models.paths import sidecar_config_dir
 from engine.models.state_dict import load_state_dict
@@ -171,7 +171,7 @@ def _load_diffusers_folder(info: CheckpointInfo, dtype: torch.dtype) -> tuple[di
         unet_cls = unet_class_for_config(configs.component_config(folder, "unet"))
         unet = _from_pretrained(unet_cls, folder, "unet")
         vae = _from_pretrained(AutoencoderKL, folder, "vae")
-        name = _diffusers_family(folder, unet)
+        name = configs.diffusers_family(folder)
         encoders = {
             slot.component: _from_pretrained(_text_encoder_class(slot), folder, slot.component)
             for slot in family(name).encoders
@@ -198,19 +198,6 @@ def _from_pretrained(cls: Any, folder: Path, subfolder: str) -> Any:
         if not any((folder / subfolder).glob("*.fp16.*")):
             raise
         return cls.from_pretrained(folder, subfolder=subfolder, local_files_only=True, variant="fp16")
-
-
-def _diffusers_family(folder: Path, unet: Any) -> str:
-    """SDXL UNets take SDXL's size ids (`addition_embed_type` "text_time"); the refiner has no
-    first text encoder. SD2 repos pad with "!" (OpenCLIP) and use 1024-wide cross-attention; SD1 neither."""
-    if getattr(unet.config, "addition_embed_type", None) == "text_time":
-        return SDXL if (folder / "text_encoder" / "config.json").is_file() else SDXL_REFINER
-    special = folder / "tokenizer" / "special_tokens_map.json"
-    if special.is_file():
-        pad = configs.read_json(special).get("pad_token")
-        pad = pad.get("content") if isinstance(pad, dict) else pad
-        return SD2 if pad == "!" else SD1
-    return SD2 if unet.config.cross_attention_dim == 1024 else SD1
 
 
 @lru_cache(maxsize=2)

@@ -24,10 +24,11 @@ import torch
 
 from engine.models import configs
 from engine.models.detect import V_PREDICTION, prediction_from_yaml
-from engine.models.families import SD1, SDXL, SDXL_REFINER, family, family_of_keys
+from engine.models.families import SD1, family, family_of_keys
 from engine.models.hashing import HashCache
 from engine.models.paths import APP_ROOT, default_cache_dir, sidecar_config_dir
 from engine.models.registry import checkpoint_dirs, scan_checkpoints, scan_vaes, vae_dirs
+from engine.models.state_dict import read_key_shapes
 from engine.models.types import CheckpointInfo, LoadedModel
 
 log = logging.getLogger(__name__)
@@ -332,17 +333,11 @@ class ModelManager:
             if model is not None and model.info.path == info.path:
                 return model.family
         if info.format == "diffusers":
-            has_first = (info.path / "text_encoder" / "config.json").is_file()
-            if configs.component_config(info.path, "unet").get("addition_embed_type") == "text_time":
-                return SDXL if has_first else SDXL_REFINER
-            return SD1
+            return configs.diffusers_family(info.path)
         if info.format != "safetensors":
             return SD1
-        from safetensors import safe_open
-
         try:
-            with safe_open(str(info.path), "pt") as handle:
-                return family_of_keys(handle.keys()).name
+            return family_of_keys(read_key_shapes(info.path)).name
         except Exception:  # a broken file: loading it says why
             return SD1
 

@@ -219,7 +219,7 @@ def img2img(
                     stack,
                     plan,
                 )
-                last = plan.model if plan is not None and plan.placement.refiner_in else model
+                last = plan.last_model(model) if plan is not None else model
                 decoded = to_pil(decode_with_hooks(last, latents, result.notes, job))
                 for i, (image, seed) in enumerate(zip(decoded, seeds, strict=True)):
                     if prepared.overlays:

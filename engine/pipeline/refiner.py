@@ -70,6 +70,11 @@ class Refiner:
     switch_at: float
     placement: Placement
 
+    def last_model(self, base: LoadedModel) -> LoadedModel:
+        """The model that ends a batch (its hires pass, its decode): the refiner once it took
+        over, else the base (interrupted before the switch)."""
+        return self.model if self.placement.refiner_in else base
+
     def infotext(self) -> dict[str, object]:
         return {
             "Refiner": f"{self.model.info.title} [{self.model.short_hash}]",

@@ -104,7 +104,7 @@ def make_sigmas(
         params.steps,
         ModelSigmas.from_alphas_cumprod(model.alphas_cumprod),
         options,
-        is_sdxl=model.spec.micro is not None,  # Align Your Steps' SDXL table for SDXL and its refiner
+        is_sdxl=model.spec.latents == "sdxl",  # Align Your Steps' SDXL table for SDXL and its refiner
     )
 
 

@@ -119,8 +119,8 @@ def sample_batches(
     """Stages 3-7 for every batch of a txt2img job (`second_pass`: the hires pass, or None;
     `refiner`: the model that takes over the sampling, then runs the hires pass and decodes)."""
 
-    def last() -> LoadedModel:  # the model that ends the sampling: the refiner once it took over
-        return refiner.model if refiner is not None and refiner.placement.refiner_in else model
+    def last() -> LoadedModel:
+        return refiner.last_model(model) if refiner is not None else model
 
     options = sampler_options(params)  # the job's sampler parameters (A1111 defaults where unset)
     sigmas = stages.make_sigmas(model, params, options)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fakes.server_process import Server, running_server
+from tests.fakes.server_process import Server, open_page, running_server
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO_ROOT / "tests" / "artifacts"
@@ -59,13 +59,5 @@ def browser() -> Iterator[object]:
 
 @pytest.fixture
 def page(browser, atelier_server: Server) -> Iterator[object]:
-    """A fresh page (its own Gradio session) with the app loaded."""
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    page = context.new_page()
-    page.set_default_timeout(30_000)
-    page.goto(atelier_server.url)
-    page.wait_for_selector("#txt2img_generate")
-    try:
+    with open_page(browser, atelier_server.url) as page:
         yield page
-    finally:
-        context.close()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fakes.server_process import Server, running_server
+from tests.fakes.server_process import Server, open_page, running_server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -37,15 +37,8 @@ def sdxl_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 @pytest.fixture
 def page(browser, sdxl_server: Server) -> Iterator[object]:
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    page = context.new_page()
-    page.set_default_timeout(30_000)
-    page.goto(sdxl_server.url)
-    page.wait_for_selector("#txt2img_generate")
-    try:
+    with open_page(browser, sdxl_server.url) as page:
         yield page
-    finally:
-        context.close()
 
 
 def _number(page, elem_id: str) -> str:

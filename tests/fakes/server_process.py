@@ -111,3 +111,17 @@ def write_test_controlnet(folder: Path) -> None:
         for block in [*controlnet.controlnet_down_blocks, controlnet.controlnet_mid_block]:
             block.weight.normal_(0, 0.05)
     controlnet.save_pretrained(folder)
+
+
+@contextlib.contextmanager
+def open_page(browser, url: str) -> Iterator[object]:
+    """A fresh page (its own Gradio session) with the app at `url` loaded."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    page.goto(url)
+    page.wait_for_selector("#txt2img_generate")
+    try:
+        yield page
+    finally:
+        context.close()

@@ -126,6 +126,8 @@ def tiny_sdxl_components(
     from diffusers import UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
+    from engine.models.families import FAMILIES
+
     torch.manual_seed(seed)
     refiner = family == "sdxl-refiner"
     context = CLIP_G_WIDTH if refiner else CLIP_L_WIDTH + CLIP_G_WIDTH
@@ -142,7 +144,7 @@ def tiny_sdxl_components(
         use_linear_projection=True,
         addition_embed_type="text_time",
         addition_time_embed_dim=TIME_DIM,
-        projection_class_embeddings_input_dim=CLIP_G_WIDTH + TIME_DIM * (5 if refiner else 6),
+        projection_class_embeddings_input_dim=CLIP_G_WIDTH + TIME_DIM * FAMILIES[family].time_ids,
         cross_attention_dim=context,
         norm_num_groups=8,
     )

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import gc
 import shutil
 import threading
 from pathlib import Path
 
-import psutil
 import pytest
 import torch
 from safetensors import safe_open
@@ -15,6 +13,7 @@ from safetensors import safe_open
 from engine.models.builtin import builtin_model_path, builtin_paths
 from engine.models.ldm_convert import vae_to_ldm
 from engine.models.manager import ModelManager, resolve_device, resolve_dtypes
+from tests.fakes.memory import rss_growth_over_switches
 from tests.fakes.tiny_models import TinyComponents, tiny_components, write_single_file
 
 CPU = torch.device("cpu")
@@ -86,17 +85,7 @@ def test_switching_keeps_one_model_and_does_not_grow_rss(
     assert torch.equal(b.unet.conv_in.weight, tiny_parts_b.unet.conv_in.weight)
     del a, b
 
-    process = psutil.Process()
-    for _ in range(2):  # warm-up: allocator pools, lazily imported modules, caches
-        manager.get("first")
-        manager.get("second")
-    gc.collect()
-    before = process.memory_info().rss
-    for _ in range(10):
-        manager.get("first")
-        manager.get("second")
-    gc.collect()
-    grown = process.memory_info().rss - before
+    grown = rss_growth_over_switches(manager, "first", "second")
     # one leaked tiny model is ~7 MB; 20 leaked loads would be ~140 MB
     assert grown < 20 * 2**20, f"RSS grew by {grown / 2**20:.1f} MiB over 20 switches"
 

@@ -4,11 +4,9 @@ and model hash, and switching between SD 1.x and SDXL without growing memory."""
 
 from __future__ import annotations
 
-import gc
 import shutil
 from pathlib import Path
 
-import psutil
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
@@ -17,6 +15,7 @@ from engine.models import loaders
 from engine.models.configs import shipped_config_dir
 from engine.models.detect import detect_traits
 from engine.models.manager import ModelManager
+from tests.fakes.memory import rss_growth_over_switches
 from tests.fakes.tiny_models import load_tiny, tiny_components, write_configs, write_single_file
 
 
@@ -114,17 +113,7 @@ def test_switching_between_sd1_and_sdxl_keeps_rss_flat(tmp_path: Path, sdxl_file
         shutil.copytree(source.with_name(source.stem + ".config"), sd / f"{name}.config")
     manager = ModelManager(root=tmp_path, device="cpu", cache_dir=tmp_path / "cache")
     assert manager.get("sd1").family == "sd1" and manager.get("xl").family == "sdxl"
-    process = psutil.Process()
-    for _ in range(2):  # warm-up: allocator pools, lazily imported modules, caches
-        manager.get("sd1")
-        manager.get("xl")
-    gc.collect()
-    before = process.memory_info().rss
-    for _ in range(10):
-        manager.get("sd1")
-        manager.get("xl")
-    gc.collect()
-    grown = process.memory_info().rss - before
+    grown = rss_growth_over_switches(manager, "sd1", "xl")
     assert grown < 20 * 2**20, f"RSS grew by {grown / 2**20:.1f} MiB over 20 switches"
 
 
