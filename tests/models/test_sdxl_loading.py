@@ -127,11 +127,15 @@ def test_family_and_proposed_size_without_loading(tmp_path: Path, sdxl_files, ti
     shutil.copytree(sdxl_files["refiner"].with_name("xl-refiner.config"), sd / "refiner.config")
     shutil.copytree(sdxl_files["folder"], sd / "xl-folder")
     shutil.copy(tiny_single_file, sd / "bare-sd1.safetensors")
+    from tests.fakes.tiny_models import write_diffusers_folder
+
+    write_diffusers_folder(tiny_components(seed=4, family="sd2"), sd / "sd2-folder")
     manager = ModelManager(root=tmp_path, device="cpu", cache_dir=tmp_path / "cache")
     assert manager.family_of("bare-xl") == "sdxl" and manager.native_size_of("bare-xl") == 1024
     assert manager.family_of("refiner") == "sdxl-refiner" and manager.native_size_of("refiner") == 64
     assert manager.family_of("xl-folder") == "sdxl" and manager.native_size_of("xl-folder") == 64
     assert manager.family_of("bare-sd1") == "sd1" and manager.native_size_of("bare-sd1") == 512
+    assert manager.family_of("sd2-folder") == "sd2"
     native, sizes = manager.size_choices("bare-xl")
     assert native == 1024 and (1216, 832) in sizes and (640, 1536) in sizes
     assert manager.current is None  # nothing was loaded
