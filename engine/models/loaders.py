@@ -35,6 +35,7 @@ from engine.models.paths import sidecar_config_dir
 from engine.models.state_dict import load_state_dict
 from engine.models.tokenizer import load_clip_tokenizer, tokenizer_folder
 from engine.models.types import CheckpointInfo, LoadedModel
+from engine.models.vae_probe import LatentProbe
 
 log = logging.getLogger(__name__)
 
@@ -214,8 +215,10 @@ def load_checkpoint(
     vae_path: Path | None = None,
     *,
     hashes: HashCache | None = None,
+    check_vae: bool = True,
 ) -> LoadedModel:
-    """Load a checkpoint onto `device`. Raises ValueError with a readable message for bad files."""
+    """Load a checkpoint onto `device`. Raises ValueError with a readable message for bad files,
+    and (`check_vae`) for a `vae_path` that does not decode this checkpoint's latents."""
     device = torch.device(device)
     if info.format == "diffusers":
         parts, config_dir = _load_diffusers_folder(info, dtype)
@@ -223,10 +226,14 @@ def load_checkpoint(
         parts, config_dir = _load_single_file(info, dtype)
     else:
         raise ValueError(f"unknown checkpoint format {info.format!r}")
-    vae = parts["vae"]
+    # The own VAE encodes the probe picture once, in fp32 on the CPU before any cast to the VAE
+    # dtype (exact both ways for fp16/bf16 weights): later VAE choices are checked against it.
+    vae = _cast(parts.pop("vae"), torch.float32)
+    probe = LatentProbe.of(vae)
     if vae_path is not None:
-        vae = load_vae_file(vae_path, config_dir, vae_dtype)
-        del parts["vae"]
+        vae = load_vae_file(vae_path, config_dir, torch.float32)
+        if check_vae and probe is not None:
+            probe.check(vae, vae_path.name, info.title)
     encoders = {}
     for slot in family(parts["family"]).encoders:
         encoders[slot.component] = finish_module(parts[slot.component], device, dtype)
@@ -249,4 +256,5 @@ def load_checkpoint(
         vae_dtype=vae_dtype,
         vae_name=vae_path.name if vae_path is not None else None,
         config_dir=config_dir,
+        latent_probe=probe,
     )

@@ -190,14 +190,15 @@ class ModelManager:
     def current(self) -> LoadedModel | None:
         return self._current
 
-    def get(self, title: str | None = None, vae: str | None = None) -> LoadedModel:
+    def get(self, title: str | None = None, vae: str | None = None, *, check_vae: bool = True) -> LoadedModel:
         """The loaded model for `title` (default: the current one, else the built-in, else the first
         listed), loading it and unloading the previous one when needed.
 
         `vae`: "Automatic" (`<stem>.vae.*` beside the checkpoint, else its own VAE), "None" (the
         checkpoint's own), or a file name/stem from models/VAE. None means no preference: the
         loaded model keeps the VAE it has, a fresh load uses "Automatic". Pass the `sd_vae`
-        setting on every call where the setting should be enforced.
+        setting on every call where the setting should be enforced. `check_vae`: refuse a VAE that
+        does not decode the checkpoint's latents (engine.models.vae_probe), with a ValueError.
         """
         from engine.models.loaders import load_checkpoint
 
@@ -213,14 +214,20 @@ class ModelManager:
                 if current.vae_name == wanted_vae:
                     return current
                 if vae_path is not None and current.config_dir is not None:
-                    self._current = self._with_vae(current, vae_path)
+                    self._current = self._with_vae(current, vae_path, check_vae)
                     return self._current
                 # back to the checkpoint's own VAE: its weights are in the checkpoint, so reload
             del current  # a live local reference would keep the old weights alive through unload()
             self.unload()
             log.info("loading checkpoint %s (%s, %s)", info.title, self.device, self.dtype)
             self._current = load_checkpoint(
-                info, self.device, self.dtype, self.vae_dtype, vae_path, hashes=self.hashes
+                info,
+                self.device,
+                self.dtype,
+                self.vae_dtype,
+                vae_path,
+                hashes=self.hashes,
+                check_vae=check_vae,
             )
             return self._current
 
@@ -274,15 +281,16 @@ class ModelManager:
             raise ValueError("no checkpoints found: put a .safetensors file in models/Stable-diffusion")
         return next((i for i in infos if i.name == BUILTIN_NAME), infos[0])
 
-    def _with_vae(self, model: LoadedModel, vae_path: Path) -> LoadedModel:
+    def _with_vae(self, model: LoadedModel, vae_path: Path, check: bool) -> LoadedModel:
         """A new LoadedModel sharing UNet and text encoder but with another VAE. A new object
         rather than a mutation, so a job still holding the old one keeps a consistent model."""
         from engine.models.loaders import finish_module, load_vae_file
 
         assert model.config_dir is not None
-        vae = finish_module(
-            load_vae_file(vae_path, model.config_dir, model.vae_dtype), model.device, model.vae_dtype
-        )
+        vae = load_vae_file(vae_path, model.config_dir, torch.float32)  # fp32 on the CPU for the probe
+        if check and model.latent_probe is not None:
+            model.latent_probe.check(vae, vae_path.name, model.info.title)
+        vae = finish_module(vae, model.device, model.vae_dtype)
         swapped = dataclasses.replace(model, vae=vae, vae_name=vae_path.name)
         del model
         release_memory(self.device)

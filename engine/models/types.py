@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from engine.models.families import EncoderSlot, Family, family
+
+if TYPE_CHECKING:
+    from engine.models.vae_probe import LatentProbe
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,7 @@ class LoadedModel:
     config_dir: Path | None = None  # diffusers config folder it was built from (VAE overrides reuse it)
     text_encoder_2: Any = None  # SDXL's OpenCLIP-G (CLIPTextModelWithProjection), as diffusers names it
     tokenizer_2: Any = None  # its tokenizer (pads with "!")
+    latent_probe: LatentProbe | None = None  # the own VAE's probe latents; None: no evidence
 
     @property
     def spec(self) -> Family:

@@ -85,6 +85,11 @@ class Settings(SamplerDefaults):
     sd_vae: str = Field(
         "Automatic", description="VAE: Automatic (the checkpoint's own), None, or a file in models/VAE"
     )
+    sd_vae_check_latents: bool = Field(
+        True,
+        description="Refuse a VAE that does not decode the checkpoint's latents "
+        "(an SD 1.x VAE on SDXL, or the reverse)",
+    )
     sdxl_refiner_high_aesthetic_score: float = Field(
         AESTHETIC_SCORES[0],
         ge=0.0,

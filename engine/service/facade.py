@@ -235,7 +235,9 @@ class Engine:
     def _model(self, params: GenerationParams, vae: str | None = None) -> Any:
         """The job's checkpoint (loaded when needed); MODEL_LOADED fires when it changes."""
         model = self.models.get(
-            params.checkpoint or self.current_checkpoint(), vae=vae or self._settings.sd_vae
+            params.checkpoint or self.current_checkpoint(),
+            vae=vae or self._settings.sd_vae,
+            check_vae=self._settings.sd_vae_check_latents,
         )
         if id(model) != self._model_seen:
             self._model_seen = id(model)
