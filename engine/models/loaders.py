@@ -34,7 +34,7 @@ from engine.models.hashing import HashCache
 from engine.models.paths import sidecar_config_dir
 from engine.models.state_dict import load_state_dict
 from engine.models.tokenizer import load_clip_tokenizer, tokenizer_folder
-from engine.models.types import CheckpointInfo, LoadedModel
+from engine.models.types import CheckpointInfo, LoadedModel, VaePolicy
 from engine.models.vae_probe import LatentProbe
 
 log = logging.getLogger(__name__)
@@ -216,6 +216,7 @@ def load_checkpoint(
     *,
     hashes: HashCache | None = None,
     check_vae: bool = True,
+    vae_policy: VaePolicy | None = None,
 ) -> LoadedModel:
     """Load a checkpoint onto `device`. Raises ValueError with a readable message for bad files,
     and (`check_vae`) for a `vae_path` that does not decode this checkpoint's latents."""
@@ -257,4 +258,5 @@ def load_checkpoint(
         vae_name=vae_path.name if vae_path is not None else None,
         config_dir=config_dir,
         latent_probe=probe,
+        vae_policy=vae_policy or VaePolicy(),
     )

@@ -29,7 +29,7 @@ from engine.models.hashing import HashCache
 from engine.models.paths import APP_ROOT, default_cache_dir, sidecar_config_dir
 from engine.models.registry import checkpoint_dirs, scan_checkpoints, scan_vaes, vae_dirs
 from engine.models.state_dict import read_key_shapes
-from engine.models.types import CheckpointInfo, LoadedModel
+from engine.models.types import CheckpointInfo, LoadedModel, VaePolicy
 
 log = logging.getLogger(__name__)
 
@@ -81,10 +81,13 @@ def _malloc_trim() -> Any:
 
 
 def release_memory(device: torch.device | None = None) -> None:
-    """Hand freed memory back: Python cycles, the CUDA caching allocator, glibc's heap."""
+    """Hand freed memory back: Python cycles, the caching allocator of `device` (CUDA, MPS), glibc's
+    heap."""
     gc.collect()
     if device is not None and device.type == "cuda" and torch.cuda.is_available():
         torch.cuda.empty_cache()
+    if device is not None and device.type == "mps" and torch.backends.mps.is_available():
+        torch.mps.empty_cache()
     trim = _malloc_trim()
     if trim is not None:
         trim(0)  # glibc keeps freed tensor buffers in its arenas otherwise; RSS would only grow
@@ -107,6 +110,7 @@ class ModelManager:
         self.extra_dirs = [Path(d) for d in extra_dirs]
         self.device = resolve_device(device)
         self.dtype, self.vae_dtype = resolve_dtypes(precision, self.device, no_half_vae)
+        self.vae_policy = VaePolicy()  # every model handed out shares it; the engine sets it from Settings
         self.hashes = HashCache(
             (Path(cache_dir) if cache_dir else default_cache_dir(self.root)) / "hashes.json"
         )
@@ -228,6 +232,7 @@ class ModelManager:
                 vae_path,
                 hashes=self.hashes,
                 check_vae=check_vae,
+                vae_policy=self.vae_policy,
             )
             return self._current
 
@@ -252,7 +257,13 @@ class ModelManager:
             device = self.device if self.fits_beside(info) else torch.device("cpu")
             log.info("loading refiner %s (%s, %s)", info.title, device, self.dtype)
             self._refiner = load_checkpoint(
-                info, device, self.dtype, self.vae_dtype, self._automatic_vae(info), hashes=self.hashes
+                info,
+                device,
+                self.dtype,
+                self.vae_dtype,
+                self._automatic_vae(info),
+                hashes=self.hashes,
+                vae_policy=self.vae_policy,
             )
             return self._refiner
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +30,14 @@ class CheckpointInfo:
 
 
 @dataclass
+class VaePolicy:
+    """How VAE passes run, from Settings. One object shared by every model a manager hands out, so
+    a changed setting reaches the refiner (which may decode a job's pictures) as well."""
+
+    tiling: str = "auto"  # "auto" (in strips when the whole picture would not fit) | "always" | "never"
+
+
+@dataclass
 class LoadedModel:
     """A checkpoint in memory, ready for the stage pipeline. Owned by the model manager."""
 
@@ -50,6 +58,7 @@ class LoadedModel:
     text_encoder_2: Any = None  # SDXL's OpenCLIP-G (CLIPTextModelWithProjection), as diffusers names it
     tokenizer_2: Any = None  # its tokenizer (pads with "!")
     latent_probe: LatentProbe | None = None  # the own VAE's probe latents; None: no evidence
+    vae_policy: VaePolicy = field(default_factory=lambda: VaePolicy())
 
     @property
     def spec(self) -> Family:

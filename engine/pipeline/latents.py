@@ -6,31 +6,100 @@ Stages 5 (decode) and 6 (to PIL) of every pipeline, and the encoder img2img and 
 from __future__ import annotations
 
 import numpy as np
+import psutil
 import torch
 from PIL import Image
 
+from engine.models.manager import release_memory
 from engine.models.types import LoadedModel
+from engine.pipeline import vae_tiling
 from engine.plugins import firing as stage_hooks
 from engine.service.jobs import Job
 
-
 # -- 5. decode ------------------------------------------------------------------------------------
+UNET_NAN = (
+    "The UNet produced NaN: its numbers overflowed in half precision, so there is no picture to "
+    "decode. Try --precision fp32 (or bf16 on a card that has it), a lower CFG scale, or lower LoRA weights."
+)
+VAE_NAN = "The VAE produced NaN even in fp32: this VAE is broken; choose another in Settings (sd_vae)."
+# Full-resolution activations a whole-picture VAE pass holds at its widest layer (input, normalised,
+# activated, conv output and the residual, with the allocator's slack): the `auto` tiling estimate.
+# Misjudged either way it costs little: an out-of-memory on the whole pass falls back to strips.
+_ACTIVATIONS_AT_PEAK = 8
+
+
 def decode(model: LoadedModel, latents: torch.Tensor, notes: list[str] | None = None) -> torch.Tensor:
-    """Latents → images in [0, 1]. A half-precision VAE that yields NaN (SD's 'black image'
-    problem) is switched to fp32 for good and the batch is decoded again."""
+    """Latents → images in [0, 1], one image at a time (A1111 does: a batch's decode is a batch-
+    sized memory spike). NaN latents are the UNet's failure and say so; a half-precision VAE that
+    yields NaN (SD's 'black image' problem) is switched to fp32 for good and the image decoded again."""
+    if not torch.isfinite(latents).all():
+        raise ValueError(UNET_NAN)
     vae = model.vae
     z = latents / vae.config.scaling_factor
     if getattr(vae.config, "shift_factor", None):
         z = z + vae.config.shift_factor
-    images = vae.decode(z.to(model.vae_dtype)).sample
+    return torch.cat([_decode_one(model, one, notes) for one in z.split(1)])
+
+
+def _decode_one(model: LoadedModel, z: torch.Tensor, notes: list[str] | None) -> torch.Tensor:
+    images = _vae_pass(model, "decode", z.to(model.vae_dtype), notes)
     if not torch.isfinite(images).all() and model.vae_dtype != torch.float32:
-        # nn.Module.to, not ModelMixin.to: the latter logs a warning on every dtype cast.
-        torch.nn.Module.to(model.vae, torch.float32)
-        model.vae_dtype = torch.float32
-        if notes is not None:
-            notes.append("VAE produced NaN in half precision; switched the VAE to fp32")
-        images = model.vae.decode(z.float()).sample
+        _vae_to_fp32(model, notes)
+        images = _vae_pass(model, "decode", z.float(), notes)
+    if not torch.isfinite(images).all():
+        raise ValueError(VAE_NAN)
     return (images.float() / 2 + 0.5).clamp(0, 1)
+
+
+def _vae_to_fp32(model: LoadedModel, notes: list[str] | None) -> None:
+    # nn.Module.to, not ModelMixin.to: the latter logs a warning on every dtype cast.
+    torch.nn.Module.to(model.vae, torch.float32)
+    model.vae_dtype = torch.float32
+    if notes is not None:
+        notes.append("VAE produced NaN in half precision; switched the VAE to fp32")
+
+
+def _vae_pass(model: LoadedModel, kind: str, x: torch.Tensor, notes: list[str] | None) -> torch.Tensor:
+    """The VAE's decode (raw latents → [-1, 1] pictures) or encode (pictures → posterior moments),
+    whole or in strips (engine.pipeline.vae_tiling) as `model.vae_policy.tiling` says: "auto" runs in
+    strips when the whole pass would not fit in free memory, or when it runs out of memory."""
+    vae = model.vae
+    strips = vae_tiling.decode_in_strips if kind == "decode" else vae_tiling.encode_in_strips
+    mode = model.vae_policy.tiling
+    if mode == "always" or (mode == "auto" and not _fits(model, x, kind)):
+        return strips(vae, x)
+    try:
+        if kind == "decode":
+            return vae.decode(x).sample
+        return vae.encode(x).latent_dist.parameters
+    except (torch.OutOfMemoryError, MemoryError):
+        if mode != "auto":
+            raise
+    release_memory(model.device)  # outside the except: the traceback holds the failed pass's tensors
+    if notes is not None:
+        notes.append(f"VAE {kind} ran out of memory on the whole picture; ran it in strips")
+    return strips(vae, x)
+
+
+def _fits(model: LoadedModel, x: torch.Tensor, kind: str) -> bool:
+    """Whether a whole-picture pass fits the free memory of the VAE's device (estimate)."""
+    height, width = x.shape[-2:]
+    if kind == "decode":
+        height, width = height * model.vae_scale_factor, width * model.vae_scale_factor
+    channels = model.vae.config.block_out_channels[0]
+    needed = _ACTIVATIONS_AT_PEAK * x.shape[0] * channels * height * width * x.element_size()
+    return needed <= free_memory(next(model.vae.parameters()).device)
+
+
+def free_memory(device: torch.device) -> float:
+    """Bytes a new allocation can take on `device`: CUDA's free memory plus what its caching
+    allocator holds unused; the RAM available on the CPU; unknown elsewhere (inf: try it)."""
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    if device.type == "cpu":
+        return psutil.virtual_memory().available
+    return float("inf")
 
 
 def decode_with_hooks(model: LoadedModel, latents: torch.Tensor, notes: list[str], job: Job | None):
@@ -38,12 +107,22 @@ def decode_with_hooks(model: LoadedModel, latents: torch.Tensor, notes: list[str
     return stage_hooks.after_decode(job, latents, decode(model, latents, notes))
 
 
-def encode(model: LoadedModel, images: torch.Tensor) -> torch.Tensor:
-    """Images in [0, 1] → scaled latents. The posterior's mean, not a sample: the same picture
-    and seed then give the same result on every run (A1111 samples with the global RNG)."""
+def encode(model: LoadedModel, images: torch.Tensor, notes: list[str] | None = None) -> torch.Tensor:
+    """Images in [0, 1] → scaled latents, one image at a time. The posterior's mean, not a sample:
+    the same picture and seed then give the same result on every run (A1111 samples with the
+    global RNG). A half-precision VAE that overflows is switched to fp32, as in `decode`."""
     vae = model.vae
-    dist = vae.encode((images * 2 - 1).to(model.device, model.vae_dtype)).latent_dist
-    z = dist.mean.float()
+    channels = model.latent_channels
+    means = []
+    for image in (images * 2 - 1).split(1):
+        moments = _vae_pass(model, "encode", image.to(model.device, model.vae_dtype), notes)
+        if not torch.isfinite(moments).all() and model.vae_dtype != torch.float32:
+            _vae_to_fp32(model, notes)
+            moments = _vae_pass(model, "encode", image.to(model.device, torch.float32), notes)
+        if not torch.isfinite(moments).all():
+            raise ValueError(VAE_NAN)
+        means.append(moments[:, :channels].float())
+    z = torch.cat(means)
     if getattr(vae.config, "shift_factor", None):
         z = z - vae.config.shift_factor
     return z * vae.config.scaling_factor

@@ -90,6 +90,11 @@ class Settings(SamplerDefaults):
         description="Refuse a VAE that does not decode the checkpoint's latents "
         "(an SD 1.x VAE on SDXL, or the reverse)",
     )
+    vae_tiling: Literal["auto", "always", "never"] = Field(
+        "auto",
+        description="VAE in strips (same picture, less GPU memory): auto = when a picture would not "
+        "fit, or on running out of memory",
+    )
     sdxl_refiner_high_aesthetic_score: float = Field(
         AESTHETIC_SCORES[0],
         ge=0.0,

@@ -234,6 +234,7 @@ class Engine:
 
     def _model(self, params: GenerationParams, vae: str | None = None) -> Any:
         """The job's checkpoint (loaded when needed); MODEL_LOADED fires when it changes."""
+        self.models.vae_policy.tiling = self._settings.vae_tiling
         model = self.models.get(
             params.checkpoint or self.current_checkpoint(),
             vae=vae or self._settings.sd_vae,
