@@ -179,6 +179,22 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="weights/activations dtype; auto is fp16 on cuda/mps and fp32 on cpu (default: auto)",
     )
+    plans = compute.add_mutually_exclusive_group()
+    plans.add_argument(
+        "--medvram",
+        action="store_true",
+        help="text encoders, UNet and VAE take turns on the GPU (less VRAM, a little slower); "
+        "default: chosen per job from the free GPU memory",
+    )
+    plans.add_argument(
+        "--lowvram",
+        action="store_true",
+        help="each layer comes to the GPU only while it runs (least VRAM, slowest)",
+    )
+    plans.add_argument("--medvram-sdxl", action="store_true", help="--medvram for SDXL models only")
+    plans.add_argument(
+        "--gpu-only", action="store_true", help="keep every part on the GPU, whatever the free memory"
+    )
     compute.add_argument(
         "--no-half-vae",
         action="store_true",

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from pydantic import ValidationError
 
 from engine.output.images import SaveError
+from engine.service.memory import OutOfMemory
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -42,6 +43,7 @@ class EngineLike(Protocol):
     def preferred_sampler_settings(self, title: str | None = None) -> dict[str, Any]: ...
     def default_size(self) -> int: ...
     def size_choices(self) -> tuple[int, list[tuple[int, int]]]: ...
+    def memory_plan_text(self) -> str: ...
     def sampler_names(self) -> list[str]: ...
     def schedule_names(self) -> list[str]: ...
     def schedule_hint(self, sampler: str) -> str: ...
@@ -113,7 +115,7 @@ def error_message(exc: BaseException) -> str:
     if isinstance(exc, ValidationError):
         return "; ".join(_field_message(e) for e in exc.errors(include_url=False))
     text = str(exc).strip()
-    if isinstance(exc, (ValueError, FileNotFoundError, SaveError)) and text:
+    if isinstance(exc, (ValueError, FileNotFoundError, SaveError, OutOfMemory)) and text:
         return text
     # Anything else is a bug or an environment problem: name the kind so it can be reported.
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

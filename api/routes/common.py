@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from api.errors import JSONErrorRoute
 from engine.output.images import SaveError
+from engine.service.memory import OutOfMemory
 
 PREFIX = "/sdapi/v1"
 
@@ -23,6 +24,12 @@ def wait(job: Any) -> Any:
     if job.error is not None:
         if isinstance(job.error, SaveError):  # 507: the client may retry once space is freed
             raise HTTPException(507 if job.error.disk_full else 500, str(job.error))
+        if isinstance(job.error, OutOfMemory):
+            # 507 as for a full disk: the server lacked a resource for this request, and a smaller
+            # one (the message says what to try) can succeed. Not 500, which says the server is
+            # broken; not 4xx, since the same request may fit on a larger GPU. The body is
+            # {"detail": ...} as for every job failure here.
+            raise HTTPException(507, str(job.error))
         if isinstance(job.error, (ValueError, ValidationError)):
             raise HTTPException(400, str(job.error))
         raise HTTPException(500, f"{type(job.error).__name__}: {job.error}")

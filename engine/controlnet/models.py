@@ -14,15 +14,17 @@ from __future__ import annotations
 
 import json
 import threading
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
 from engine.controlnet.layout import Kind, architecture, is_ldm, ldm_to_diffusers, mismatch
 from engine.models.hashing import sha256_of_file, short_hash
+from engine.models.manager import release_memory
 from engine.models.state_dict import load_state_dict, read_key_shapes
 
 SUBDIR = "ControlNet"
@@ -109,15 +111,31 @@ def _refuse(reason: str | None) -> None:
         raise ValueError(reason)
 
 
+class _CacheKey(NamedTuple):
+    path: str
+    mtime_ns: int
+    size: int
+    device: str
+    dtype: str
+    fits: Kind  # the kind of UNet it was built for
+
+
 class ControlNetLibrary:
     """The ControlNet folder (and the built-in ones), with loaded models cached by (file, size,
-    mtime, device, dtype, kind of UNet). The user's folder comes first: its files win a name clash."""
+    mtime, device, dtype, kind of UNet). The user's folder comes first: its files win a name clash.
+
+    The cache belongs to one checkpoint at a time (`follow_checkpoint`): when another one is
+    loaded, the cached models leave the device, so they never hold GPU memory that the new
+    checkpoint needs."""
 
     def __init__(self, folder: Path, extra_folders: tuple[Path, ...] = ()):
         self.folder = Path(folder)
         self.extra_folders = tuple(Path(f) for f in extra_folders)
         self._lock = threading.Lock()
-        self._cache: OrderedDict[tuple, Any] = OrderedDict()
+        self._cache: OrderedDict[_CacheKey, Any] = OrderedDict()
+        self._parked: set[_CacheKey] = set()  # whose model waits in CPU RAM
+        # The UNet the cache was last used with; weak, so the library keeps no old checkpoint alive.
+        self._unet: weakref.ref | None = None
         self._hashes: dict[tuple, str] = {}
         self._families: dict[tuple, str] = {}
 
@@ -174,12 +192,49 @@ class ControlNetLibrary:
         # A single file is shaped after the UNet it was loaded for: another kind of UNet builds
         # (and checks) it again rather than reuse a model that does not fit.
         fits = Kind.of_config(unet.config)
-        key = (str(f.path), stat.st_mtime_ns, stat.st_size, str(device), str(dtype), fits)
+        key = _CacheKey(str(f.path), stat.st_mtime_ns, stat.st_size, str(device), str(dtype), fits)
         with self._lock:
+            self._follow(unet)
             if key not in self._cache:
                 model = build(f.path, unet, checkpoint)
                 self._cache[key] = model.to(device, dtype).eval()
                 while len(self._cache) > CACHE_SIZE:  # each is half a UNet: keep a few
-                    self._cache.popitem(last=False)
+                    self._parked.discard(self._cache.popitem(last=False)[0])
+            elif key in self._parked:  # set aside at a checkpoint switch: back to the device
+                self._cache[key].to(device)
+                self._parked.discard(key)
             self._cache.move_to_end(key)
             return self._cache[key], self.title_with_hash(f)
+
+    def follow_checkpoint(self, unet: Any) -> None:
+        """The checkpoint in use is now the one with `unet`. On a switch every cached ControlNet
+        leaves the device: one shaped for another kind of UNet is dropped (it would be built
+        again for this one anyway), the others wait in CPU RAM until a job asks for them, which
+        costs a copy to the device and not a read from disk. `load` calls this itself; calling
+        it as soon as a checkpoint is loaded also frees the device for jobs without ControlNet."""
+        with self._lock:
+            self._follow(unet)
+
+    def _follow(self, unet: Any) -> None:
+        previous = self._unet() if self._unet is not None else None
+        if previous is unet:
+            return
+        # No previous UNet alive is a switch too: the old checkpoint was freed before this one.
+        self._unet = weakref.ref(unet)
+        self._leave_device(Kind.of_config(unet.config))
+
+    def _leave_device(self, fits: Kind) -> None:
+        """Drop the cached models built for another kind of UNet than `fits`; move the others to
+        CPU RAM (`load` brings one back to the device when a job asks for it)."""
+        devices = {key.device for key in self._cache if key not in self._parked}
+        for key in list(self._cache):
+            if key.fits != fits:
+                del self._cache[key]
+                self._parked.discard(key)
+            elif key not in self._parked:
+                self._cache[key].to("cpu")
+                self._parked.add(key)
+        # PyTorch's caching allocator keeps what was freed: hand it back, so the free memory the
+        # driver reports (which decides where a refiner is loaded) includes it.
+        for device in devices:
+            release_memory(torch.device(device))

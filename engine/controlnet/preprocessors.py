@@ -5,15 +5,21 @@ lineart_standard. The others run a network whose weights must be in the local an
 (`models/ControlNet/annotators/`, or the folder given); without them they are listed as unavailable,
 with the file names to put there. controlnet_aux does the work (imported lazily: it costs seconds);
 tile_resample and invert are plain resizing / inversion, as in A1111.
+
+A detector is built once per (preprocessor, weights folder, device) and kept (`ANNOTATORS`): a
+network's weights would otherwise be read from disk for every map, twice a job with hires fix.
+`free_annotators()` lets them go.
 """
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from PIL import Image, ImageOps
 
 
@@ -123,9 +129,50 @@ def _detector(spec: Preprocessor, annotators: Path | None) -> Any:
     return cls()
 
 
+class AnnotatorCache:
+    """Built detectors by (preprocessor, weights folder, device). controlnet_aux builds them on the
+    CPU; one asked for on another device is moved there once, when built."""
+
+    def __init__(self) -> None:
+        self._built: dict[tuple[str, str | None, str], Any] = {}
+        # Held while building too, so two threads (a job and a preview) never load the same weights.
+        self._lock = threading.Lock()
+
+    def get(self, spec: Preprocessor, annotators: Path | None, device: torch.device) -> Any:
+        key = (spec.name, None if annotators is None else str(annotators), str(device))
+        with self._lock:
+            if key not in self._built:
+                self._built[key] = _on_device(_detector(spec, annotators), device)
+            return self._built[key]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._built.clear()
+
+    def __len__(self) -> int:
+        return len(self._built)
+
+
+def _on_device(detector: Any, device: torch.device) -> Any:
+    """`detector` moved to `device` (controlnet_aux builds it on the CPU). The weightless ones
+    (canny, shuffle, ...) have no `to`: they run on the CPU wherever asked."""
+    if device.type != "cpu" and hasattr(detector, "to"):
+        detector.to(device)
+    return detector
+
+
+ANNOTATORS = AnnotatorCache()
+
+
+def free_annotators() -> None:
+    """Let every kept detector go (its weights are read again on next use)."""
+    ANNOTATORS.clear()
+
+
 def run(name: str, image: Image.Image, resolution: int, a: float | None = None, b: float | None = None,
-        annotators: Path | None = None) -> Image.Image:  # fmt: skip
-    """The control map of `image` (RGB, about `resolution` px on its short side)."""
+        annotators: Path | None = None, device: torch.device | str | None = None) -> Image.Image:  # fmt: skip
+    """The control map of `image` (RGB, about `resolution` px on its short side). `device`: where
+    a network detector runs; None is the CPU, where it takes no memory from the checkpoint."""
     reason = availability(name, annotators)
     if reason is not None:
         raise ValueError(reason)
@@ -140,7 +187,7 @@ def run(name: str, image: Image.Image, resolution: int, a: float | None = None, 
         rate = max(1.0, float(a))
         small = (max(1, round(image.width / rate)), max(1, round(image.height / rate)))
         return image.resize(small, Image.Resampling.BICUBIC)
-    detector = _detector(spec, annotators)
+    detector = ANNOTATORS.get(spec, annotators, torch.device(device or "cpu"))
     kwargs: dict[str, Any] = {"detect_resolution": resolution, "output_type": "pil"}
     if name == "canny":
         kwargs.update(low_threshold=int(a), high_threshold=int(b), image_resolution=resolution)

@@ -14,8 +14,10 @@ UNet's own config. A key whose module this model lacks is counted in the job's n
 Why merged weights and not peft: a job adds Σ strength · (alpha / rank) · up @ down to each
 targeted weight inside `applied(...)`, which keeps a copy of every weight it touches and copies it
 back on exit, so after the job the model is bit-identical and its module tree (and state-dict
-names) never change. peft would wrap modules (renaming their weights) and still run the low-rank
-product on every call, which costs more than one merge per job at these sizes.
+names) never change. The copies wait in CPU RAM, as A1111's do: beside the weights on the GPU they
+would cost as much VRAM as every weight a large LoRA touches. peft would wrap modules (renaming
+their weights) and still run the low-rank product on every call, which costs more than one merge
+per job at these sizes.
 """
 
 from __future__ import annotations
@@ -98,9 +100,10 @@ class LoraModule:
             return tuple(down.shape[2:]) == kernel
         return all(k == 1 for k in down.shape[2:])
 
-    def delta(self, shape: torch.Size, device: torch.device | None = None) -> torch.Tensor:
+    def delta(self, shape: torch.Size, device: torch.device | str | None = None) -> torch.Tensor:
         """The full-rank update for a weight of `shape` (Linear or Conv2d), at strength 1, in
-        float32 on `device` (where the weight is: the product is the costly part)."""
+        float32 on `device` (where the weight is: the product is the costly part, and a file is
+        loaded on the CPU, so the factors move, never the weight). None: where the factors are."""
         rank = self.down.shape[0]
         scale = (self.alpha / rank) if self.alpha is not None else 1.0
         up, down = self.up.to(device, torch.float32), self.down.to(device, torch.float32)
@@ -205,18 +208,48 @@ def _notes(
     return notes
 
 
+class WeightBackups:
+    """The original weights of the modules a job patches, kept in CPU RAM in their own dtype (a
+    copy beside each weight on the GPU would cost as much VRAM as the weights themselves), and
+    copied back into the very same tensors, bit for bit, by `restore`."""
+
+    def __init__(self) -> None:
+        self.saved: dict[torch.nn.Module, torch.Tensor] = {}
+
+    def save(self, module: torch.nn.Module) -> None:
+        """Keep `module`'s weight as it is now, unless it is kept already (a second LoRA on the
+        same layer must not save the first one's result as the original)."""
+        if module not in self.saved:
+            self.saved[module] = module.weight.detach().to("cpu", copy=True)
+
+    def restore(self) -> None:
+        """Copy every saved weight back in place (across devices; same dtype, so exact)."""
+        with torch.no_grad():
+            for module, original in self.saved.items():
+                module.weight.copy_(original)
+
+
+def _add_delta(weight: torch.Tensor, lora_module: LoraModule, strength: float) -> None:
+    """weight += strength · the module's update. The update is made on the weight's device (the
+    file's factors are on the CPU) in float32, then cast to the weight's dtype, so the in-place
+    add never mixes devices and half-precision weights get one rounding, not one per factor."""
+    delta = lora_module.delta(weight.shape, weight.device) * strength
+    weight.add_(delta.to(weight.dtype))
+
+
 @contextlib.contextmanager
 def applied(
     model, loras: list[tuple[LoraFile, LoraRequest]], notes: list[str] | None = None
 ) -> Iterator[None]:
     """Within the block, `model`'s UNet and text-encoder weights carry the LoRAs at their
-    strengths; on exit every touched weight is copied back from its saved original."""
+    strengths; on exit (an error included) every touched weight is copied back from its original,
+    saved in CPU RAM (`WeightBackups`)."""
     if not loras:
         yield
         return
     targets = _targets(model)
     missing_encoders = tuple(p for p, encoder in _encoders(model).items() if encoder is None)
-    originals: dict[torch.nn.Module, torch.Tensor] = {}
+    backups = WeightBackups()
     try:
         with torch.no_grad():
             for lora, request in loras:
@@ -230,18 +263,15 @@ def applied(
                     strength = request.unet if prefix.startswith("lora_unet_") else request.te
                     if strength == 0:
                         continue
-                    weight = target.weight
-                    originals.setdefault(target, weight.detach().clone())
-                    weight.add_((lora_module.delta(weight.shape, weight.device) * strength).to(weight.dtype))
+                    backups.save(target)
+                    _add_delta(target.weight, lora_module, strength)
                 if len(unmatched) + len(absent) == len(lora.modules):
                     raise ValueError(f"LoRA {lora.name!r} does not fit this model: none of its weights match")
                 if notes is not None:
                     notes.extend(_notes(lora, model.spec.label, unmatched, absent, missing_encoders))
         yield
     finally:
-        with torch.no_grad():
-            for module, weight in originals.items():
-                module.weight.copy_(weight)
+        backups.restore()
 
 
 @dataclass

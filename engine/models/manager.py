@@ -26,8 +26,10 @@ from engine.models import configs
 from engine.models.detect import V_PREDICTION, prediction_from_yaml
 from engine.models.families import SD1, family, family_of_keys
 from engine.models.hashing import HashCache
+from engine.models.memory_plan import PLANS, Footprint, PlanChoice, choose_plan, free_bytes, module_bytes
 from engine.models.paths import APP_ROOT, default_cache_dir, sidecar_config_dir
 from engine.models.registry import checkpoint_dirs, scan_checkpoints, scan_vaes, vae_dirs
+from engine.models.residency import Residency
 from engine.models.state_dict import read_key_shapes
 from engine.models.types import CheckpointInfo, LoadedModel, VaePolicy
 
@@ -93,6 +95,11 @@ def release_memory(device: torch.device | None = None) -> None:
         trim(0)  # glibc keeps freed tensor buffers in its arenas otherwise; RSS would only grow
 
 
+def _on(module: Any, device: torch.device) -> bool:
+    first = next(module.parameters(), None)
+    return first is not None and first.device.type == device.type
+
+
 class ModelManager:
     """The one loaded checkpoint, plus the lists of checkpoints and VAEs on disk. Thread-safe."""
 
@@ -119,6 +126,8 @@ class ModelManager:
         self._refiner: LoadedModel | None = None  # the SDXL refiner beside it, kept between jobs
         self._checkpoints: list[CheckpointInfo] | None = None
         self._vaes: list[Path] | None = None
+        self.last_plan: PlanChoice | None = None  # the memory plan of the latest job
+        self._lighter = 0  # automatic plans skipped after out-of-memory errors on this checkpoint
 
     # -- listing ----------------------------------------------------------------------------------
     def refresh(self) -> None:
@@ -224,6 +233,7 @@ class ModelManager:
             del current  # a live local reference would keep the old weights alive through unload()
             self.unload()
             log.info("loading checkpoint %s (%s, %s)", info.title, self.device, self.dtype)
+            self._lighter = 0
             self._current = load_checkpoint(
                 info,
                 self.device,
@@ -274,6 +284,40 @@ class ModelManager:
             return True  # RAM: the operating system pages; a CPU user would rather wait than fail
         free, _total = torch.cuda.mem_get_info(self.device)
         return free > info.size_bytes * 1.1 + 1.5 * 2**30
+
+    # -- memory plan ------------------------------------------------------------------------------
+    def plan_job(
+        self,
+        model: LoadedModel,
+        width: int,
+        height: int,
+        batch: int,
+        forced: str | None = None,
+        extra_unet_bytes: int = 0,
+    ) -> PlanChoice:
+        """Place `model`'s parts for a job of this size (engine.models.memory_plan): the plan
+        `forced` names, else the heaviest that fits the free memory, counting what the model
+        itself holds on the device now as free (its parts can be rearranged). `extra_unet_bytes`:
+        what runs beside the UNet at every step (the job's ControlNets; the pipeline adds them to
+        the UNet's group when it loads them)."""
+        with self._lock:
+            if model.residency is None:
+                model.residency = Residency(model.device)
+            free = None
+            if model.device.type != "cpu":
+                groups = model.part_groups().values()
+                held = [m for group in groups for m in group if _on(m, model.device)]
+                free = int(min(free_bytes(model.device), 2**62)) + module_bytes(held)
+            footprint = Footprint.of(model, width, height, batch, extra_unet_bytes)
+            choice = choose_plan(free, footprint, forced, self._lighter)
+            model.residency.apply(choice.plan, model.part_groups())
+            self.last_plan = choice
+            return choice
+
+    def after_out_of_memory(self) -> None:
+        """The automatic plan goes one step lighter for the next job on this checkpoint."""
+        with self._lock:
+            self._lighter = min(self._lighter + 1, len(PLANS) - 1)
 
     def unload_refiner(self) -> None:
         with self._lock:

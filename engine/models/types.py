@@ -11,6 +11,7 @@ import torch
 from engine.models.families import EncoderSlot, Family, family
 
 if TYPE_CHECKING:
+    from engine.models.residency import Residency
     from engine.models.vae_probe import LatentProbe
 
 
@@ -59,6 +60,15 @@ class LoadedModel:
     tokenizer_2: Any = None  # its tokenizer (pads with "!")
     latent_probe: LatentProbe | None = None  # the own VAE's probe latents; None: no evidence
     vae_policy: VaePolicy = field(default_factory=lambda: VaePolicy())
+    residency: Residency | None = None  # where its parts live between uses (the memory plan)
+
+    def part_groups(self) -> dict[str, list[Any]]:
+        """The parts a memory plan moves, by when they run: prompt, sampling, decode."""
+        return {
+            "text": [encoder for _slot, _tokenizer, encoder in self.text_encoders()],
+            "unet": [self.unet],
+            "vae": [self.vae],
+        }
 
     @property
     def spec(self) -> Family:

@@ -6,11 +6,11 @@ Stages 5 (decode) and 6 (to PIL) of every pipeline, and the encoder img2img and 
 from __future__ import annotations
 
 import numpy as np
-import psutil
 import torch
 from PIL import Image
 
 from engine.models.manager import release_memory
+from engine.models.memory_plan import free_bytes
 from engine.models.types import LoadedModel
 from engine.pipeline import vae_tiling
 from engine.plugins import firing as stage_hooks
@@ -67,7 +67,7 @@ def _vae_pass(model: LoadedModel, kind: str, x: torch.Tensor, notes: list[str] |
     strips = vae_tiling.decode_in_strips if kind == "decode" else vae_tiling.encode_in_strips
     mode = model.vae_policy.tiling
     if mode == "always" or (mode == "auto" and not _fits(model, x, kind)):
-        return strips(vae, x)
+        return strips(vae, x, model.device)
     try:
         if kind == "decode":
             return vae.decode(x).sample
@@ -78,7 +78,7 @@ def _vae_pass(model: LoadedModel, kind: str, x: torch.Tensor, notes: list[str] |
     release_memory(model.device)  # outside the except: the traceback holds the failed pass's tensors
     if notes is not None:
         notes.append(f"VAE {kind} ran out of memory on the whole picture; ran it in strips")
-    return strips(vae, x)
+    return strips(vae, x, model.device)
 
 
 def _fits(model: LoadedModel, x: torch.Tensor, kind: str) -> bool:
@@ -88,18 +88,7 @@ def _fits(model: LoadedModel, x: torch.Tensor, kind: str) -> bool:
         height, width = height * model.vae_scale_factor, width * model.vae_scale_factor
     channels = model.vae.config.block_out_channels[0]
     needed = _ACTIVATIONS_AT_PEAK * x.shape[0] * channels * height * width * x.element_size()
-    return needed <= free_memory(next(model.vae.parameters()).device)
-
-
-def free_memory(device: torch.device) -> float:
-    """Bytes a new allocation can take on `device`: CUDA's free memory plus what its caching
-    allocator holds unused; the RAM available on the CPU; unknown elsewhere (inf: try it)."""
-    if device.type == "cuda":
-        free, _total = torch.cuda.mem_get_info(device)
-        return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
-    if device.type == "cpu":
-        return psutil.virtual_memory().available
-    return float("inf")
+    return needed <= free_bytes(model.device)
 
 
 def decode_with_hooks(model: LoadedModel, latents: torch.Tensor, notes: list[str], job: Job | None):

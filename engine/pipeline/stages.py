@@ -349,7 +349,11 @@ def prepare_control(model, params, control, controlnets, fallback_image=None) ->
         return []
     if controlnets is None:
         raise ValueError("ControlNet units were given but no ControlNet folder is configured")
-    return prepare_units(control, model, controlnets, params.width, params.height, fallback_image)
+    units = prepare_units(control, model, controlnets, params.width, params.height, fallback_image)
+    if model.residency is not None:  # they run at every step: on the GPU with the UNet, or streamed
+        for unit in units:
+            model.residency.add("unet", unit.model)
+    return units
 
 
 def emit_image(

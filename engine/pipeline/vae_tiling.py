@@ -124,11 +124,11 @@ def _check(vae: Any) -> None:
 
 
 @torch.no_grad()
-def decode_in_strips(vae: Any, z: torch.Tensor) -> torch.Tensor:
-    """`vae.decode(z).sample` (raw latents, after the scaling factor is undone), layer by layer."""
+def decode_in_strips(vae: Any, z: torch.Tensor, compute: torch.device) -> torch.Tensor:
+    """`vae.decode(z).sample` (raw latents, after the scaling factor is undone), layer by layer on
+    `compute` (named, not read off the weights: a memory plan may keep them in RAM until used)."""
     _check(vae)
     decoder = vae.decoder
-    compute = next(vae.parameters()).device
     h = z.to(compute)
     if vae.post_quant_conv is not None:
         h = vae.post_quant_conv(h)
@@ -149,11 +149,10 @@ def _downsample(downsampler: Any, x: torch.Tensor, compute: torch.device) -> tor
 
 
 @torch.no_grad()
-def encode_in_strips(vae: Any, x: torch.Tensor) -> torch.Tensor:
+def encode_in_strips(vae: Any, x: torch.Tensor, compute: torch.device) -> torch.Tensor:
     """The moments `vae.encode(x)` builds its posterior from ([N, 2·latent, h, w]), layer by layer."""
     _check(vae)
     encoder = vae.encoder
-    compute = next(vae.parameters()).device
     h = _by_strips(encoder.conv_in, (x.to(storage_device(compute)),), compute)
     for block in encoder.down_blocks:
         for resnet in block.resnets:

@@ -90,6 +90,11 @@ class Settings(SamplerDefaults):
         description="Refuse a VAE that does not decode the checkpoint's latents "
         "(an SD 1.x VAE on SDXL, or the reverse)",
     )
+    memory_plan: Literal["auto", "gpu-only", "medvram", "lowvram"] = Field(
+        "auto",
+        description="Memory plan on a GPU: auto picks one per job from the free memory (start flags "
+        "--medvram, --lowvram, --medvram-sdxl, --gpu-only override this)",
+    )
     vae_tiling: Literal["auto", "always", "never"] = Field(
         "auto",
         description="VAE in strips (same picture, less GPU memory): auto = when a picture would not "

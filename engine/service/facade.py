@@ -24,10 +24,12 @@ from engine.models.builtin import builtin_model_path
 from engine.models.extra_networks import NetworkCard, list_cards
 from engine.models.lora import LoraLibrary
 from engine.models.manager import ModelManager
+from engine.models.memory_plan import MemoryFlags
 from engine.models.paths import APP_ROOT, BUILTIN_SUBDIR, LORA_SUBDIR, models_root
 from engine.models.preferences import preferences_or_empty, read_preferences
 from engine.pipeline import img2img as img2img_pipeline
 from engine.pipeline import stages
+from engine.pipeline.hires import target_size as hires_target_size
 from engine.pipeline.img2img import Img2ImgInputs
 from engine.pipeline.img2img_batch import BatchReport, run_batch
 from engine.pipeline.results import GenerationResult
@@ -63,6 +65,7 @@ class Engine:
         device: str = "auto",
         precision: str = "auto",
         no_half_vae: bool = False,
+        memory_flags: MemoryFlags | None = None,
         controlnet_dir: Path | None = None,
         extensions_dir: Path | None = None,
         load_extensions: bool = True,
@@ -84,7 +87,9 @@ class Engine:
             precision=precision,
             no_half_vae=no_half_vae,
         )
-        self.queue = JobQueue()
+        self.memory_flags = memory_flags or MemoryFlags()
+        # the device it measures and frees after an out-of-memory; the next automatic plan is lighter
+        self.queue = JobQueue(self.models.device, on_out_of_memory=self.models.after_out_of_memory)
         self._embeddings: tuple[Any, EmbeddingDatabase] | None = None  # (folder signature, db)
         self.loras = LoraLibrary(models_root(self.root) / LORA_SUBDIR)
         self.upscalers = UpscalerLibrary(
@@ -127,6 +132,12 @@ class Engine:
             device=getattr(args, "device", "auto"),
             precision=getattr(args, "precision", "auto"),
             no_half_vae=getattr(args, "no_half_vae", False),
+            memory_flags=MemoryFlags(
+                medvram=getattr(args, "medvram", False),
+                lowvram=getattr(args, "lowvram", False),
+                medvram_sdxl=getattr(args, "medvram_sdxl", False),
+                gpu_only=getattr(args, "gpu_only", False),
+            ),
             controlnet_dir=getattr(args, "controlnet_dir", None),
             extensions_dir=getattr(args, "extensions_dir", None),
             load_extensions=not getattr(args, "disable_all_extensions", False),
@@ -242,8 +253,39 @@ class Engine:
         )
         if id(model) != self._model_seen:
             self._model_seen = id(model)
+            self.controlnets.follow_checkpoint(model.unet)  # cached ControlNets leave the GPU
             self.extensions.registry.run_app(Stage.MODEL_LOADED, ModelContext(model, model.info.title))
         return model
+
+    def _plan_memory(self, model: Any, params: GenerationParams, control: list[ControlInput] | None) -> None:
+        """Place the model's parts for this job (engine.models.memory_plan): a start flag's plan,
+        else the Settings' choice, else the heaviest that fits; sized for the hires pass when there
+        is one, counting the job's ControlNets with the UNet."""
+        forced = self.memory_flags.forced(is_sdxl=model.spec.latents == "sdxl") or self._settings.memory_plan
+        width, height = (params.width, params.height)
+        if getattr(params, "enable_hr", False):
+            width, height = hires_target_size(params)
+        controlnet_bytes = sum(self._controlnet_bytes(c.unit) for c in control or () if c.unit.enabled)
+        self.models.plan_job(
+            model, width, height, params.batch_size, forced, extra_unet_bytes=controlnet_bytes
+        )
+
+    def _controlnet_bytes(self, unit: ControlNetUnit) -> int:
+        """A unit's ControlNet file size (its weights' size); 0 when it names none or a missing one:
+        the pipeline reports that with its own message."""
+        if unit.model == "None":
+            return 0
+        try:
+            return self.controlnets.find(unit.model).path.stat().st_size
+        except (ValueError, OSError):
+            return 0
+
+    def memory_plan_text(self) -> str:
+        """The memory plan of the latest job, for the Settings tab."""
+        plan = self.models.last_plan
+        if plan is None:
+            return "No job has run yet: the plan is chosen when one starts."
+        return plan.describe()
 
     # -- styles -----------------------------------------------------------------------------------
     def styles(self) -> StyleFile:
@@ -278,6 +320,7 @@ class Engine:
         save_images: bool = True,
     ) -> GenerationResult:
         model = self._model(params, vae)
+        self._plan_memory(model, params, control)
         save = self._save_options("txt2img") if save_images else None
         return txt2img(
             model,
@@ -322,6 +365,7 @@ class Engine:
         save_images: bool = True,
     ) -> GenerationResult:
         model = self._model(params, vae)
+        self._plan_memory(model, params, control)
         return img2img_pipeline.img2img(
             model,
             params,

@@ -4,16 +4,25 @@
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
+import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from engine.models.families import AESTHETIC_SCORES
+from engine.models.manager import release_memory
+from engine.service import memory
 
 if TYPE_CHECKING:
+    import torch
+
     from engine.plugins.hooks import GenerationContext, HookRunner
+
+log = logging.getLogger(__name__)
 
 
 class JobInterrupted(Exception):
@@ -118,9 +127,17 @@ class Job:
 
 class JobQueue:
     """One FIFO worker: jobs run one at a time in submission order; a failing job is recorded on
-    its Job and never stops the next one. The UI (and later the API) share one queue."""
+    its Job and never stops the next one. The UI (and later the API) share one queue.
 
-    def __init__(self) -> None:
+    It is the one place every job runs, so what concerns all of them is done here: a job that runs
+    out of memory ends with `memory.OutOfMemory` and its memory is freed before the next one
+    starts, and on CUDA a job's notes end with its peak GPU memory. `device`: where the jobs run."""
+
+    def __init__(
+        self, device: torch.device | None = None, on_out_of_memory: Callable[[], None] | None = None
+    ) -> None:
+        self.device = device
+        self._on_out_of_memory = on_out_of_memory  # the model manager lightens the next memory plan
         self._queue: queue.Queue = queue.Queue()
         self._pending: list[Job] = []
         self._lock = threading.Lock()
@@ -155,12 +172,45 @@ class JobQueue:
                 self._pending.remove(job)
                 self.current = job
             try:
-                if job.interrupted:  # cancelled while waiting
-                    job.finish(error=JobInterrupted())
-                else:
-                    job.finish(result=fn(*args, job=job, **kwargs))
-            except BaseException as exc:  # reported through the job, never swallowed
-                job.finish(error=exc)
+                self._run_one(job, fn, args, kwargs)
             finally:
                 with self._lock:
                     self.current = None
+
+    def _run_one(self, job: Job, fn, args, kwargs) -> None:
+        """Run one job and record its outcome on it; never raises, so the worker outlives any job."""
+        try:
+            if job.interrupted:  # cancelled while waiting
+                raise JobInterrupted()
+            memory.reset_peak_memory(self.device)
+            result = fn(*args, job=job, **kwargs)
+            _add_note(result, memory.peak_memory_note(memory.peak_memory_gib(self.device)))
+        except memory.OUT_OF_MEMORY_ERRORS as exc:
+            log.warning("a %s job ran out of memory:\n%s", job.kind, traceback.format_exc())
+            error = memory.out_of_memory(job.kind, exc)
+            if self._on_out_of_memory is not None:
+                self._on_out_of_memory()
+        except BaseException as exc:  # reported through the job, never swallowed
+            job.finish(error=exc)
+            return
+        else:
+            job.finish(result=result)
+            return
+        # Freed here, after the except block: until it ended, the exception's traceback kept every
+        # frame of the failed stage alive, tensors included. The job's context goes too (extensions
+        # keep per-job state there). All before finish(): whoever waits for the job may send the
+        # next one at once, and it must find the memory free.
+        job.context = None
+        try:
+            release_memory(self.device)
+        except Exception:  # a device in a bad state must not stop the queue as well
+            log.exception("freeing memory after a job ran out of it failed")
+        job.finish(error=error)
+
+
+def _add_note(result: Any, note: str | None) -> None:
+    """Append `note` to a job result's notes (GenerationResult, ExtrasResult and BatchReport have
+    them; the UI shows them under the gallery, the API in `info`)."""
+    notes = getattr(result, "notes", None)
+    if note is not None and isinstance(notes, list):
+        notes.append(note)

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from engine.output import images as image_io
 from engine.pipeline.img2img_batch import BatchReport
 from engine.schema.infotext import params_text, read_png_parameters
+from engine.service.memory import OUT_OF_MEMORY_ERRORS
 from engine.upscale.upscalers import UpscalerLibrary
 
 
@@ -154,6 +155,8 @@ def run_extras_folder(
             image, infotext = _upscale(library, settings, params, picture)
         except ValueError as exc:
             report.skipped.append((path.name, str(exc)))
+        except OUT_OF_MEMORY_ERRORS:  # not the file's fault: the job ends and says what to try
+            raise
         except Exception as exc:  # untrusted files: not an image, truncated, too large
             report.skipped.append((path.name, f"not a readable picture: {type(exc).__name__}"))
         else:

@@ -99,6 +99,9 @@ class FakeEngine:
     def default_size(self) -> int:
         return self.size_choices()[0]
 
+    def memory_plan_text(self) -> str:
+        return "gpu-only: runs on the CPU: nothing to move"
+
     def size_choices(self) -> tuple[int, list[tuple[int, int]]]:
         # Like the engine, by family: a title with "xl" in it stands for an SDXL checkpoint.
         from engine.models.families import FAMILIES

@@ -23,6 +23,7 @@ from engine.schema.params import GenerationParams
 from tests.fakes.vaes import builtin_vae
 
 HALF_A_LEVEL = 0.5 / 255 * 2  # in the VAE's [-1, 1] units
+CPU = torch.device("cpu")
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +52,7 @@ def test_decode_in_strips_equals_the_whole_pass(vae, small_strips):
     with torch.no_grad():
         z = vae.encode(scene()).latent_dist.mean
         whole = vae.decode(z).sample
-    strips = decode_in_strips(vae, z)
+    strips = decode_in_strips(vae, z, CPU)
     assert strips.shape == whole.shape == (1, 3, 136, 200)
     assert (strips - whole).abs().max() < HALF_A_LEVEL
 
@@ -62,7 +63,7 @@ def test_no_seam_at_strip_borders(vae, small_strips):
     with torch.no_grad():
         z = vae.encode(scene()).latent_dist.mean
         whole = vae.decode(z).sample
-    strips = decode_in_strips(vae, z)
+    strips = decode_in_strips(vae, z, CPU)
     step_whole = (whole[..., 1:, :] - whole[..., :-1, :]).abs().amax(dim=(0, 1, 3))
     step_strips = (strips[..., 1:, :] - strips[..., :-1, :]).abs().amax(dim=(0, 1, 3))
     assert (step_strips - step_whole).abs().max() < 2 * HALF_A_LEVEL
@@ -72,7 +73,7 @@ def test_encode_in_strips_equals_the_whole_pass(vae, small_strips):
     picture = scene()
     with torch.no_grad():
         whole = vae.encode(picture).latent_dist.parameters
-    strips = encode_in_strips(vae, picture)
+    strips = encode_in_strips(vae, picture, CPU)
     assert strips.shape == whole.shape
     assert (strips - whole).abs().max() < 1e-3
 
@@ -125,7 +126,7 @@ def test_auto_runs_in_strips_when_the_picture_would_not_fit(builtin_model, monke
     z = torch.zeros(1, 4, 16, 16)
     stage.decode(model, z)
     assert not calls  # 128² fits in any free memory
-    monkeypatch.setattr(stage, "free_memory", lambda device: 1024**2)  # 1 MiB free
+    monkeypatch.setattr(stage, "free_bytes", lambda device: 1024**2)  # 1 MiB free
     stage.decode(model, z)
     assert calls == [1]
 

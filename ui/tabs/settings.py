@@ -71,8 +71,18 @@ def _control(engine: EngineLike, name: str, value: Any) -> gr.components.Compone
 
 
 def build_settings_tab(engine: EngineLike) -> tuple[list[gr.components.Component], list[str]]:
-    """Lay out the Settings tab; returns (controls, names) so app.py can refresh them on page load."""
+    """Lay out the Settings tab; returns (controls, names) so app.py can refresh them on page load.
+    Above the fields: the memory plan the latest job ran with (chosen per job, so a button reads it
+    again)."""
+    with gr.Row():
+        plan = gr.Markdown(memory_plan_markdown(engine), elem_id="settings_memory_plan")
+        refresh = gr.Button("Refresh", size="sm", scale=0, elem_id="settings_memory_plan_refresh")
+    refresh.click(lambda: memory_plan_markdown(engine), outputs=plan, api_visibility="private")
     return _build_panel(engine, setting_names(), "settings")
+
+
+def memory_plan_markdown(engine: EngineLike) -> str:
+    return f"**Memory plan in use:** {engine.memory_plan_text()}"
 
 
 def build_sampler_settings_tab(
