@@ -8,6 +8,7 @@ another folder (or over the app's own files) — those stay on the command line 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import HTTPException
@@ -27,8 +28,9 @@ def current_options(engine: Any) -> dict[str, Any]:
     return options
 
 
-def apply_options(engine: Any, changes: dict[str, Any]) -> dict[str, Any]:
-    """Validate everything first, then load the checkpoint and save the settings together."""
+def apply_options(engine: Any, changes: dict[str, Any], load: Callable[[str], Any]) -> dict[str, Any]:
+    """Validate everything first, then load the checkpoint and save the settings together.
+    `load(title)` loads a checkpoint and returns once it is loaded, raising an HTTP error if not."""
     changes = dict(changes)
     protected = [key for key in changes if key.startswith(PROTECTED_PREFIXES)]
     if protected:
@@ -46,7 +48,7 @@ def apply_options(engine: Any, changes: dict[str, Any]) -> dict[str, Any]:
         error = exc.errors(include_url=False)[0]
         raise invalid(tuple(error["loc"]), error["msg"], error.get("input")) from None
     if checkpoint is not None:
-        engine.load_checkpoint(checkpoint)
+        load(checkpoint)
     if changes:
         engine.update_settings(**changes)
     return current_options(engine)

@@ -67,8 +67,7 @@ def lists_router(engine: Any, dependencies: list[Any]) -> APIRouter:
 
     @router.get("/embeddings")
     def embeddings() -> dict[str, Any]:
-        model = engine.models.get(engine.current_checkpoint())
-        db = engine.embeddings_for(model)
+        db = engine.embeddings_for(engine.loaded_model())  # loads through the queue when none is
         loaded = {
             name: {"step": None, "sd_checkpoint": None, "sd_checkpoint_name": None,
                    "shape": int(e.vectors.shape[-1]), "vectors": int(e.vectors.shape[0])}

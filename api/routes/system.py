@@ -12,7 +12,7 @@ import psutil
 from fastapi import APIRouter
 
 from api.options import SECRET_FLAGS, apply_options, current_options
-from api.routes.common import make_router
+from api.routes.common import make_router, wait
 
 
 def system_router(engine: Any, dependencies: list[Any], args: argparse.Namespace) -> APIRouter:
@@ -22,9 +22,15 @@ def system_router(engine: Any, dependencies: list[Any], args: argparse.Namespace
     def get_options() -> dict[str, Any]:
         return current_options(engine)
 
+    def load_checkpoint(title: str) -> None:
+        # A job of its own: it loads after the jobs queued before it, never beside a running one,
+        # and the answer comes once it is loaded (A1111 blocks too). A failed load is answered as
+        # a failed job is: 400 for a broken file, 507 when memory ran out.
+        wait(engine.submit_load(title))
+
     @router.post("/options")
     def set_options(changes: dict[str, Any]) -> dict[str, Any]:
-        return apply_options(engine, changes)
+        return apply_options(engine, changes, load_checkpoint)
 
     @router.get("/cmd-flags")
     def cmd_flags() -> dict[str, Any]:

@@ -141,6 +141,7 @@ class LoraFile:
 
 
 _LINEAR_OR_CONV = (torch.nn.Linear, torch.nn.Conv2d)
+_FLOAT8 = (torch.float8_e4m3fn, torch.float8_e5m2)
 # kohya's SDXL trainer: te1 is CLIP-L (diffusers' text_encoder), te2 OpenCLIP-G (text_encoder_2)
 _XL_ENCODERS = {"text_encoder": "lora_te1_", "text_encoder_2": "lora_te2_"}
 
@@ -234,6 +235,9 @@ def _add_delta(weight: torch.Tensor, lora_module: LoraModule, strength: float) -
     file's factors are on the CPU) in float32, then cast to the weight's dtype, so the in-place
     add never mixes devices and half-precision weights get one rounding, not one per factor."""
     delta = lora_module.delta(weight.shape, weight.device) * strength
+    if weight.dtype in _FLOAT8:  # FP8 weight storage has no arithmetic: add in float32, store back
+        weight.copy_((weight.float() + delta).to(weight.dtype))
+        return
     weight.add_(delta.to(weight.dtype))
 
 

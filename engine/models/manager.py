@@ -30,6 +30,7 @@ from engine.models.memory_plan import PLANS, Footprint, PlanChoice, choose_plan,
 from engine.models.paths import APP_ROOT, default_cache_dir, sidecar_config_dir
 from engine.models.registry import checkpoint_dirs, scan_checkpoints, scan_vaes, vae_dirs
 from engine.models.residency import Residency
+from engine.models.speed import enable_tf32
 from engine.models.state_dict import read_key_shapes
 from engine.models.types import CheckpointInfo, LoadedModel, VaePolicy
 
@@ -68,6 +69,8 @@ def resolve_dtypes(
         dtype = torch.float16 if device.type in ("cuda", "mps") else torch.float32
     elif precision in _PRECISIONS:
         dtype = _PRECISIONS[precision]
+        if dtype == torch.bfloat16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            raise ValueError("--precision bf16: this GPU has no bfloat16 (before Ampere); use fp16")
     else:
         raise ValueError(f"unknown precision {precision!r}: use auto, fp32, fp16 or bf16")
     return dtype, (torch.float32 if no_half_vae else dtype)
@@ -117,6 +120,7 @@ class ModelManager:
         self.extra_dirs = [Path(d) for d in extra_dirs]
         self.device = resolve_device(device)
         self.dtype, self.vae_dtype = resolve_dtypes(precision, self.device, no_half_vae)
+        enable_tf32(self.device)
         self.vae_policy = VaePolicy()  # every model handed out shares it; the engine sets it from Settings
         self.hashes = HashCache(
             (Path(cache_dir) if cache_dir else default_cache_dir(self.root)) / "hashes.json"

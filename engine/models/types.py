@@ -12,6 +12,7 @@ from engine.models.families import EncoderSlot, Family, family
 
 if TYPE_CHECKING:
     from engine.models.residency import Residency
+    from engine.models.speed import Applied
     from engine.models.vae_probe import LatentProbe
 
 
@@ -61,6 +62,7 @@ class LoadedModel:
     latent_probe: LatentProbe | None = None  # the own VAE's probe latents; None: no evidence
     vae_policy: VaePolicy = field(default_factory=lambda: VaePolicy())
     residency: Residency | None = None  # where its parts live between uses (the memory plan)
+    speed: Applied | None = None  # the speed options applied to its UNet (engine.models.speed)
 
     def part_groups(self) -> dict[str, list[Any]]:
         """The parts a memory plan moves, by when they run: prompt, sampling, decode."""

@@ -29,6 +29,7 @@ from engine.models.families import AESTHETIC_SCORES
 from engine.models.lora import LoraFile, LoraLibrary, LoraRequest, extract_lora_tags
 from engine.models.types import LoadedModel
 from engine.output import images as image_io
+from engine.pipeline import preview
 from engine.pipeline.latents import decode, to_pil
 from engine.pipeline.refiner import Placement, Refiner, SwitchedGuider, check_pair, switch_step
 from engine.pipeline.results import GenerationResult
@@ -235,7 +236,7 @@ def denoise(
         job.step_done()
         preview = None
         if job.wants_preview(info.step):
-            job.preview = preview = to_pil(decode(model, info.denoised[:1]))[0]
+            job.preview = preview = _preview(model, info.denoised, job.preview_kind)
             job.preview_step = info.step
         stage_hooks.step_end(job, info, preview)
         job.check()
@@ -341,6 +342,15 @@ def text_conditioning(
         if conditioning.embeddings_used:  # A1111: TI hashes: "name: hash, ..."
             extra["TI hashes"] = ", ".join(f"{name}: {h}" for name, h in conditioning.embeddings_used)
         yield conditioning, extra
+
+
+def _preview(model: LoadedModel, denoised: torch.Tensor, kind: str) -> Image.Image:
+    """The live preview of the first image: A1111's "Approx cheap" (no VAE: no memory spike, no
+    swap under the medvram plan) or the full decode."""
+    if kind == preview.APPROX_CHEAP:  # latent-sized; shown at the picture's size like the full one
+        size = (denoised.shape[-1] * model.vae_scale_factor, denoised.shape[-2] * model.vae_scale_factor)
+        return preview.approx_cheap(model, denoised[:1]).resize(size, Image.Resampling.BILINEAR)
+    return to_pil(decode(model, denoised[:1]))[0]
 
 
 def prepare_control(model, params, control, controlnets, fallback_image=None) -> list[PreparedUnit]:

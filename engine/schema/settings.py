@@ -77,6 +77,11 @@ class Settings(SamplerDefaults):
     show_progress_every_n_steps: int = Field(
         5, ge=0, le=32, description="Live preview: decode a preview every N steps (0 = off)"
     )
+    show_progress_type: Literal["Approx cheap", "Full"] = Field(
+        "Approx cheap",
+        description="Live preview: Approx cheap (no VAE, latent-sized: no memory spike while sampling) "
+        "or Full (a VAE decode)",
+    )
     default_sampler: str = _like("sampler_name", "Sampler selected when the UI opens")
     default_scheduler: str = _like("scheduler", "Schedule type selected when the UI opens")
     default_steps: int = _like("steps", "Steps when the UI opens")
@@ -89,6 +94,22 @@ class Settings(SamplerDefaults):
         True,
         description="Refuse a VAE that does not decode the checkpoint's latents "
         "(an SD 1.x VAE on SDXL, or the reverse)",
+    )
+    cross_attention_optimization: Literal["Automatic", "sdp", "xformers", "sliced", "None"] = Field(
+        "Automatic",
+        description="Attention: Automatic = xformers on CUDA when installed, else sdp (torch's "
+        "scaled-dot-product); sliced uses the least memory",
+    )
+    fp8_storage: Literal["Disable", "Enable for SDXL", "Enable"] = Field(
+        "Disable",
+        description="FP8 weight: keep the UNet's weights in float8 (half the memory, slightly "
+        "different pictures); turning it off reloads the checkpoint",
+    )
+    channels_last: bool = Field(False, description="Channels-last memory format for the UNet")
+    compile_unet: bool = Field(
+        False,
+        description="torch.compile the UNet: faster steps after a slow first job (compiled kernels "
+        "are cached in the data folder for later starts)",
     )
     memory_plan: Literal["auto", "gpu-only", "medvram", "lowvram"] = Field(
         "auto",

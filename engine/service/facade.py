@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import logging
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,6 +21,7 @@ from engine.conditioning.embeddings import EmbeddingDatabase
 from engine.controlnet.models import SUBDIR as CONTROLNET_SUBDIR
 from engine.controlnet.models import ControlNetLibrary
 from engine.controlnet.units import ControlInput, ControlNetUnit
+from engine.models import speed
 from engine.models.builtin import builtin_model_path
 from engine.models.extra_networks import NetworkCard, list_cards
 from engine.models.lora import LoraLibrary
@@ -44,12 +46,14 @@ from engine.schema.params import GenerationParams, Img2ImgParams, img2img_settin
 from engine.schema.sampler_params import A1111_DEFAULTS, resolve_overrides
 from engine.schema.settings import Settings, load_settings, save_settings
 from engine.schema.styles import Style, StyleFile, with_styles_applied
+from engine.service import memory
 from engine.service.control import ControlTools
 from engine.service.jobs import Job, JobQueue
 from engine.service.upscaling import Upscaling
 from engine.upscale.extras import ExtrasParams
 from engine.upscale.upscalers import LATENT_MODES, UpscalerLibrary
 
+log = logging.getLogger(__name__)
 CONFIG_FILE = "config.json"
 STYLES_FILE = "styles.csv"
 EMBEDDINGS_DIR = "embeddings"
@@ -119,6 +123,7 @@ class Engine:
             self.extensions.load_all()
         self.extension_jobs = ExtensionJobs(self.extensions, self.engine_names)
         self._model_seen: int | None = None
+        self._warm_unets: set[int] = set()  # UNets whose compiled first step has run
         self.extensions.registry.run_app(Stage.APP_STARTED, AppContext(self))
 
     @classmethod
@@ -193,7 +198,56 @@ class Engine:
         return loaded.info.title if loaded else self._default_title()
 
     def load_checkpoint(self, title: str) -> None:
-        self.models.get(title)
+        """Load `title` and return once it is loaded; raises what the load raised. It waits for
+        the jobs queued before it (see submit_load), as A1111's checkpoint switch does."""
+        if self.queue.in_worker():  # a job (a script) switching models already runs between jobs
+            self.models.get(title)
+            return
+        self._wait(self.submit_load(title))
+
+    def submit_load(self, title: str) -> Job:
+        """Queue loading checkpoint `title` as a job of its own. Loading beside a running job would
+        hold two models at once (out of memory on a small GPU): queued, it waits until the jobs
+        ahead have ended, and the manager then frees the old model before it loads the new one.
+        An unknown title fails now, not after the jobs ahead. The job's result is the loaded
+        checkpoint's title, not the model: a Job outlives its run and must not keep weights alive."""
+        self.models.find(title)
+        return self.queue.submit(Job("load"), self._run_load, title)
+
+    def _run_load(self, title: str, *, job: Job) -> str:
+        loaded = self.models.current
+        previous = loaded.info.title if loaded is not None else None
+        del loaded  # a live reference would keep the old weights beside the new ones
+        try:
+            return self.models.get(title).info.title
+        except memory.OUT_OF_MEMORY_ERRORS:
+            raise  # the queue frees what the load held; the next job loads its own checkpoint
+        except Exception as exc:
+            error = exc
+        self._restore_after_failed_load(previous, error)
+        raise error
+
+    def _restore_after_failed_load(self, previous: str | None, error: Exception) -> None:
+        """The manager frees the old model before it loads the new one, so after a failed load
+        (a broken file) none is loaded: load the previous one again, as A1111 does, so the next
+        job and the checkpoint dropdown find the model the user had."""
+        log.warning("loading a checkpoint failed", exc_info=error)
+        _drop_tracebacks(error)  # their frames hold what the failed load had built: free it first
+        if previous is None or self.models.current is not None:
+            return
+        try:
+            self.models.get(previous)
+        except Exception:  # the original error is the one to report
+            log.exception("loading %s again after a failed load failed too", previous)
+
+    def loaded_model(self) -> Any:
+        """The loaded checkpoint; when none is, the one jobs would use, loaded through the queue."""
+        if self.models.current is None:
+            self.load_checkpoint(self.current_checkpoint())
+        model = self.models.current
+        if model is None:  # a job run right after the load failed to load its own checkpoint
+            raise ValueError("no checkpoint is loaded: the last load failed")
+        return model
 
     def preferred_sampler_settings(self, title: str | None = None) -> dict[str, Any]:
         """What checkpoint `title` (default: the current one) prefers for the Sampler settings, from
@@ -251,11 +305,32 @@ class Engine:
             vae=vae or self._settings.sd_vae,
             check_vae=self._settings.sd_vae_check_latents,
         )
+        options = self._speed_options()
+        if speed.needs_reload(model, options):  # FP8 weights off: the full-precision ones again
+            self.models.unload()
+            del model
+            return self._model(params, vae)
+        speed.apply(model, options, self.data_dir / "cache")
         if id(model) != self._model_seen:
             self._model_seen = id(model)
             self.controlnets.follow_checkpoint(model.unet)  # cached ControlNets leave the GPU
             self.extensions.registry.run_app(Stage.MODEL_LOADED, ModelContext(model, model.info.title))
         return model
+
+    def _speed_options(self) -> speed.SpeedOptions:
+        settings = self._settings
+        return speed.SpeedOptions(
+            attention=settings.cross_attention_optimization,
+            fp8_storage=settings.fp8_storage,
+            channels_last=settings.channels_last,
+            compile_unet=settings.compile_unet,
+        )
+
+    def _note_compiling(self, model: Any, job: Job) -> None:
+        """The first job on a freshly compiled UNet spends its first step compiling: say so."""
+        if model.speed is not None and model.speed.compiled and id(model.unet) not in self._warm_unets:
+            self._warm_unets.add(id(model.unet))
+            job.progress.textinfo = "Compiling the UNet: the first job is slow (later starts read the cache)"
 
     def _plan_memory(self, model: Any, params: GenerationParams, control: list[ControlInput] | None) -> None:
         """Place the model's parts for this job (engine.models.memory_plan): a start flag's plan,
@@ -321,6 +396,7 @@ class Engine:
     ) -> GenerationResult:
         model = self._model(params, vae)
         self._plan_memory(model, params, control)
+        self._note_compiling(model, job)
         save = self._save_options("txt2img") if save_images else None
         return txt2img(
             model,
@@ -366,6 +442,7 @@ class Engine:
     ) -> GenerationResult:
         model = self._model(params, vae)
         self._plan_memory(model, params, control)
+        self._note_compiling(model, job)
         return img2img_pipeline.img2img(
             model,
             params,
@@ -422,7 +499,7 @@ class Engine:
         extensions' values for this job ({name: {field: value}}); `script`: a script that takes
         the job over (X/Y/Z plot, ...); `vae`: this job's VAE (None: the Settings' choice);
         `save_images`: False keeps the pictures out of the output folders (the API's default)."""
-        job = Job("txt2img", preview_every=self._settings.show_progress_every_n_steps)
+        job = Job("txt2img", self._settings.show_progress_every_n_steps, self._settings.show_progress_type)
         job.aesthetic_scores = self._aesthetic_scores()
         run = functools.partial(self._run_txt2img, vae=vae, save_images=save_images)
         resolved = self._resolved(params, for_script=script is not None)
@@ -442,7 +519,7 @@ class Engine:
         """img2img, sketch and inpainting jobs; the Outpainting and SD upscale scripts take an
         img2img job over like any script. A ControlNet unit without a picture uses the img2img
         picture. The other arguments: as submit_txt2img's."""
-        job = Job("img2img", preview_every=self._settings.show_progress_every_n_steps)
+        job = Job("img2img", self._settings.show_progress_every_n_steps, self._settings.show_progress_type)
         job.aesthetic_scores = self._aesthetic_scores()
         run = functools.partial(self._run_img2img, vae=vae, save_images=save_images)
         resolved = self._resolved(params, for_script=script is not None)
@@ -578,3 +655,13 @@ class Engine:
         if job.error is not None:
             raise job.error
         return job.result
+
+
+def _drop_tracebacks(error: BaseException) -> None:
+    """Forget the tracebacks of `error` and of the errors it was raised from; the messages stay."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        current.__traceback__ = None
+        current = current.__cause__ or current.__context__

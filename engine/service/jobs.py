@@ -59,9 +59,10 @@ class Progress:
 class Job:
     """One generation request in flight. Thread-safe flags; the worker reports, others read."""
 
-    def __init__(self, kind: str = "txt2img", preview_every: int = 0):
+    def __init__(self, kind: str = "txt2img", preview_every: int = 0, preview_kind: str = "Approx cheap"):
         self.kind = kind
-        self.preview_every = preview_every  # decode a preview every N steps (0 = never)
+        self.preview_every = preview_every  # a preview every N steps (0 = never)
+        self.preview_kind = preview_kind  # "Approx cheap" (no VAE) or "Full" (engine.pipeline.preview)
         self.progress = Progress()
         self.preview: Any = None  # PIL image of the latest preview
         self.preview_step = -1
@@ -75,6 +76,9 @@ class Job:
         self.hooks: HookRunner | None = None
         self.context: GenerationContext | None = None
         self.queue: JobQueue | None = None  # set when submitted: the job can say where it waits
+        # Jobs running or waiting when it was queued: whether it had to wait, known at once (its
+        # position() just after submit cannot tell a job about to start from one that waits).
+        self.queued_behind = 0
         # The SDXL refiner's (prompt, negative) aesthetic scores: the Settings' when it was submitted.
         self.aesthetic_scores: tuple[float, float] = AESTHETIC_SCORES
 
@@ -149,6 +153,7 @@ class JobQueue:
         """Queue fn(*args, job=job, **kwargs); its return value becomes job.result."""
         job.queue = self
         with self._lock:
+            job.queued_behind = len(self._pending) + (self.current is not None)
             self._pending.append(job)
         self._queue.put((job, fn, args, kwargs))
         return job
@@ -164,6 +169,10 @@ class JobQueue:
         """How many jobs wait behind the current one."""
         with self._lock:
             return len(self._pending)
+
+    def in_worker(self) -> bool:
+        """Whether the caller is a job running now: waiting for a job it queued would never end."""
+        return threading.current_thread() is self._worker
 
     def _run(self) -> None:
         while True:
@@ -191,21 +200,30 @@ class JobQueue:
             if self._on_out_of_memory is not None:
                 self._on_out_of_memory()
         except BaseException as exc:  # reported through the job, never swallowed
+            _forget_context(job)
             job.finish(error=exc)
             return
         else:
+            _forget_context(job)
             job.finish(result=result)
             return
         # Freed here, after the except block: until it ended, the exception's traceback kept every
         # frame of the failed stage alive, tensors included. The job's context goes too (extensions
         # keep per-job state there). All before finish(): whoever waits for the job may send the
         # next one at once, and it must find the memory free.
-        job.context = None
+        _forget_context(job)
         try:
             release_memory(self.device)
         except Exception:  # a device in a bad state must not stop the queue as well
             log.exception("freeing memory after a job ran out of it failed")
         job.finish(error=error)
+
+
+def _forget_context(job: Job) -> None:
+    """Drop the finished job's GenerationContext: it holds the job's model, and a Job outlives its
+    run (the UI and the API keep it to read the result), so a checkpoint loaded next would
+    otherwise share the memory with the one it replaced. Extensions keep per-job state there too."""
+    job.context = None
 
 
 def _add_note(result: Any, note: str | None) -> None:

@@ -22,6 +22,8 @@ _GENERATION_REMEDIES = (
     "or with --medvram / --lowvram; on auto the next job's plan is already one step lighter"
 )
 _REMEDIES = {
+    "load": "another checkpoint, or closing other programs that use the GPU; on a small GPU start with "
+    "--lowvram",
     "extras": "a smaller picture or upscale factor, or a smaller Upscaler tile size (ESRGAN_tile) in "
     "Settings",
 }

@@ -86,9 +86,21 @@ class FakeEngine:
         return self.loaded or (self.checkpoints[0] if self.checkpoints else None)
 
     def load_checkpoint(self, title: str) -> None:
+        job = self.submit_load(title)
+        job.wait()
+        if job.error is not None:
+            raise job.error
+
+    def submit_load(self, title: str) -> Job:
+        # Like the engine: an unknown title fails at once, a known one loads as a queued job.
         if title not in self.checkpoints:
             raise ValueError(f"no checkpoint named {title!r}")
-        self.loaded = title
+
+        def load(*, job: Job) -> str:
+            self.loaded = title
+            return title
+
+        return self.queue.submit(Job("load"), load)
 
     def preferred_sampler_settings(self, title: str | None = None) -> dict[str, Any]:
         preferred = self.preferences.get(title or self.current_checkpoint() or "", {})

@@ -137,7 +137,7 @@ def test_long_prompt_is_encoded_in_chunks_not_cut(model):
 
 
 def test_progress_preview_and_step_count(model):
-    job = Job(preview_every=2)
+    job = Job(preview_every=2, preview_kind="Full")  # the VAE's decode: picture-sized
     txt2img(model, params(steps=6, n_iter=2), job=job)
     assert job.progress.job_step == job.progress.job_steps == 12
     assert job.preview is not None and job.preview.size == (SIZE, SIZE)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import gradio as gr
@@ -9,15 +10,34 @@ import gradio as gr
 from ui.common import EngineLike, error_message
 
 
-def change_checkpoint(engine: EngineLike, title: str | None) -> tuple[str | None, str | None]:
-    """Load `title`; returns (the checkpoint now loaded, error message or None)."""
+def waiting_message(title: str, ahead: int) -> str:
+    """What the user reads while a chosen checkpoint waits for the jobs queued before it."""
+    after = "the running job" if ahead == 1 else f"{ahead} jobs"
+    return f"Loading {title} after {after}…"
+
+
+def change_checkpoint(
+    engine: EngineLike, title: str | None, notify: Callable[[str], None] = lambda _message: None
+) -> tuple[str | None, str | None]:
+    """Load `title`; returns (the checkpoint now loaded, error message or None). The load is a job
+    of its own, so it waits for the jobs ahead of it (a model loaded beside a running job would
+    double the memory); `notify` is told so when it has to wait."""
     if not title:
         return engine.current_checkpoint(), None
     try:
-        engine.load_checkpoint(title)
-    except Exception as exc:  # a broken file must not take the server down: report and carry on
-        return engine.current_checkpoint(), f"Could not load {title}: {error_message(exc)}"
+        job = engine.submit_load(title)
+    except Exception as exc:  # an unknown title: report and keep the current model
+        return engine.current_checkpoint(), _load_failed(title, exc)
+    if job.queued_behind:
+        notify(waiting_message(title, job.queued_behind))
+    job.wait()
+    if job.error is not None:  # a broken file must not take the server down: report and carry on
+        return engine.current_checkpoint(), _load_failed(title, job.error)
     return engine.current_checkpoint(), None
+
+
+def _load_failed(title: str, error: BaseException) -> str:
+    return f"Could not load {title}: {error_message(error)}"
 
 
 def refresh_checkpoints(engine: EngineLike, selected: str | None) -> tuple[list[str], str | None]:
@@ -55,7 +75,8 @@ def build_quicksettings(engine: EngineLike) -> tuple[gr.Dropdown, Any]:
         refresh = gr.Button("🔄", elem_id="refresh_sd_model_checkpoint", scale=0, min_width=48)
 
     def on_change(title: str | None) -> dict:
-        loaded, message = change_checkpoint(engine, title)
+        # gr.Info reaches the page at once, while this event still waits for the load.
+        loaded, message = change_checkpoint(engine, title, notify=gr.Info)
         if message:
             gr.Warning(message)
         return gr.update(value=loaded)
