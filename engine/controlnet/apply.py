@@ -151,9 +151,10 @@ class ControlNetStack:
         self.units = units
         self.timesteps = timesteps.detach().float().cpu()
 
-    def fraction(self, t: torch.Tensor) -> float:
-        """How far through the run this evaluation is: step index / number of steps."""
-        value = float(t.reshape(-1)[0])
+    def fraction(self, t: torch.Tensor, value: float | None = None) -> float:
+        """How far through the run this evaluation is: step index / number of steps. `value`: the
+        timestep as a number where the caller has it (reading it off a GPU tensor waits for the GPU)."""
+        value = float(t.reshape(-1)[0]) if value is None else value
         steps = len(self.timesteps)
         index = int((self.timesteps >= value - 1e-3).sum()) - 1
         return max(0, min(index, steps - 1)) / steps
@@ -165,11 +166,12 @@ class ControlNetStack:
         cond: TextCond,
         uncond_count: int = 0,
         unet_kwargs: dict[str, Any] | None = None,
+        t_value: float | None = None,
     ) -> tuple[list[torch.Tensor], torch.Tensor] | None:
         """The summed residuals of the units active at this step. `unet_kwargs`: the family's
         extra UNet inputs (SDXL's pooled text and size ids), which an SDXL ControlNet takes too."""
         hidden = TextCond.of(cond).hidden
-        progress = self.fraction(t)
+        progress = self.fraction(t, t_value)
         down_sum: list[torch.Tensor] | None = None
         mid_sum: torch.Tensor | None = None
         for p in self.units:

@@ -38,8 +38,12 @@ def free_bytes(device: torch.device) -> float:
     """Bytes a new allocation can take on `device`: CUDA's free memory plus what its caching
     allocator holds unused; the RAM available on the CPU; unknown elsewhere (inf: try it)."""
     if device.type == "cuda":
-        free, _total = torch.cuda.mem_get_info(device)
-        return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        free, total = torch.cuda.mem_get_info(device)
+        allocated = torch.cuda.memory_allocated(device)
+        available = free + torch.cuda.memory_reserved(device) - allocated
+        # a cap set with set_per_process_memory_fraction binds before the card's free memory does
+        capped = getattr(torch.cuda, "get_per_process_memory_fraction", None)
+        return available if capped is None else min(available, capped(device) * total - allocated)
     if device.type == "cpu":
         import psutil
 

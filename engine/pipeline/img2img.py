@@ -153,7 +153,8 @@ def img2img_sigmas(model: LoadedModel, params: Img2ImgParams, options) -> torch.
 
 
 # -- the pipeline ---------------------------------------------------------------------------------
-@torch.no_grad()  # sampling needs no autograd graph
+@torch.no_grad()  # no autograd graph (not inference_mode: modules loaded or moved during a job would
+# then hold inference tensors, which training and any later autograd use cannot take)
 def img2img(
     model: LoadedModel,
     params: Img2ImgParams,

@@ -157,12 +157,14 @@ def make_denoiser(
 
     spec, factor = model.spec, model.vae_scale_factor
 
-    def unet(x: torch.Tensor, t: torch.Tensor, cond: TextCond, uncond_count: int = 0) -> torch.Tensor:
+    def unet(
+        x: torch.Tensor, t: torch.Tensor, cond: TextCond, uncond_count: int = 0, t_value: float | None = None
+    ) -> torch.Tensor:
         # the family's extra inputs (SDXL: pooled text + size ids at this picture's size, so the
         # hires pass and SD upscale's tiles are conditioned on their own size, as in A1111)
         height, width = x.shape[-2] * factor, x.shape[-1] * factor
         kwargs = spec.added_cond(cond.pooled, x.shape[0], height, width, uncond_count, aesthetic)
-        residuals = control(x, t, cond, uncond_count, kwargs) if control is not None else None
+        residuals = control(x, t, cond, uncond_count, kwargs, t_value) if control is not None else None
         if residuals is not None:
             down, mid = residuals
             kwargs["down_block_additional_residuals"] = [r.to(model.dtype) for r in down]
@@ -171,7 +173,9 @@ def make_denoiser(
             extra = image_cond.to(x).repeat(x.shape[0] // image_cond.shape[0], 1, 1, 1)
             x = torch.cat([x, extra], dim=1)
         hidden = cond.hidden.to(model.dtype)
-        return model.unet(x.to(model.dtype), t, encoder_hidden_states=hidden, **kwargs).sample.float()
+        return model.unet(x.to(model.dtype), t, encoder_hidden_states=hidden, return_dict=False, **kwargs)[
+            0
+        ].float()
 
     sigmas = ModelSigmas.from_alphas_cumprod(model.alphas_cumprod)
     wants_count = control is not None or spec.wants_uncond_count
@@ -244,7 +248,8 @@ def denoise(
     spec = SAMPLERS[params.sampler_name]
     try:
         job.check()
-        latents = spec.fn(guider, x, sigmas.to(x.device), noise=rng, callback=on_step, options=options)
+        # σ's on the CPU: samplers read them as numbers every step (see SigmaDenoiser)
+        latents = spec.fn(guider, x, sigmas.cpu(), noise=rng, callback=on_step, options=options)
     except (JobInterrupted, JobSkipped):
         raise Stopped(last["denoised"]) from None
     return stage_hooks.after_sampling(job, sampling, latents)

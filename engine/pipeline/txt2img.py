@@ -35,7 +35,8 @@ from engine.service.jobs import Job
 from engine.upscale.upscalers import UpscalerLibrary
 
 
-@torch.no_grad()  # sampling needs no autograd graph
+@torch.no_grad()  # no autograd graph (not inference_mode: modules loaded or moved during a job would
+# then hold inference tensors, which training and any later autograd use cannot take)
 def txt2img(
     model: LoadedModel,
     params: GenerationParams,

@@ -40,23 +40,31 @@ class SigmaDenoiser:
         self.model_sigmas = model_sigmas
         self.prediction_type = prediction_type
         # ControlNet's "ControlNet is more important" treats the unconditional rows of the CFG batch
-        # differently: such a UNet function takes `uncond_count=` (the batch's leading uncond rows).
+        # differently: such a UNet function takes `uncond_count=` (the batch's leading uncond rows)
+        # and `t_value=` (the timestep as a number: ControlNet's step range, read without a sync).
         self.wants_uncond_count = wants_uncond_count
-        self._timesteps: dict[tuple[float, ...], torch.Tensor] = {}  # σ's → UNet timesteps
+        # σ's → (UNet timesteps on the device, the first as a number)
+        self._timesteps: dict[tuple[float, ...], tuple[torch.Tensor, float]] = {}
 
     def __call__(
         self, x: torch.Tensor, sigma: torch.Tensor, cond: TextCond, uncond_count: int = 0
     ) -> torch.Tensor:
-        sigma = sigma.to(torch.float32).reshape(-1)
+        # σ's stay on the CPU (reading a GPU value back would stall the GPU at every step); the
+        # UNet's timesteps are made on the device once per σ and reused (CFG rows, later steps).
+        sigma = sigma.to(torch.float32).reshape(-1).cpu()
         if sigma.numel() == 1:
             sigma = sigma.expand(x.shape[0])
-        s = sigma.to(x.device).view(-1, 1, 1, 1)
+        key = tuple(sigma.tolist())
+        cached = self._timesteps.get(key)
+        if cached is None:
+            t_cpu = self.model_sigmas.sigma_to_t(sigma)
+            cached = self._timesteps[key] = (t_cpu.to(x.device), float(t_cpu[0]))
+        t, t_value = cached
+        # One σ for the batch (the usual case): a CPU scalar, which a device tensor takes as a
+        # plain number; distinct σ's per row: a column on the device.
+        s = sigma[0] if len(set(key)) == 1 else sigma.to(x.device).view(-1, 1, 1, 1)
         c_in = 1 / (s**2 + 1).sqrt()
-        key = tuple(sigma.tolist())  # a run asks for the same few σ's again and again (CFG rows, steps)
-        t = self._timesteps.get(key)
-        if t is None:
-            t = self._timesteps[key] = self.model_sigmas.sigma_to_t(sigma.cpu()).to(x.device)
-        extra = {"uncond_count": uncond_count} if self.wants_uncond_count else {}
+        extra = {"uncond_count": uncond_count, "t_value": t_value} if self.wants_uncond_count else {}
         out = self.unet(x * c_in, t, cond, **extra).to(x.dtype)
         if self.prediction_type == "epsilon":
             return x - out * s

@@ -109,8 +109,8 @@ def test_guidance_window_limits_the_steps_with_control(model, library):
     calls = []
     original = ControlNetStack.__call__
 
-    def counting(self, x, t, cond, uncond_count=0, unet_kwargs=None):
-        out = original(self, x, t, cond, uncond_count, unet_kwargs)
+    def counting(self, x, t, cond, uncond_count=0, unet_kwargs=None, t_value=None):
+        out = original(self, x, t, cond, uncond_count, unet_kwargs, t_value)
         calls.append(out is not None)
         return out
 
@@ -131,10 +131,10 @@ def test_hires_fix_controls_the_passes_the_unit_asks_for(model, library, monkeyp
     sizes = []
     original = ControlNetStack.__call__
 
-    def recording(self, x, t, cond, uncond_count=0, unet_kwargs=None):
+    def recording(self, x, t, cond, uncond_count=0, unet_kwargs=None, t_value=None):
         sizes.extend(p.hint.shape[-1] for p in self.units)
         assert all(p.hint.shape[-2:] == tuple(s * 8 for s in x.shape[-2:]) for p in self.units)
-        return original(self, x, t, cond, uncond_count, unet_kwargs)
+        return original(self, x, t, cond, uncond_count, unet_kwargs, t_value)
 
     monkeypatch.setattr(ControlNetStack, "__call__", recording)
     hires = dict(enable_hr=True, hr_scale=2.0, hr_second_pass_steps=3, denoising_strength=0.6, steps=3)
