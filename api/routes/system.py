@@ -55,8 +55,24 @@ def system_router(engine: Any, dependencies: list[Any], args: argparse.Namespace
 
         if torch.cuda.is_available():
             free, total = torch.cuda.mem_get_info()
-            active = {"current": torch.cuda.memory_allocated(), "peak": torch.cuda.max_memory_allocated()}
-            cuda = {"system": {"free": free, "used": total - free, "total": total}, "active": active}
+            cuda = {"system": {"free": free, "used": total - free, "total": total}, **cuda_stats(torch)}
         return {"ram": ram, "cuda": cuda}
 
     return router
+
+
+def cuda_stats(torch: Any) -> dict[str, Any]:
+    """A1111's CUDA figures from the caching allocator: active, allocated, reserved and inactive
+    bytes (now and at their peak), and how often it retried or ran out."""
+    stats = torch.cuda.memory_stats()
+
+    def pair(name: str) -> dict[str, int]:
+        return {"current": stats.get(f"{name}.all.current", 0), "peak": stats.get(f"{name}.all.peak", 0)}
+
+    return {
+        "active": pair("active_bytes"),
+        "allocated": pair("allocated_bytes"),
+        "reserved": pair("reserved_bytes"),
+        "inactive": pair("inactive_split_bytes"),
+        "events": {"retries": stats.get("num_alloc_retries", 0), "oom": stats.get("num_ooms", 0)},
+    }

@@ -102,8 +102,8 @@ class Settings(SamplerDefaults):
     )
     fp8_storage: Literal["Disable", "Enable for SDXL", "Enable"] = Field(
         "Disable",
-        description="FP8 weight: keep the UNet's weights in float8 (half the memory, slightly "
-        "different pictures); turning it off reloads the checkpoint",
+        description="FP8 weight: keep the UNet's weights in float8 (half the memory; pictures change, "
+        "how much depends on the checkpoint); turning it off reloads the checkpoint",
     )
     channels_last: bool = Field(False, description="Channels-last memory format for the UNet")
     compile_unet: bool = Field(

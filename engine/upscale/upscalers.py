@@ -73,6 +73,12 @@ def load_model(path: Path) -> Any:
     return descriptor.eval()
 
 
+def compute_dtype(descriptor: Any, device: torch.device) -> torch.dtype:
+    """fp16 on a GPU where the architecture takes it (spandrel knows which do): half the memory
+    and time of fp32; fp32 on the CPU, where half-precision math is slow."""
+    return torch.float16 if device.type == "cuda" and descriptor.supports_half else torch.float32
+
+
 def to_tensor(image: Image.Image) -> torch.Tensor:
     return torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0).permute(2, 0, 1)[None]
 
@@ -119,6 +125,8 @@ class UpscalerLibrary:
         with self._lock:
             if self._cached is None or self._cached[0] != key:
                 loaded = load_model(match[0].path).to(self.device)
+                if compute_dtype(loaded, self.device) == torch.float16:
+                    loaded = loaded.half()
                 self._cached = (key, (loaded, recommended_passes(match[0].path)))
             return self._cached[1]
 
@@ -151,7 +159,7 @@ class UpscalerLibrary:
             if current.width >= target[0] and current.height >= target[1]:
                 break
             with torch.no_grad():
-                x = to_tensor(current).to(self.device)
-                y = run_tiled(network, x, descriptor.scale, tile, overlap)
+                x = to_tensor(current).to(self.device, compute_dtype(descriptor, self.device))
+                y = run_tiled(network, x, descriptor.scale, tile, overlap).float()
             current = to_image(y)
         return current if current.size == target else current.resize(target, Image.Resampling.LANCZOS)

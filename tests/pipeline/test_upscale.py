@@ -304,3 +304,14 @@ def test_the_shipped_x4_upscaler_beats_bicubic_on_held_out_pictures():
     assert psnr_gain(run, [photo], 4) > 1.1
     # Scenes of a seed training never drew: 6.36 dB (the first, L1-trained model: -0.06, it misplaced edges).
     assert psnr_gain(run, synthetic_pictures(6, 1001), 4) > 4.5  # the 32×12 model before it: 3.26
+
+
+def test_upscalers_run_in_half_precision_on_a_gpu_where_the_architecture_takes_it():
+    from types import SimpleNamespace
+
+    from engine.upscale.upscalers import compute_dtype
+
+    takes_half, fp32_only = SimpleNamespace(supports_half=True), SimpleNamespace(supports_half=False)
+    assert compute_dtype(takes_half, torch.device("cuda")) == torch.float16
+    assert compute_dtype(fp32_only, torch.device("cuda")) == torch.float32
+    assert compute_dtype(takes_half, torch.device("cpu")) == torch.float32  # CPU half math is slow
