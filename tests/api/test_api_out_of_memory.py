@@ -12,8 +12,8 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from engine.service import jobs, memory
-from tests.fakes.memory import OOM_TEXT, OutOfMemoryStage, ReleaseSpy, inject_out_of_memory, saved_files
+from engine.service import memory
+from tests.fakes.memory import OOM_TEXT, running_out_in, saved_files
 
 
 def b64(image: Image.Image) -> str:
@@ -57,11 +57,7 @@ def test_out_of_memory_is_a_507_in_json_and_the_next_request_runs(api, monkeypat
     before = saved_files(outputs)
     assert before
 
-    stage = OutOfMemoryStage()
-    release = ReleaseSpy(stage)
-    monkeypatch.setattr(jobs, "release_memory", release)
-    with monkeypatch.context() as patch:
-        inject_out_of_memory(stage_name, engine, patch, stage)
+    with running_out_in(stage_name, engine, monkeypatch) as (stage, release):
         answer = client.post(f"/sdapi/v1/{route}", json=body)
 
     assert answer.status_code == 507 and answer.headers["content-type"] == "application/json"

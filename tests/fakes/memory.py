@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import weakref
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -95,3 +97,19 @@ def inject_out_of_memory(stage_name: str, engine: Any, patch: pytest.MonkeyPatch
 def saved_files(folder: Path) -> dict[Path, bytes]:
     """Every file under `folder` with its bytes."""
     return {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+@contextlib.contextmanager
+def running_out_in(
+    stage_name: str, engine: Any, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[OutOfMemoryStage, ReleaseSpy]]:
+    """Within the block `stage_name` of `engine` runs out of memory; the queue's memory release is
+    counted by the ReleaseSpy for the whole test (it must also see what happens afterwards)."""
+    from engine.service import jobs
+
+    stage = OutOfMemoryStage()
+    release = ReleaseSpy(stage)
+    monkeypatch.setattr(jobs, "release_memory", release)
+    with monkeypatch.context() as patch:
+        inject_out_of_memory(stage_name, engine, patch, stage)
+        yield stage, release

@@ -226,3 +226,15 @@ def tiny_params(**kw):
         height=64,
     )
     return GenerationParams(**{**base, **kw})
+
+
+def tiny_controlnet(unet, seed: int):
+    """A ControlNet shaped for `unet` whose zero convolutions are not zero (a fresh one does nothing)."""
+    from diffusers import ControlNetModel
+
+    torch.manual_seed(seed)
+    cn = ControlNetModel.from_unet(unet, load_weights_from_unet=True)
+    with torch.no_grad():
+        for block in [*cn.controlnet_down_blocks, cn.controlnet_mid_block]:
+            block.weight.normal_(0, 0.5)
+    return cn.eval()

@@ -18,7 +18,7 @@ from engine.controlnet.models import ControlNetLibrary
 from engine.controlnet.units import ControlInput, ControlNetUnit
 from engine.pipeline.txt2img import txt2img
 from engine.schema.params import GenerationParams
-from tests.fakes.tiny_models import load_tiny, tiny_components
+from tests.fakes.tiny_models import load_tiny, tiny_components, tiny_controlnet
 
 SIZE = 64
 CPU = torch.device("cpu")
@@ -27,18 +27,6 @@ CPU = torch.device("cpu")
 @pytest.fixture(scope="module")
 def model(tiny_diffusers_dir):
     return load_tiny(tiny_diffusers_dir)
-
-
-def tiny_controlnet(unet, seed: int):
-    """A ControlNet shaped for `unet` whose zero convolutions are not zero (a fresh one does nothing)."""
-    from diffusers import ControlNetModel
-
-    torch.manual_seed(seed)
-    cn = ControlNetModel.from_unet(unet, load_weights_from_unet=True)
-    with torch.no_grad():
-        for block in [*cn.controlnet_down_blocks, cn.controlnet_mid_block]:
-            block.weight.normal_(0, 0.5)
-    return cn.eval()
 
 
 @pytest.fixture(scope="module")

@@ -16,14 +16,14 @@ from engine.controlnet.units import ControlInput, ControlNetUnit
 from engine.pipeline.img2img import Img2ImgInputs
 from engine.schema.params import GenerationParams, Img2ImgParams
 from engine.schema.settings import Settings
-from engine.service import jobs, memory
+from engine.service import memory
 from engine.service.memory import OutOfMemory, out_of_memory
 from engine.upscale.extras import ExtrasParams
 from tests.fakes.memory import (
     OOM_TEXT,
     OutOfMemoryStage,
-    ReleaseSpy,
     inject_out_of_memory,
+    running_out_in,
     saved_files,
 )
 from ui.common import error_message
@@ -93,11 +93,7 @@ def test_out_of_memory_ends_the_job_frees_its_memory_and_the_queue_goes_on(engin
     before = saved_files(outputs)
     assert before
 
-    stage = OutOfMemoryStage()
-    release = ReleaseSpy(stage)
-    monkeypatch.setattr(jobs, "release_memory", release)
-    with monkeypatch.context() as patch:
-        inject_out_of_memory(stage_name, engine, patch, stage)
+    with running_out_in(stage_name, engine, monkeypatch) as (stage, release):
         failed = finished(submit(engine))
 
     error = failed.error
