@@ -23,6 +23,10 @@ from engine.conditioning.embeddings import inject
 from engine.conditioning.text_cond import TextCond
 from engine.conditioning.tokens import PromptChunk
 
+# Emphasis beyond this is no longer a weight but an overflow: even (word:1000) is far past any
+# useful emphasis, and fp16 overflows near 65 504 once a weight multiplies an embedding.
+MAX_WEIGHT = 1000.0
+
 EMPHASIS_MODES = ("Original", "No norm", "Ignore", "None")  # A1111's "emphasis" option
 
 
@@ -102,6 +106,8 @@ def encode_weighted(
             hidden = getattr(text_encoder, "text_model", text_encoder).final_layer_norm(hidden)
     else:
         hidden = out[0]
+    if emphasis in ("Original", "No norm"):
+        _check_weights(chunks)
     weights = torch.tensor([c.weights for c in chunks], dtype=torch.float32, device=device)
     weighted = (weights != 1).any(dim=1)
     if emphasis in ("Original", "No norm") and weighted.any():
@@ -118,3 +124,14 @@ def encode_weighted(
 def clip_layers(text_encoder) -> int:
     """How many transformer layers the text encoder has: the largest CLIP skip it allows."""
     return int(text_encoder.config.num_hidden_layers)
+
+
+def _check_weights(chunks: list[PromptChunk]) -> None:
+    """A weight past float range (brackets nested hundreds deep: ×1.1 per level) would turn the
+    whole picture to NaN; say so instead of drawing a black picture."""
+    largest = max((abs(w) for chunk in chunks for w in chunk.weights), default=1.0)
+    if not largest <= MAX_WEIGHT:  # (also catches inf and NaN)
+        raise ValueError(
+            f"a prompt weight is beyond {MAX_WEIGHT:g} (each level of ( ) multiplies a word's weight "
+            "by 1.1, of [ ] divides it by 1.1): use fewer brackets or a weight such as (word:1.5)"
+        )

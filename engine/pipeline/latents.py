@@ -18,8 +18,9 @@ from engine.service.jobs import Job
 
 # -- 5. decode ------------------------------------------------------------------------------------
 UNET_NAN = (
-    "The UNet produced NaN: its numbers overflowed in half precision, so there is no picture to "
-    "decode. Try --precision fp32 (or bf16 on a card that has it), a lower CFG scale, or lower LoRA weights."
+    "The UNet produced NaN, so there is no picture to decode: in half precision its numbers overflow "
+    "(try --precision fp32, or bf16 on a card that has it); at any precision an extreme CFG scale or "
+    "LoRA weight can do it."
 )
 VAE_NAN = "The VAE produced NaN even in fp32: this VAE is broken; choose another in Settings (sd_vae)."
 # Full-resolution activations a whole-picture VAE pass holds at its widest layer (input, normalised,

@@ -220,3 +220,10 @@ def test_saved_png_carries_infotext_and_never_overwrites(model, tmp_path):
 def test_bad_params_are_rejected_with_a_clear_message(bad, message):
     with pytest.raises(ValidationError, match=message):
         params(**bad)
+
+
+def test_a_prompt_weight_past_float_range_is_refused_not_drawn_black(model):
+    """Round brackets 800 deep weigh a word 1.1^800 ≈ 6e32: the picture would be all NaN."""
+    with pytest.raises(ValueError, match="prompt weight is beyond 1000"):
+        txt2img(model, params(prompt="(" * 800 + "x" + ")" * 800))
+    assert txt2img(model, params(prompt="(x:999) [[[[y]]]]")).images  # strong but finite: drawn
