@@ -46,7 +46,7 @@ import torch  # noqa: E402
 
 from bench.reference import diffusers_euler_pipeline, diffusers_sdxl_pipeline  # noqa: E402
 from engine.models.manager import release_memory  # noqa: E402
-from engine.models.memory_plan import GPU_ONLY, Footprint, choose_plan, free_bytes, module_bytes  # noqa: E402
+from engine.models.memory_plan import GPU_ONLY, Footprint, choose_plan, plannable_free  # noqa: E402
 from engine.models.residency import Residency  # noqa: E402
 from engine.models.types import LoadedModel  # noqa: E402
 from engine.pipeline.txt2img import txt2img  # noqa: E402
@@ -262,14 +262,6 @@ def warm_and_queue(queue: JobQueue, model: LoadedModel, plan: str, size: int, st
     return warm if warm["failed"] else queued(queue, model, plan, size, steps)
 
 
-def planner_free(model: LoadedModel) -> int:
-    """What ModelManager.plan_job counts as free: the device's free memory (within a per-process
-    cap, which `free_bytes` honours) plus the model's own parts on the device (they can move)."""
-    on_device = [m for group in model.part_groups().values() for m in group
-                 if next(m.parameters()).device.type == "cuda"]  # fmt: skip
-    return int(free_bytes(model.device)) + module_bytes(on_device)
-
-
 def under_cap(model: LoadedModel, cap_gib: int, size: int, steps: int) -> dict[str, Any]:
     """`model` at `size`, batch 1: without a cap (gpu-only), then under the cap with the automatic
     plan, then under the cap forced to gpu-only, which must end with our out-of-memory error."""
@@ -280,7 +272,7 @@ def under_cap(model: LoadedModel, cap_gib: int, size: int, steps: int) -> dict[s
     total = torch.cuda.get_device_properties(model.device).total_memory
     torch.cuda.set_per_process_memory_fraction(cap / total, model.device)
     try:
-        free = planner_free(model)
+        free = plannable_free(model)  # within the cap: free_bytes honours it
         choice = choose_plan(free, Footprint.of(model, size, size, 1))
         model.residency.apply(choice.plan, model.part_groups())
         release_memory(model.device)  # what the moved parts left in the allocator's cache

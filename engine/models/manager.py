@@ -26,7 +26,7 @@ from engine.models import configs
 from engine.models.detect import V_PREDICTION, prediction_from_yaml
 from engine.models.families import SD1, family, family_of_keys
 from engine.models.hashing import HashCache
-from engine.models.memory_plan import PLANS, Footprint, PlanChoice, choose_plan, free_bytes, module_bytes
+from engine.models.memory_plan import PLANS, Footprint, PlanChoice, choose_plan, plannable_free
 from engine.models.paths import APP_ROOT, default_cache_dir, sidecar_config_dir
 from engine.models.registry import checkpoint_dirs, scan_checkpoints, scan_vaes, vae_dirs
 from engine.models.residency import Residency
@@ -96,11 +96,6 @@ def release_memory(device: torch.device | None = None) -> None:
     trim = _malloc_trim()
     if trim is not None:
         trim(0)  # glibc keeps freed tensor buffers in its arenas otherwise; RSS would only grow
-
-
-def _on(module: Any, device: torch.device) -> bool:
-    first = next(module.parameters(), None)
-    return first is not None and first.device.type == device.type
 
 
 class ModelManager:
@@ -307,11 +302,7 @@ class ModelManager:
         with self._lock:
             if model.residency is None:
                 model.residency = Residency(model.device)
-            free = None
-            if model.device.type != "cpu":
-                groups = model.part_groups().values()
-                held = [m for group in groups for m in group if _on(m, model.device)]
-                free = int(min(free_bytes(model.device), 2**62)) + module_bytes(held)
+            free = plannable_free(model)
             footprint = Footprint.of(model, width, height, batch, extra_unet_bytes)
             choice = choose_plan(free, footprint, forced, self._lighter)
             model.residency.apply(choice.plan, model.part_groups())

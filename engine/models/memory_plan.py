@@ -51,6 +51,20 @@ def free_bytes(device: torch.device) -> float:
     return float("inf")
 
 
+def plannable_free(model: Any) -> int | None:
+    """The memory a plan for `model` may count on: the device's free memory plus what the model's
+    own parts hold there now (a plan can move them); None on the CPU, where nothing moves."""
+    if model.device.type == "cpu":
+        return None
+    held = [m for group in model.part_groups().values() for m in group if _on(m, model.device)]
+    return int(min(free_bytes(model.device), 2**62)) + module_bytes(held)
+
+
+def _on(module: Any, device: torch.device) -> bool:
+    first = next(module.parameters(), None)
+    return first is not None and first.device.type == device.type
+
+
 def module_bytes(modules: Iterable[Any]) -> int:
     """Parameter and buffer bytes of `modules` (None entries skipped), each tensor counted once."""
     seen: set[int] = set()

@@ -36,7 +36,7 @@ class Residency:
         self.storage = storage or torch.device("cpu")
         self.plan = GPU_ONLY
         self.active: str | None = None  # medvram: the group on the device now
-        self.moves = 0  # group moves so far (the progress text and tests read it)
+        self.moves = 0  # medvram's group moves so far (for tests and logs)
         self._groups: dict[str, list[Any]] = {}
         self._handles: list[Any] = []
 
@@ -46,30 +46,17 @@ class Residency:
         if plan == self.plan and groups == self._groups:
             return
         self._undo()
-        self.plan, self._groups, self.active = plan, groups, None
-        modules = [m for group in groups.values() for m in group]
-        if plan == GPU_ONLY:
-            for module in modules:
-                _move(module, self.device)
-        elif plan == MEDVRAM:
-            for name, group in groups.items():
-                for module in group:
-                    _move(module, self.storage)
-                    self._hook(module, name)
-        elif plan == LOWVRAM:
-            from diffusers.hooks.group_offloading import apply_group_offloading
-
-            for module in modules:
-                _move(module, self.storage)
-                apply_group_offloading(
-                    module, onload_device=self.device, offload_device=self.storage, offload_type="leaf_level"
-                )
-        else:
+        if plan not in (GPU_ONLY, MEDVRAM, LOWVRAM):
             raise ValueError(f"unknown memory plan {plan!r}")
+        self.plan, self._groups, self.active = plan, {}, None
+        for name, group in groups.items():
+            for module in group:
+                self.add(name, module)
         log.info("memory plan %s on %s", plan, self.device)
 
     def add(self, name: str, module: Any) -> None:
-        """One more module in group `name` under the current plan (a ControlNet beside the UNet)."""
+        """Place one module of group `name` under the current plan (also a ControlNet a job adds
+        beside the UNet)."""
         if any(module is m for m in self._groups.get(name, [])):
             return
         self._groups.setdefault(name, []).append(module)
