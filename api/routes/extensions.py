@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, HTTPException
 
 from api.errors import JSONErrorRoute, validation_error
 from api.images import decode_image, encode_image
@@ -18,6 +18,7 @@ from api.models import ControlNetDetectRequest, ControlNetDetectResponse
 from engine.controlnet.preprocessors import PREPROCESSORS, availability, canonical_name
 from engine.controlnet.units import DEFAULT_UNITS, ControlNetUnit
 from engine.schema.params import field_limits
+from engine.service.memory import OutOfMemory
 
 # The ControlNet extension's API version that clients check (its `external_code.get_api_version`).
 CONTROLNET_API_VERSION = 2
@@ -173,7 +174,10 @@ def controlnet_router(engine: Any, dependencies: list[Any], allow_urls: bool) ->
                 picture = decode_image(value, allow_urls=allow_urls)
             except ValueError as exc:
                 raise validation_error(("controlnet_input_images", i), str(exc)) from None
-            images.append(encode_image(engine.detect_control(module, picture, resolution, a, b)))
+            try:
+                images.append(encode_image(engine.detect_control(module, picture, resolution, a, b)))
+            except OutOfMemory as exc:
+                raise HTTPException(507, str(exc)) from None  # as for a job (api.routes.common.wait)
         return {"images": images, "info": "Success"}
 
     return router

@@ -217,10 +217,14 @@ def load_checkpoint(
     hashes: HashCache | None = None,
     check_vae: bool = True,
     vae_policy: VaePolicy | None = None,
+    storage: torch.device | None = None,
 ) -> LoadedModel:
-    """Load a checkpoint onto `device`. Raises ValueError with a readable message for bad files,
-    and (`check_vae`) for a `vae_path` that does not decode this checkpoint's latents."""
+    """Load a checkpoint that computes on `device`, its weights put on `storage` (default: the
+    device; RAM where they would not fit it: the job's memory plan then brings each part to the
+    device when it runs). Raises ValueError with a readable message for bad files, and
+    (`check_vae`) for a `vae_path` that does not decode this checkpoint's latents."""
     device = torch.device(device)
+    where = storage or device
     if info.format == "diffusers":
         parts, config_dir = _load_diffusers_folder(info, dtype)
     elif info.format in ("safetensors", "ckpt"):
@@ -237,7 +241,7 @@ def load_checkpoint(
             probe.check(vae, vae_path.name, info.title)
     encoders = {}
     for slot in family(parts["family"]).encoders:
-        encoders[slot.component] = finish_module(parts[slot.component], device, dtype)
+        encoders[slot.component] = finish_module(parts[slot.component], where, dtype)
         encoders[tokenizer_folder(slot.component)] = _shared_tokenizer(slot.pad_token)
     short = (hashes or HashCache(None)).short_hash(info.path)
     return LoadedModel(
@@ -245,8 +249,8 @@ def load_checkpoint(
         short_hash=short,
         family=parts["family"],
         prediction_type=parts["prediction_type"],
-        unet=finish_module(parts["unet"], device, dtype),
-        vae=finish_module(vae, device, vae_dtype),
+        unet=finish_module(parts["unet"], where, dtype),
+        vae=finish_module(vae, where, vae_dtype),
         text_encoder=encoders.get("text_encoder"),
         tokenizer=encoders.get("tokenizer"),
         text_encoder_2=encoders.get("text_encoder_2"),

@@ -26,7 +26,15 @@ from engine.models import configs
 from engine.models.detect import V_PREDICTION, prediction_from_yaml
 from engine.models.families import SD1, family, family_of_keys
 from engine.models.hashing import HashCache
-from engine.models.memory_plan import PLANS, Footprint, PlanChoice, choose_plan, plannable_free
+from engine.models.memory_plan import (
+    PLANS,
+    Footprint,
+    PlanChoice,
+    choose_plan,
+    free_bytes,
+    job_parts,
+    plannable_free,
+)
 from engine.models.paths import APP_ROOT, default_cache_dir, sidecar_config_dir
 from engine.models.registry import checkpoint_dirs, scan_checkpoints, scan_vaes, vae_dirs
 from engine.models.residency import Residency
@@ -231,7 +239,10 @@ class ModelManager:
                 # back to the checkpoint's own VAE: its weights are in the checkpoint, so reload
             del current  # a live local reference would keep the old weights alive through unload()
             self.unload()
-            log.info("loading checkpoint %s (%s, %s)", info.title, self.device, self.dtype)
+            storage = self.load_target(info)
+            log.info(
+                "loading checkpoint %s (%s, %s, weights in %s)", info.title, self.device, self.dtype, storage
+            )
             self._lighter = 0
             self._current = load_checkpoint(
                 info,
@@ -242,6 +253,7 @@ class ModelManager:
                 hashes=self.hashes,
                 check_vae=check_vae,
                 vae_policy=self.vae_policy,
+                storage=storage,
             )
             return self._current
 
@@ -261,28 +273,33 @@ class ModelManager:
                 return held
             del held
             self.unload_refiner()
-            # Where both do not fit, the refiner waits in RAM and the job swaps the two UNets at the
-            # switch (engine.pipeline.refiner.Placement), as A1111 swaps the checkpoints.
-            device = self.device if self.fits_beside(info) else torch.device("cpu")
-            log.info("loading refiner %s (%s, %s)", info.title, device, self.dtype)
+            # Where it does not fit beside the model, the refiner waits in RAM and the job's memory
+            # plan brings its parts to the device in their turn, as A1111 swaps the checkpoints.
+            storage = self.load_target(info)
+            log.info(
+                "loading refiner %s (%s, %s, weights in %s)", info.title, self.device, self.dtype, storage
+            )
             self._refiner = load_checkpoint(
                 info,
-                device,
+                self.device,
                 self.dtype,
                 self.vae_dtype,
                 self._automatic_vae(info),
                 hashes=self.hashes,
                 vae_policy=self.vae_policy,
+                storage=storage,
             )
             return self._refiner
 
-    def fits_beside(self, info: CheckpointInfo) -> bool:
-        """Whether a second checkpoint of this size fits in the device's free memory beside the
-        loaded one, with room for the activations of a 1024² step (about 1.5 GiB at fp16)."""
+    def load_target(self, info: CheckpointInfo) -> torch.device:
+        """Where a checkpoint's weights go when it loads: the device when the file fits its free
+        memory (beside what is loaded already), with room for the activations of a 1024² step
+        (about 1.5 GiB at fp16); else RAM, and each job's memory plan moves the parts. Loading
+        straight onto a 4 GB card would fail before any plan could help."""
         if self.device.type != "cuda":
-            return True  # RAM: the operating system pages; a CPU user would rather wait than fail
-        free, _total = torch.cuda.mem_get_info(self.device)
-        return free > info.size_bytes * 1.1 + 1.5 * 2**30
+            return self.device  # RAM or unified memory: nothing to choose
+        fits = free_bytes(self.device) > info.size_bytes * 1.1 + 1.5 * 2**30
+        return self.device if fits else torch.device("cpu")
 
     # -- memory plan ------------------------------------------------------------------------------
     def plan_job(
@@ -293,19 +310,23 @@ class ModelManager:
         batch: int,
         forced: str | None = None,
         extra_unet_bytes: int = 0,
+        refiner: LoadedModel | None = None,
     ) -> PlanChoice:
         """Place `model`'s parts for a job of this size (engine.models.memory_plan): the plan
         `forced` names, else the heaviest that fits the free memory, counting what the model
         itself holds on the device now as free (its parts can be rearranged). `extra_unet_bytes`:
         what runs beside the UNet at every step (the job's ControlNets; the pipeline adds them to
-        the UNet's group when it loads them)."""
+        the UNet's group when it loads them). `refiner`: the job's refiner, planned with it."""
         with self._lock:
             if model.residency is None:
                 model.residency = Residency(model.device)
-            free = plannable_free(model)
+            refiner = refiner if refiner is not model else None
+            free = plannable_free(model, refiner)
             footprint = Footprint.of(model, width, height, batch, extra_unet_bytes)
+            if refiner is not None:
+                footprint = footprint.with_refiner(Footprint.of(refiner, width, height, batch))
             choice = choose_plan(free, footprint, forced, self._lighter)
-            model.residency.apply(choice.plan, model.part_groups())
+            model.residency.apply(choice.plan, job_parts(model, refiner))
             self.last_plan = choice
             return choice
 
@@ -319,6 +340,9 @@ class ModelManager:
             if self._refiner is None:
                 return
             self._refiner = None
+            current = self._current
+            if current is not None and current.residency is not None:  # its plan holds the parts
+                current.residency.apply(current.residency.plan, current.part_groups())
             release_memory(self.device)
 
     def _pick(self, title: str | None) -> CheckpointInfo:

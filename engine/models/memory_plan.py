@@ -7,6 +7,10 @@ Three plans, A1111's names (Forge and ComfyUI make the same choice under other n
 - `lowvram`: nothing resident; every layer comes to the GPU when it runs and leaves after
   (diffusers' leaf-level group offloading). Slowest, smallest: SDXL in a few GB.
 
+A job with the SDXL refiner plans both models at once (`job_parts`): under `gpu-only` both stay
+resident, under `medvram` the refiner's parts take their turns with the base's (A1111 swaps the two
+checkpoints), under `lowvram` both stream.
+
 `choose_plan` takes the first plan whose expected peak fits the free memory, from the job's size:
 the parts' weights at their runtime dtype plus the denoising step's activations. The estimate is
 deliberately simple (the activations scale with latent area × batch × the UNet's base width); an
@@ -17,7 +21,7 @@ out-of-memory anyway makes the next automatic plan one step lighter
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -51,16 +55,28 @@ def free_bytes(device: torch.device) -> float:
     return float("inf")
 
 
-def plannable_free(model: Any) -> int | None:
-    """The memory a plan for `model` may count on: the device's free memory plus what the model's
-    own parts hold there now (a plan can move them); None on the CPU, where nothing moves."""
+def job_parts(model: Any, refiner: Any = None) -> dict[str, list[Any]]:
+    """The parts a job's plan places, by group: the model's ("text", "unet", "vae") and, when the
+    job has a refiner that is another checkpoint, the refiner's ("refiner text", ...)."""
+    parts = model.part_groups()
+    if refiner is not None and refiner is not model:
+        parts.update({f"refiner {name}": group for name, group in refiner.part_groups().items()})
+    return parts
+
+
+def plannable_free(model: Any, refiner: Any = None) -> int | None:
+    """The memory a plan for `model` (and the job's refiner) may count on: the device's free
+    memory plus what their own parts hold there now (a plan can move them); None on the CPU,
+    where nothing moves."""
     if model.device.type == "cpu":
         return None
-    held = [m for group in model.part_groups().values() for m in group if _on(m, model.device)]
+    parts = job_parts(model, refiner).values()
+    held = [m for group in parts for m in group if is_on(m, model.device)]
     return int(min(free_bytes(model.device), 2**62)) + module_bytes(held)
 
 
-def _on(module: Any, device: torch.device) -> bool:
+def is_on(module: Any, device: torch.device) -> bool:
+    """Whether `module`'s weights are on `device` now (its first parameter's device type)."""
     first = next(module.parameters(), None)
     return first is not None and first.device.type == device.type
 
@@ -100,6 +116,7 @@ class Footprint:
     vae: int
     working: int  # the activations of one denoising step at the job's size
     largest_layer: int
+    beside: tuple[int, ...] = ()  # a second model's parts the job runs (the refiner's, one by one)
 
     @classmethod
     def of(cls, model: Any, width: int, height: int, batch: int, extra_unet_bytes: int = 0) -> Footprint:
@@ -116,12 +133,23 @@ class Footprint:
             largest_layer=largest_layer_bytes([model.unet, model.vae, *encoders]),
         )
 
+    def with_refiner(self, refiner: Footprint) -> Footprint:
+        """This job's footprint when `refiner` takes over its sampling and decodes: the refiner's
+        parts beside the model's; its step's activations when they are the larger."""
+        return replace(
+            self,
+            beside=(*self.beside, refiner.text_encoders, refiner.unet, refiner.vae),
+            working=max(self.working, refiner.working),
+            largest_layer=max(self.largest_layer, refiner.largest_layer),
+        )
+
     def expected(self, plan: str) -> int:
         """The plan's peak: everything at once, the largest part at once, or one layer at once."""
+        parts = (self.text_encoders, self.unet, self.vae, *self.beside)
         if plan == GPU_ONLY:
-            return self.text_encoders + self.unet + self.vae + self.working
+            return sum(parts) + self.working
         if plan == MEDVRAM:
-            return max(self.text_encoders, self.unet, self.vae) + self.working
+            return max(parts) + self.working
         return self.largest_layer + self.working
 
 
@@ -142,7 +170,7 @@ class PlanChoice:
 
 _WHY = {
     GPU_ONLY: "every part stays on the GPU",
-    MEDVRAM: "text encoders, UNet and VAE take turns on the GPU",
+    MEDVRAM: "text encoders, UNet and VAE take turns on the GPU (a refiner's too)",
     LOWVRAM: "each layer comes to the GPU when it runs",
 }
 

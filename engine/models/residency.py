@@ -1,10 +1,11 @@
 """Puts a model's parts where its memory plan says (engine.models.memory_plan), and moves them on use.
 
 - `gpu-only`: every part on the device.
-- `medvram`: parts in named groups ("text", "unet", "vae"); a forward pre-hook on each part and on
-  its direct children (the VAE is entered through `decode`/`encode` and its submodules, not its
-  `forward`) brings that group to the device and sends the group there before it back to RAM. So
-  the pipeline code is the same under every plan: it calls the modules, the hooks move them.
+- `medvram`: parts in named groups ("text", "unet", "vae", and a refiner's); a forward pre-hook
+  on each part and on its direct children (the VAE is entered through `decode`/`encode` and its
+  submodules, not its `forward`) brings that group to the device and sends the group there before
+  it back to RAM. So the pipeline code is the same under every plan: it calls the modules, the
+  hooks move them.
 - `lowvram`: diffusers' group offloading at leaf level on every part (each layer onloaded when it
   runs). Without CUDA streams: streams keep pinned copies of the weights taken when offloading is
   applied, which would hide the in-place LoRA patches made afterwards.
@@ -41,13 +42,19 @@ class Residency:
         self._handles: list[Any] = []
 
     def apply(self, plan: str, groups: dict[str, list[Any]]) -> None:
-        """Place `groups` (name → modules; None entries skipped) for `plan`, undoing the last plan."""
+        """Place `groups` (name → modules; None entries skipped) for `plan`, undoing the last plan.
+        A part of the last plan's groups that is not in `groups` (the refiner of the last job)
+        goes back to RAM: the job in hand gets the device."""
         groups = {name: [m for m in modules if m is not None] for name, modules in groups.items()}
         if plan == self.plan and groups == self._groups:
             return
-        self._undo()
         if plan not in (GPU_ONLY, MEDVRAM, LOWVRAM):
             raise ValueError(f"unknown memory plan {plan!r}")
+        kept = {id(m) for group in groups.values() for m in group}
+        dropped = [m for group in self._groups.values() for m in group if id(m) not in kept]
+        self._undo()
+        for module in dropped:
+            _move(module, self.storage)
         self.plan, self._groups, self.active = plan, {}, None
         for name, group in groups.items():
             for module in group:

@@ -201,41 +201,37 @@ def img2img(
         plan = stages.refiner_plan(model, params, refiner, embeddings, job)
         if plan is not None:
             extra.update(plan.infotext())
-        try:
-            for batch in range(params.n_iter):
-                job.progress.batch = batch
-                seeds = stages.batch_seeds(params, batch)
-                pictures = [prepared.pictures[i % len(prepared.pictures)] for i in range(len(seeds))]
-                latents = _sample(
-                    model,
-                    params,
-                    prepared,
-                    pictures,
-                    seeds,
-                    sigmas,
-                    conditioning,
-                    job,
-                    options,
-                    result,
-                    stack,
-                    plan,
-                )
-                last = plan.last_model(model) if plan is not None else model
-                decoded = to_pil(decode_with_hooks(last, latents, result.notes, job))
-                for i, (image, seed) in enumerate(zip(decoded, seeds, strict=True)):
-                    if prepared.overlays:
-                        layer = prepared.overlays[i % len(prepared.overlays)]
-                        image = masking.apply_overlay(image, layer, prepared.paste_to)
+        for batch in range(params.n_iter):
+            job.progress.batch = batch
+            seeds = stages.batch_seeds(params, batch)
+            pictures = [prepared.pictures[i % len(prepared.pictures)] for i in range(len(seeds))]
+            latents = _sample(
+                model,
+                params,
+                prepared,
+                pictures,
+                seeds,
+                sigmas,
+                conditioning,
+                job,
+                options,
+                result,
+                stack,
+                plan,
+            )
+            last = plan.last_model(model) if plan is not None else model
+            decoded = to_pil(decode_with_hooks(last, latents, result.notes, job))
+            for i, (image, seed) in enumerate(zip(decoded, seeds, strict=True)):
+                if prepared.overlays:
+                    layer = prepared.overlays[i % len(prepared.overlays)]
+                    image = masking.apply_overlay(image, layer, prepared.paste_to)
 
-                    def infotext(entries: dict[str, object], seed: int = seed, i: int = i) -> str:
-                        return _infotext(model, recorded, seed, i, {**extra, **entries})
+                def infotext(entries: dict[str, object], seed: int = seed, i: int = i) -> str:
+                    return _infotext(model, recorded, seed, i, {**extra, **entries})
 
-                    stages.emit_image(result, image, infotext, seed, save, job)
-                if job.interrupted:
-                    break
-        finally:
-            if plan is not None:
-                plan.placement.base_on_device()
+                stages.emit_image(result, image, infotext, seed, save, job)
+            if job.interrupted:
+                break
     return result
 
 

@@ -18,62 +18,26 @@ from dataclasses import dataclass
 import torch
 
 from engine.conditioning.schedule import Conditioning
-from engine.models.manager import release_memory
+from engine.models.memory_plan import is_on
 from engine.models.types import LoadedModel
 from engine.sampling.denoiser import step_of
 
 
-class Placement:
-    """Which of the two UNets is on the device, where both do not fit at once: the model manager
-    then leaves the refiner in RAM, and the base UNet and the refiner's UNet and VAE change places
-    at the switch and back when the base samples again (the next batch), as A1111 swaps them."""
-
-    def __init__(self, base: LoadedModel, refiner: LoadedModel):
-        self.base, self.refiner = base, refiner
-        self.needed = refiner.device != base.device  # the manager left it in RAM
-        self.refiner_in = not self.needed
-
-    def refiner_on_device(self) -> bool:
-        """Put the refiner on the device; True when that moved anything (a swap)."""
-        if self.refiner_in:
-            return False
-        _move(self.base.unet, torch.device("cpu"))
-        release_memory(self.base.device)
-        for module in (self.refiner.unet, self.refiner.vae):
-            _move(module, self.base.device)
-        self.refiner_in = True
-        return True
-
-    def base_on_device(self) -> None:
-        """Put the base back (the next batch, and the end of the job: the models are left as the
-        manager holds them)."""
-        if not self.needed or not self.refiner_in:
-            return
-        for module in (self.refiner.unet, self.refiner.vae):
-            _move(module, torch.device("cpu"))
-        release_memory(self.base.device)
-        _move(self.base.unet, self.base.device)
-        self.refiner_in = False
-
-
-def _move(module, device: torch.device) -> None:
-    torch.nn.Module.to(module, device=device)  # (diffusers' .to() logs on every call)
-
-
-@dataclass(frozen=True)
+@dataclass
 class Refiner:
-    """The job's refiner: its loaded model, the prompts encoded for it, where it takes over, and
-    where its weights are (`placement`)."""
+    """The job's refiner: its loaded model, the prompts encoded for it, and where it takes over.
+    Where its weights are is the job's memory plan's business (engine.models.memory_plan plans
+    both models: under medvram the refiner's parts take their turn on the device)."""
 
     model: LoadedModel
     conditioning: Conditioning
     switch_at: float
-    placement: Placement
+    took_over: bool = False  # in the batch now sampling (set by SwitchedGuider)
 
     def last_model(self, base: LoadedModel) -> LoadedModel:
         """The model that ends a batch (its hires pass, its decode): the refiner once it took
         over, else the base (interrupted before the switch)."""
-        return self.model if self.placement.refiner_in else base
+        return self.model if self.took_over else base
 
     def infotext(self) -> dict[str, object]:
         return {
@@ -97,10 +61,9 @@ def switch_step(switch_at: float, steps: int) -> int:
 
 
 class SwitchedGuider:
-    """The base guider until step `at_step` of `sigmas`, the refiner's from there on. At the first
-    refiner evaluation the refiner is put on the device (`placement`), and `on_switch` is told how
-    long that evaluation took, swap included, and whether the models were swapped (what the user
-    waits at the switch)."""
+    """The base guider until step `at_step` of `sigmas`, the refiner's from there on.
+    `on_switch` is told how long the first refiner evaluation took and whether the refiner's
+    UNet had to come to the device for it (what the user waits at the switch)."""
 
     def __init__(
         self,
@@ -108,12 +71,12 @@ class SwitchedGuider:
         second: Callable,
         sigmas: torch.Tensor,
         at_step: int,
-        placement: Placement,
+        refiner: Refiner,
         on_switch: Callable[[float, bool], None] | None = None,
     ):
         self.first, self.second, self.at_step = first, second, at_step
         self.sigmas = sigmas.detach().float().cpu()
-        self.placement = placement
+        self.refiner = refiner
         self.on_switch = on_switch
         self.switched = False
 
@@ -122,16 +85,18 @@ class SwitchedGuider:
 
     def _timed(self, guider: Callable, call: Callable[[], object]):
         if guider is not self.second:
-            self.placement.base_on_device()  # a new batch starts on the base
+            self.refiner.took_over = False  # a new batch starts on the base
             return call()
+        self.refiner.took_over = True
         if self.switched:
             return call()
         started = time.monotonic()
-        swapped = self.placement.refiner_on_device()
+        model = self.refiner.model
+        moved = not is_on(model.unet, model.device)  # in RAM under the job's plan: it comes in now
         out = call()
         self.switched = True
         if self.on_switch is not None:
-            self.on_switch(time.monotonic() - started, swapped)
+            self.on_switch(time.monotonic() - started, moved)
         return out
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:

@@ -31,7 +31,7 @@ from engine.models.types import LoadedModel
 from engine.output import images as image_io
 from engine.pipeline import preview
 from engine.pipeline.latents import decode, to_pil
-from engine.pipeline.refiner import Placement, Refiner, SwitchedGuider, check_pair, switch_step
+from engine.pipeline.refiner import Refiner, SwitchedGuider, check_pair, switch_step
 from engine.pipeline.results import GenerationResult
 from engine.pipeline.rng import ImageRNG
 from engine.plugins import firing as stage_hooks
@@ -226,13 +226,13 @@ def denoise(
     at_step = switch_step(refiner.switch_at, len(sigmas) - 1) if refiner is not None else len(sigmas)
     if refiner is not None and at_step < len(sigmas) - 1:
 
-        def on_switch(seconds: float, swapped: bool) -> None:
-            how = "swapped in" if swapped else "switched to"  # swapped: both did not fit on the device
+        def on_switch(seconds: float, moved: bool) -> None:
+            how = "swapped in" if moved else "switched to"  # moved: the plan kept it in RAM till now
             job.progress.textinfo = f"Refiner {refiner.model.info.title} {how} in {seconds:.1f} s"
 
         # the base's ControlNet and inpainting inputs do not fit the refiner's UNet
         second = guider_for(refiner.model, refiner.conditioning)
-        guider = SwitchedGuider(guider, second, sigmas, at_step, refiner.placement, on_switch)
+        guider = SwitchedGuider(guider, second, sigmas, at_step, refiner, on_switch)
     last = {"denoised": x}
 
     def on_step(info: StepInfo) -> None:
@@ -304,9 +304,7 @@ def refiner_plan(
         "negative_prompt": extract_lora_tags(params.negative_prompt)[0],
     }
     conditioning = encode_with_hooks(refiner, params.model_copy(update=update), embeddings, job)
-    # on the base's device: a refiner waiting in RAM (engine.pipeline.refiner.Placement) encodes there
-    conditioning = conditioning.to(device=model.device)
-    return Refiner(refiner, conditioning, params.refiner_switch_at, Placement(model, refiner))
+    return Refiner(refiner, conditioning.to(device=model.device), params.refiner_switch_at)
 
 
 def resolve_loras(

@@ -97,11 +97,7 @@ def txt2img(
                 else [],
             )
         first = first_pass_units(units, hires=params.enable_hr)
-        try:
-            sample_batches(model, params, conditioning, job, save, result, extra, first, second, plan)
-        finally:
-            if plan is not None:
-                plan.placement.base_on_device()
+        sample_batches(model, params, conditioning, job, save, result, extra, first, second, plan)
     return result
 
 

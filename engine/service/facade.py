@@ -215,11 +215,16 @@ class Engine:
         return self.queue.submit(Job("load"), self._run_load, title)
 
     def _run_load(self, title: str, *, job: Job) -> str:
+        return self._get_or_restore(title).info.title
+
+    def _get_or_restore(self, title: str, vae: str | None = None, *, check_vae: bool = True) -> Any:
+        """`self.models.get(...)`; when the load fails, the checkpoint loaded before is loaded
+        again before the error goes on (a job's own checkpoint and the dropdown's alike)."""
         loaded = self.models.current
         previous = loaded.info.title if loaded is not None else None
         del loaded  # a live reference would keep the old weights beside the new ones
         try:
-            return self.models.get(title).info.title
+            return self.models.get(title, vae=vae, check_vae=check_vae)
         except memory.OUT_OF_MEMORY_ERRORS:
             raise  # the queue frees what the load held; the next job loads its own checkpoint
         except Exception as exc:
@@ -300,9 +305,9 @@ class Engine:
     def _model(self, params: GenerationParams, vae: str | None = None) -> Any:
         """The job's checkpoint (loaded when needed); MODEL_LOADED fires when it changes."""
         self.models.vae_policy.tiling = self._settings.vae_tiling
-        model = self.models.get(
+        model = self._get_or_restore(
             params.checkpoint or self.current_checkpoint(),
-            vae=vae or self._settings.sd_vae,
+            vae or self._settings.sd_vae,
             check_vae=self._settings.sd_vae_check_latents,
         )
         options = self._speed_options()
@@ -332,17 +337,19 @@ class Engine:
             self._warm_unets.add(id(model.unet))
             job.progress.textinfo = "Compiling the UNet: the first job is slow (later starts read the cache)"
 
-    def _plan_memory(self, model: Any, params: GenerationParams, control: list[ControlInput] | None) -> None:
+    def _plan_memory(
+        self, model: Any, params: GenerationParams, control: list[ControlInput] | None, refiner: Any
+    ) -> None:
         """Place the model's parts for this job (engine.models.memory_plan): a start flag's plan,
         else the Settings' choice, else the heaviest that fits; sized for the hires pass when there
-        is one, counting the job's ControlNets with the UNet."""
+        is one, counting the job's ControlNets with the UNet and its refiner beside the model."""
         forced = self.memory_flags.forced(is_sdxl=model.spec.latents == "sdxl") or self._settings.memory_plan
         width, height = (params.width, params.height)
         if getattr(params, "enable_hr", False):
             width, height = hires_target_size(params)
         controlnet_bytes = sum(self._controlnet_bytes(c.unit) for c in control or () if c.unit.enabled)
         self.models.plan_job(
-            model, width, height, params.batch_size, forced, extra_unet_bytes=controlnet_bytes
+            model, width, height, params.batch_size, forced, controlnet_bytes, refiner=refiner
         )
 
     def _controlnet_bytes(self, unit: ControlNetUnit) -> int:
@@ -395,7 +402,8 @@ class Engine:
         save_images: bool = True,
     ) -> GenerationResult:
         model = self._model(params, vae)
-        self._plan_memory(model, params, control)
+        refiner = self._refiner(params)
+        self._plan_memory(model, params, control, refiner)
         self._note_compiling(model, job)
         save = self._save_options("txt2img") if save_images else None
         return txt2img(
@@ -408,7 +416,7 @@ class Engine:
             control=control,
             controlnets=self.controlnets,
             upscalers=self.upscalers,
-            refiner=self._refiner(params),
+            refiner=refiner,
         )
 
     def _aesthetic_scores(self) -> tuple[float, float]:
@@ -441,7 +449,8 @@ class Engine:
         save_images: bool = True,
     ) -> GenerationResult:
         model = self._model(params, vae)
-        self._plan_memory(model, params, control)
+        refiner = self._refiner(params)
+        self._plan_memory(model, params, control, refiner)
         self._note_compiling(model, job)
         return img2img_pipeline.img2img(
             model,
@@ -453,7 +462,7 @@ class Engine:
             loras=self.loras,
             control=control,
             controlnets=self.controlnets,
-            refiner=self._refiner(params),
+            refiner=refiner,
         )
 
     def embeddings_for(self, model: Any) -> EmbeddingDatabase:

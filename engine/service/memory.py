@@ -26,6 +26,7 @@ _REMEDIES = {
     "--lowvram",
     "extras": "a smaller picture or upscale factor, or a smaller Upscaler tile size (ESRGAN_tile) in "
     "Settings",
+    "preprocessor": "a lower preprocessor resolution or a smaller control picture",
 }
 GIB = 2**30
 
@@ -36,9 +37,9 @@ class OutOfMemory(MemoryError):
 
 
 def out_of_memory(kind: str, error: BaseException) -> OutOfMemory:
-    """The error a `kind` job ("txt2img", "img2img", "extras") ends with when `error` (one of
-    OUT_OF_MEMORY_ERRORS) stopped it. It keeps only the text of `error`: its traceback holds the
-    stage's tensors, which must be freed."""
+    """The error a `kind` job ("txt2img", "img2img", "extras", "load", "preprocessor") ends with
+    when `error` (one of OUT_OF_MEMORY_ERRORS) stopped it. It keeps only the text of `error`: its
+    traceback holds the stage's tensors, which must be freed."""
     detail = _first_sentences(str(error))
     cause = f" ({detail})" if detail else ""
     remedies = _REMEDIES.get(kind, _GENERATION_REMEDIES)

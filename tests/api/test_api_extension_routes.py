@@ -182,3 +182,24 @@ def test_detect_takes_the_extensions_defaults_and_old_module_names(client):
 def test_detect_refusals_name_the_field(client, body, field):
     answer = client.post("/controlnet/detect", json=body)
     assert answer.status_code == 422 and field in answer.json()["detail"][0]["loc"]
+
+
+def test_detect_out_of_memory_is_a_507_and_the_next_detect_works(client, monkeypatch):
+    """A preprocessor that runs out of memory (a huge resolution) ends in the clear error, with
+    its memory freed; the server answers the next request."""
+    from engine.service import control
+    from tests.fakes.memory import OOM_TEXT, OutOfMemoryStage
+
+    stage = OutOfMemoryStage()
+    released: list[int] = []
+    monkeypatch.setattr(control, "release_memory", lambda: released.append(stage.held()))
+    body = {"controlnet_module": "canny", "controlnet_input_images": [b64(ring_picture())]}
+    with monkeypatch.context() as patch:
+        patch.setattr(control, "run_preprocessor", stage)
+        answer = client.post("/controlnet/detect", json=body)
+    assert answer.status_code == 507
+    detail = answer.json()["detail"]
+    assert detail.startswith(f"Out of memory during preprocessor ({OOM_TEXT})")
+    assert "lower preprocessor resolution" in detail
+    assert released == [0]  # freed once nothing held the failed run's tensors
+    assert client.post("/controlnet/detect", json=body).status_code == 200

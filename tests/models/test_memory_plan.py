@@ -18,6 +18,7 @@ from engine.models.memory_plan import (
     Footprint,
     MemoryFlags,
     choose_plan,
+    job_parts,
     module_bytes,
 )
 from engine.models.residency import Residency
@@ -35,6 +36,8 @@ def gib(**parts: float) -> Footprint:
 # fp16 sizes of the real architectures; working = the planner's activation estimate at native size
 SD15 = gib(text_encoders=0.23, unet=1.6, vae=0.16, working=0.68, largest_layer=0.05)
 SDXL = gib(text_encoders=1.53, unet=4.78, vae=0.16, working=2.74, largest_layer=0.1)
+SDXL_REFINER = gib(text_encoders=1.39, unet=4.52, vae=0.16, working=3.29, largest_layer=0.1)
+WITH_REFINER = SDXL.with_refiner(SDXL_REFINER)  # 15.8 GiB at once; the base's UNet is the largest part
 
 
 @pytest.mark.parametrize(
@@ -48,6 +51,9 @@ SDXL = gib(text_encoders=1.53, unet=4.78, vae=0.16, working=2.74, largest_layer=
         (SDXL, 10, MEDVRAM),
         (SDXL, 8, LOWVRAM),
         (SDXL, 4, LOWVRAM),  # SDXL in 4 GB
+        (WITH_REFINER, 24, GPU_ONLY),  # both models resident
+        (WITH_REFINER, 12, MEDVRAM),  # the refiner takes its turn with the base's parts
+        (WITH_REFINER, 8, LOWVRAM),  # the refiner's step activations are the larger
     ],
 )
 def test_the_heaviest_plan_that_fits(footprint, free_gib, plan):
@@ -106,6 +112,28 @@ def test_the_footprint_of_a_model(model):
     # the biggest single layer of this tiny model is CLIP's 49,408-token embedding table
     assert footprint.largest_layer == module_bytes([model.text_encoder.get_input_embeddings()])
     assert Footprint.of(model, 128, 64, 2).working == 4 * footprint.working  # area × batch
+
+
+def test_a_job_with_a_refiner_plans_both_models(model, tiny_diffusers_dir, monkeypatch):
+    from engine.models import residency as residency_module
+
+    refiner = load_tiny(tiny_diffusers_dir)  # any second checkpoint: the plan only counts parts
+    solo = Footprint.of(model, 64, 64, 1)
+    both = solo.with_refiner(Footprint.of(refiner, 64, 64, 1))
+    assert both.expected(GPU_ONLY) == solo.expected(GPU_ONLY) + solo.text_encoders + solo.unet + solo.vae
+    assert both.expected(MEDVRAM) == solo.expected(MEDVRAM)  # the same part sizes, one at a time
+    parts = job_parts(model, refiner)
+    assert list(parts) == ["text", "unet", "vae", "refiner text", "refiner unet", "refiner vae"]
+    assert parts["refiner unet"] == [refiner.unet]
+    assert job_parts(model, model) == model.part_groups()  # the base as its own refiner: one model
+    moved: list[tuple[object, torch.device]] = []
+    monkeypatch.setattr(residency_module, "_move", lambda module, device: moved.append((module, device)))
+    residency = Residency(torch.device("cpu"), storage=torch.device("cpu", 1))
+    residency.apply(GPU_ONLY, parts)
+    moved.clear()
+    residency.apply(GPU_ONLY, model.part_groups())  # the next job has no refiner: it goes to RAM
+    refiner_parts = [refiner.text_encoder, refiner.unet, refiner.vae]
+    assert [m for m, device in moved if device == residency.storage] == refiner_parts
 
 
 def _draw(model) -> np.ndarray:

@@ -210,3 +210,19 @@ def test_a_failed_load_reports_its_error_and_the_previous_model_stays_usable(eng
     job = engine.submit_txt2img(tiny_params(steps=2), save_images=False)
     assert "Model: tiny-a" in made_with(job)
     assert len(spy.loads) == 4  # the job used the model loaded again, with no load of its own
+
+
+def test_a_job_whose_own_checkpoint_fails_to_load_leaves_the_previous_model_loaded(
+    engine, client, monkeypatch
+):
+    """A job's `override_settings` checkpoint that cannot load: the job fails with the file's
+    error (a 400 in the API) and the model loaded before is loaded again for the next job."""
+    spy = spy_on_loads(engine, monkeypatch)
+    body = {"prompt": "a red circle", "steps": 2, "width": 64, "height": 64,
+            "override_settings": {"sd_model_checkpoint": "broken"}}  # fmt: skip
+    answer = client.post("/sdapi/v1/txt2img", json=body)
+    assert answer.status_code == 400 and "broken.safetensors is not a valid" in answer.json()["detail"]
+    assert spy.loads == ["broken", "tiny-a"] and engine.models.current.info.name == "tiny-a"
+    job = engine.submit_txt2img(tiny_params(steps=2), save_images=False)
+    assert "Model: tiny-a" in made_with(job)
+    assert len(spy.loads) == 2

@@ -232,32 +232,48 @@ def test_an_sdxl_embedding_fills_both_encoders(base, tmp_path):
     assert torch.allclose(with_embedding.pooled, plain.pooled, atol=1e-6)
 
 
-def test_a_refiner_left_in_ram_swaps_with_the_base_per_batch(base, refiner, monkeypatch):
-    """Where both do not fit, the manager leaves the refiner in RAM (another device than the
-    base's; here "cpu:0" against "cpu", the same memory). The UNets change places at each batch's
-    switch and back when the next batch starts and at the end; the pictures are the same."""
+def test_under_medvram_the_refiner_takes_its_turns_with_the_base(base, refiner, monkeypatch):
+    """The job's memory plan covers the refiner: under medvram its parts are groups of their own,
+    and each comes to the device when it runs (here from RAM to RAM, the same code path): the
+    prompts for both, the base's UNet, the refiner's at the switch, the refiner's VAE for the
+    decode, and the base's UNet again for the next batch. The pictures do not change."""
     import dataclasses
 
-    from engine.pipeline import refiner as refiner_module
+    from engine.models.memory_plan import GPU_ONLY, MEDVRAM, job_parts
+    from engine.models.residency import Residency
     from engine.service.jobs import Job
 
     p = euler(steps=6, n_iter=2, refiner_checkpoint="xl-refiner", refiner_switch_at=0.5)
     together = txt2img(base, p, refiner=refiner)
-    moves: list[tuple[str, str]] = []
-    names = {id(base.unet): "base", id(refiner.unet): "refiner", id(refiner.vae): "refiner vae"}
-    original_move = refiner_module._move
-    monkeypatch.setattr(
-        refiner_module, "_move", lambda m, d: moves.append((names[id(m)], str(d))) or original_move(m, d)
-    )
-    parked = dataclasses.replace(refiner, device=torch.device("cpu", 0))
+    residency = Residency(torch.device("cpu"))
+    planned = dataclasses.replace(base, residency=residency)
+    residency.apply(MEDVRAM, job_parts(planned, refiner))
+    turns: list[str] = []
+    real_use = residency.use
+    monkeypatch.setattr(residency, "use", lambda name: turns.append(name) or real_use(name))
     job = Job()
-    swapped = txt2img(base, p, refiner=parked, job=job)
-    out, back = [("base", "cpu"), ("refiner", "cpu"), ("refiner vae", "cpu")], [
-        ("refiner", "cpu"), ("refiner vae", "cpu"), ("base", "cpu")]  # fmt: skip
-    assert moves == out + back + out + back  # batch 1: in, out at batch 2; batch 2: in, out at the end
-    assert "Refiner xl-refiner swapped in" in job.progress.textinfo
-    for a, b in zip(together.images, swapped.images, strict=True):
+    try:
+        taking_turns = txt2img(planned, p, refiner=refiner, job=job)
+    finally:
+        residency.apply(GPU_ONLY, planned.part_groups())  # hooks off the shared test models
+    changes = [name for i, name in enumerate(turns) if i == 0 or turns[i - 1] != name]
+    batch = ["unet", "refiner unet", "refiner vae"]
+    assert changes == ["text", "refiner text", *batch, *batch]
+    assert "Refiner xl-refiner switched to" in job.progress.textinfo  # RAM is this device
+    for a, b in zip(together.images, taking_turns.images, strict=True):
         assert np.array_equal(pixels(a), pixels(b))
+
+
+def test_a_refiner_off_the_device_is_said_to_swap_in(base, refiner, monkeypatch):
+    from engine.pipeline import refiner as refiner_module
+    from engine.service.jobs import Job
+
+    monkeypatch.setattr(refiner_module, "is_on", lambda module, device: module is not refiner.unet)
+    job = Job()
+    txt2img(
+        base, euler(steps=4, refiner_checkpoint="xl-refiner", refiner_switch_at=0.5), refiner=refiner, job=job
+    )
+    assert "Refiner xl-refiner swapped in" in job.progress.textinfo
 
 
 def test_the_refiner_sees_the_job_s_aesthetic_scores(refiner):
