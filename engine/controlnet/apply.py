@@ -26,7 +26,6 @@ from engine.controlnet import preprocessors
 from engine.controlnet.models import ControlNetLibrary
 from engine.controlnet.units import RESIZE_MODES, ControlInput, ControlNetUnit
 from engine.output import images as image_io
-from engine.sampling.schedules import ModelSigmas
 
 SOFT_BASE = 0.825  # A1111's "soft injection" decay per block, from the ControlNet reference code
 
@@ -203,7 +202,7 @@ def control_stack(model: Any, units: list[PreparedUnit], sigmas: torch.Tensor) -
     """The run's ControlNet residual source (None without active units)."""
     if not units:
         return None
-    timesteps = ModelSigmas.from_alphas_cumprod(model.alphas_cumprod).sigma_to_t(sigmas[:-1].float().cpu())
+    timesteps = model.model_sigmas().sigma_to_t(sigmas[:-1].float().cpu())
     return ControlNetStack(units, timesteps)
 
 

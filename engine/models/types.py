@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from engine.models.families import EncoderSlot, Family, family
+from engine.sampling.schedules import ModelSigmas
 
 if TYPE_CHECKING:
     from engine.models.residency import Residency
@@ -63,6 +64,11 @@ class LoadedModel:
     vae_policy: VaePolicy = field(default_factory=lambda: VaePolicy())
     residency: Residency | None = None  # where its parts live between uses (the memory plan)
     speed: Applied | None = None  # the speed options applied to its UNet (engine.models.speed)
+
+    def model_sigmas(self) -> ModelSigmas:
+        """The σ table of the model's training discretization, which schedules and the denoiser
+        read, and whose `space` says how noise is added (engine.sampling.base.NoiseSpace)."""
+        return ModelSigmas.from_alphas_cumprod(self.alphas_cumprod)
 
     def part_groups(self) -> dict[str, list[Any]]:
         """The parts a memory plan moves, by when they run: prompt, sampling, decode."""

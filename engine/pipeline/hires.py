@@ -94,7 +94,7 @@ def hires_pass(
     init = upscale_latents(model, latents, params, upscalers)
     sigmas = hires_sigmas(model, hr)
     rng = ImageRNG.for_params(params, seeds, tuple(init.shape[1:]), model.device)
-    x = init + rng.next() * sigmas[0]
+    x = model.model_sigmas().space.noised(init, rng.next(), sigmas[0])
     image_cond = txt2img_conditioning(model, len(seeds), hr.height, hr.width)
     control = control_stack(model, units or [], sigmas)
     return stages.denoise(

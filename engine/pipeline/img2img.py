@@ -280,7 +280,7 @@ def _sample(
                 images, size=(params.height, params.width), mode="bilinear"
             )
         image_cond = inpaint_conditioning(model, images, pixel_mask)
-    x = init + noise * sigmas[0]
+    x = model.model_sigmas().space.noised(init, noise, sigmas[0])
     latents = stages.until_stopped(
         result, stages.denoise, model, params, x, sigmas, conditioning, rng, job, options,
         hooks=hooks, image_cond=image_cond, control=stack, refiner=refiner,

@@ -38,7 +38,6 @@ from engine.plugins import firing as stage_hooks
 from engine.sampling.denoiser import CFGGuider, GuidanceHooks, SigmaDenoiser
 from engine.sampling.registry import SAMPLERS, build_sigmas
 from engine.sampling.samplers import SamplerOptions, StepInfo
-from engine.sampling.schedules import ModelSigmas
 from engine.schema.params import GenerationParams
 from engine.service.jobs import Job, JobInterrupted, JobSkipped
 
@@ -103,7 +102,7 @@ def make_sigmas(
         params.sampler_name,
         params.scheduler,
         params.steps,
-        ModelSigmas.from_alphas_cumprod(model.alphas_cumprod),
+        model.model_sigmas(),
         options,
         is_sdxl=model.spec.latents == "sdxl",  # Align Your Steps' SDXL table for SDXL and its refiner
     )
@@ -177,9 +176,8 @@ def make_denoiser(
             0
         ].float()
 
-    sigmas = ModelSigmas.from_alphas_cumprod(model.alphas_cumprod)
     wants_count = control is not None or spec.wants_uncond_count
-    return SigmaDenoiser(unet, sigmas, model.prediction_type, wants_uncond_count=wants_count)
+    return SigmaDenoiser(unet, model.model_sigmas(), model.prediction_type, wants_uncond_count=wants_count)
 
 
 def denoise(
@@ -249,7 +247,8 @@ def denoise(
     try:
         job.check()
         # σ's on the CPU: samplers read them as numbers every step (see SigmaDenoiser)
-        latents = spec.fn(guider, x, sigmas.cpu(), noise=rng, callback=on_step, options=options)
+        space = model.model_sigmas().space  # where fresh noise goes (ε-, v- or flow models)
+        latents = spec.fn(guider, x, sigmas.cpu(), noise=rng, callback=on_step, options=options, space=space)
     except (JobInterrupted, JobSkipped):
         raise Stopped(last["denoised"]) from None
     return stage_hooks.after_sampling(job, sampling, latents)

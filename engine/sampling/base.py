@@ -140,6 +140,104 @@ def to_d(x: torch.Tensor, sigma, denoised: torch.Tensor) -> torch.Tensor:
     return (x - denoised) / sigma
 
 
+@dataclass(frozen=True)
+class NoiseSpace:
+    """How a model's noisy latents are made: x = α(σ)·x₀ + σ·ε.
+
+    - `VE` (k-diffusion's variable for ε- and v-prediction models, x = x_VP / sqrt(ᾱ)): α = 1.
+    - `FLOW` (rectified flow: SD 3, Flux): α = 1 − σ, σ ∈ (0, 1]; σ = 1 is pure noise.
+
+    The probability-flow ODE has the same form in both, dx/dσ = (x − x̂₀)/σ (for a flow model
+    x − x̂₀ = σ·v, and the velocity v = ε − x₀ is dx/dσ), so the deterministic samplers run
+    unchanged. What differs is fresh noise: adding it must also shrink the signal by α, and the
+    stochastic samplers' exponential integrators run in the half log-SNR λ = log(α/σ) with their
+    x̂₀ terms scaled by α (DPM-Solver++'s general form; k-diffusion's VE code is its α = 1 case).
+    The methods keep VE arithmetic exactly as it was (α = 1.0 multiplies exactly), so VE pictures
+    do not change. A flow σ maps to the equivalent VE σ as σ/α, infinite at σ = 1.
+    """
+
+    name: str
+    flow: bool
+
+    def alpha(self, sigma: float) -> float:
+        return 1.0 - sigma if self.flow else 1.0
+
+    @property
+    def sigma_ceiling(self) -> float:
+        """The largest σ there is (pure noise): churn and restarts never lift σ above it."""
+        return 1.0 if self.flow else math.inf
+
+    def half_log_snr(self, sigma: float) -> float:
+        """λ = log(α/σ); −∞ at pure noise (a flow model's σ = 1), +∞ at σ = 0."""
+        alpha = self.alpha(sigma)
+        if alpha <= 0 or sigma <= 0:
+            return -math.inf if alpha <= 0 else math.inf
+        return math.log(alpha) - math.log(sigma)
+
+    def sigma_at(self, half_log_snr: float) -> float:
+        """The σ whose λ is `half_log_snr` (the inverse of `half_log_snr`)."""
+        if self.flow:
+            return 1 / (1 + math.exp(half_log_snr))
+        return math.exp(-half_log_snr)
+
+    def between(self, sigma: float, sigma_to: float, r: float) -> float:
+        """The σ a fraction `r` of the way from σ to σ_to in λ (where single-step solvers take their
+        extra model call). From pure noise λ is −∞, and the point is taken in σ instead."""
+        lam = self.half_log_snr(sigma)
+        if math.isinf(lam):
+            return sigma + r * (sigma_to - sigma)
+        return self.sigma_at(lam + r * (self.half_log_snr(sigma_to) - lam))
+
+    def to_ve(self, sigma: float) -> float:
+        alpha = self.alpha(sigma)
+        return math.inf if alpha <= 0 else sigma / alpha
+
+    def from_ve(self, sigma_ve: float) -> float:
+        return sigma_ve / (1 + sigma_ve) if self.flow else sigma_ve
+
+    def ancestral_step(self, sigma: float, sigma_next: float, eta: float) -> tuple[float, float]:
+        """(σ_down, σ_up): go deterministically to σ_down, then `renoise` to σ_next with noise of std
+        σ_up. A flow model steps down by σ_down = σ_next·(1 + (σ_next/σ − 1)·η), ComfyUI's rule for
+        flow models (its "RF" ancestral samplers): it never drops to 0 from pure noise, where the
+        VE rule would throw the whole latent away at η = 1."""
+        if not self.flow:
+            return ancestral_step(sigma, sigma_next, eta)
+        if not eta or sigma_next == 0.0:
+            return sigma_next, 0.0
+        sigma_down = max(sigma_next * (1 + (sigma_next / sigma - 1) * eta), 0.0)
+        return sigma_down, self.noise_std(sigma_down, sigma_next)
+
+    def renoise(
+        self, x: torch.Tensor, noise: torch.Tensor, sigma_down: float, sigma_next: float, sigma_up: float
+    ) -> torch.Tensor:
+        """x at σ_down brought to σ_next with `noise` (N(0, I), maybe scaled by s_noise) of std σ_up
+        (from `ancestral_step`, or `noise_std`)."""
+        if not self.flow:
+            return x + noise * sigma_up
+        return x * (self.alpha(sigma_next) / self.alpha(sigma_down)) + noise * sigma_up
+
+    def noise_std(self, sigma: float, sigma_to: float) -> float:
+        """The std of fresh noise that takes x from σ up to σ_to > σ (churn, restarts)."""
+        if not self.flow:
+            return math.sqrt(sigma_to**2 - sigma**2)
+        kept = self.alpha(sigma_to) * sigma / self.alpha(sigma)  # the noise x already holds, scaled
+        return math.sqrt(max(sigma_to**2 - kept**2, 0.0))
+
+    def lift(self, x: torch.Tensor, noise: torch.Tensor, sigma: float, sigma_to: float) -> torch.Tensor:
+        """x at σ raised to σ_to > σ by adding `noise` (churn, restarts)."""
+        return self.renoise(x, noise, sigma, sigma_to, self.noise_std(sigma, sigma_to))
+
+    def noised(self, x0: torch.Tensor, noise: torch.Tensor, sigma: float) -> torch.Tensor:
+        """A clean latent x₀ at noise level σ (img2img's start, inpainting's kept area)."""
+        if not self.flow:
+            return x0 + noise * sigma
+        return x0 * self.alpha(sigma) + noise * sigma
+
+
+VE = NoiseSpace("VE", flow=False)
+FLOW = NoiseSpace("flow", flow=True)
+
+
 def ancestral_step(sigma: float, sigma_next: float, eta: float) -> tuple[float, float]:
     """Split a step to σ_next into a deterministic part to σ_down plus fresh noise of std σ_up, so that
     the marginal variance at σ_next is right. η = 1 is the DDPM posterior; η = 0 no noise at all."""
@@ -150,13 +248,14 @@ def ancestral_step(sigma: float, sigma_next: float, eta: float) -> tuple[float, 
     return sigma_down, sigma_up
 
 
-def churn(x: torch.Tensor, sigma: float, steps: int, noise: NoiseFn, opts: SamplerOptions):
-    """Karras et al. 2022, Algorithm 2: raise σ to σ̂ = σ(1 + γ) by adding noise before the step.
-    Returns (x, σ̂); with the default s_churn = 0 it returns its inputs and draws nothing."""
+def churn(x: torch.Tensor, sigma: float, steps: int, noise: NoiseFn, opts: SamplerOptions, space=VE):
+    """Karras et al. 2022, Algorithm 2: raise σ to σ̂ = σ(1 + γ) by adding noise before the step
+    (never above pure noise). Returns (x, σ̂); with the default s_churn = 0 it returns its inputs
+    and draws nothing."""
     gamma = 0.0
     if opts.s_churn > 0 and opts.s_tmin <= sigma <= opts.churn_tmax:
         gamma = min(opts.s_churn / steps, math.sqrt(2) - 1)
-    if gamma <= 0:
+    sigma_hat = min(sigma * (1 + gamma), space.sigma_ceiling)
+    if gamma <= 0 or sigma_hat <= sigma:
         return x, sigma
-    sigma_hat = sigma * (1 + gamma)
-    return x + noise(x) * opts.s_noise * math.sqrt(sigma_hat**2 - sigma**2), sigma_hat
+    return space.lift(x, noise(x) * opts.s_noise, sigma, sigma_hat), sigma_hat

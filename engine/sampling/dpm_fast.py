@@ -13,7 +13,7 @@ import math
 
 import torch
 
-from engine.sampling.base import SamplerOptions, ancestral_step, report
+from engine.sampling.base import VE, NoiseSpace, SamplerOptions, report
 
 MAX_ADAPTIVE_ATTEMPTS = 10_000  # a safety net: a model returning garbage must not loop forever
 
@@ -73,13 +73,17 @@ def _end_points(sigmas: torch.Tensor) -> tuple[float, float]:
     return positive[0], positive[-1]
 
 
-def _ancestral_target(t: float, t_next: float, t_end: float, eta: float) -> tuple[float, float]:
+def _ancestral_target(t: float, t_next: float, t_end: float, eta: float, space: NoiseSpace):
     """Where the deterministic part of an η-step should land (in t) and the noise std to add."""
     if not eta:
         return t_next, 0.0
-    sigma_down, _ = ancestral_step(_sigma(t), _sigma(t_next), eta)
-    t_down = min(t_end, -math.log(sigma_down))
-    return t_down, math.sqrt(max(_sigma(t_next) ** 2 - _sigma(t_down) ** 2, 0.0))
+    sigma_down, _ = space.ancestral_step(_sigma(t), _sigma(t_next), eta)
+    t_down = t_end if sigma_down <= 0 else min(t_end, -math.log(sigma_down))  # σ_down 0: to the end
+    return t_down, space.noise_std(_sigma(t_down), _sigma(t_next)) if t_down > t_next else 0.0
+
+
+def _renoise(space: NoiseSpace, x, noise, t_down: float, t_next: float, sigma_up: float):
+    return space.renoise(x, noise, _sigma(t_down), _sigma(t_next), sigma_up)
 
 
 def _one_step(denoise, x, sigmas, callback):
@@ -89,7 +93,7 @@ def _one_step(denoise, x, sigmas, callback):
     return denoised
 
 
-def sample_dpm_fast(denoise, x, sigmas, *, noise, callback=None, options=None):
+def sample_dpm_fast(denoise, x, sigmas, *, noise, callback=None, options=None, space=VE):
     """DPM fast: exactly len(sigmas) − 1 model calls, spent as DPM-Solver-3 steps (the last one or
     two of lower order) on a grid uniform in log σ between the schedule's end points."""
     opts = options or SamplerOptions()
@@ -105,7 +109,7 @@ def sample_dpm_fast(denoise, x, sigmas, *, noise, callback=None, options=None):
     calls = 0
     for i, order in enumerate(orders):
         t, t_next = ts[i], ts[i + 1]
-        t_down, sigma_up = _ancestral_target(t, t_next, t_end, opts.eta_ancestral)
+        t_down, sigma_up = _ancestral_target(t, t_next, t_end, opts.eta_ancestral, space)
         eps0 = eps(x, t)
         denoised = x - _sigma(t) * eps0
         if order == 1:
@@ -115,7 +119,7 @@ def sample_dpm_fast(denoise, x, sigmas, *, noise, callback=None, options=None):
         else:
             x = _step_3(x, t, t_down, eps0, eps)
         if sigma_up > 0:
-            x = x + noise(x) * opts.s_noise * sigma_up
+            x = _renoise(space, x, noise(x) * opts.s_noise, t_down, t_next, sigma_up)
         for _ in range(order):  # progress counts model calls, so it ends at the step count
             report(callback, calls, nfe, x, denoised, _sigma(t))
             calls += 1
@@ -157,6 +161,7 @@ def sample_dpm_adaptive(
     noise,
     callback=None,
     options=None,
+    space: NoiseSpace = VE,
     order: int = 3,
     rtol: float = 0.05,
     atol: float = 0.0078,
@@ -186,7 +191,7 @@ def sample_dpm_adaptive(
         if s >= t_end - 1e-5:
             break
         t = min(t_end, s + controller.h)
-        t_down, sigma_up = _ancestral_target(s, t, t_end, eta)
+        t_down, sigma_up = _ancestral_target(s, t, t_end, eta, space)
         eps0 = eps(x, s)
         denoised = x - _sigma(s) * eps0
         if order == 2:
@@ -203,7 +208,7 @@ def sample_dpm_adaptive(
             x_prev = x_low
             x = x_high
             if sigma_up > 0:  # unscaled: A1111 does not pass s_noise to DPM adaptive
-                x = x + noise(x) * sigma_up
+                x = _renoise(space, x, noise(x), t_down, t, sigma_up)
             s = t
             done = min(steps, int(steps * (s - t_start) / (t_end - t_start)))
             while reported < done:

@@ -6,6 +6,12 @@ steps stay stable. With h = t_next − t the exact linear part is x · σ_next/�
 
 "++" samplers extrapolate x̂₀ (data prediction); "DPM fast/adaptive" extrapolate ε = (x − x̂₀)/σ.
 SDE variants add noise σ_next·sqrt(1 − e^{−2ηh}) and damp the x̂₀ term to keep the marginals right.
+
+DPM++ 2M is a solver of the ODE dx/dσ = (x − x̂₀)/σ alone and serves flow models unchanged (see
+`NoiseSpace`). The samplers that add noise are written in their general form, with λ = log(α/σ) and
+the x̂₀ terms scaled by α_next: x_next = (σ_next/σ)·e^{−ηh}·x + α_next·(1 − e^{−(1+η)h})·x̂₀ + noise.
+For α = 1 (VE) that is the formula above, computed exactly as before; from a flow model's pure
+noise (σ = 1) λ is −∞ and h infinite, which the formulas take as their limits.
 """
 
 from __future__ import annotations
@@ -13,8 +19,9 @@ from __future__ import annotations
 import math
 
 from engine.sampling.base import (
+    VE,
+    NoiseSpace,
     SamplerOptions,
-    ancestral_step,
     brownian_sampler,
     report,
     sigma_like,
@@ -26,7 +33,7 @@ def _options(options: SamplerOptions | None) -> SamplerOptions:
     return options or SamplerOptions()
 
 
-def sample_dpmpp_2m(denoise, x, sigmas, *, noise, callback=None, options=None):
+def sample_dpmpp_2m(denoise, x, sigmas, *, noise, callback=None, options=None, space=VE):
     """DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2): second order by reusing the previous step's
     x̂₀ in a linear extrapolation instead of a second model call."""
     s = sigmas.tolist()
@@ -48,29 +55,40 @@ def sample_dpmpp_2m(denoise, x, sigmas, *, noise, callback=None, options=None):
     return x
 
 
-def sample_dpmpp_2s_ancestral(denoise, x, sigmas, *, noise, callback=None, options=None):
+def _exp_step(space: NoiseSpace, x, denoised, sigma: float, sigma_to: float):
+    """DPM-Solver++'s first-order step from σ to σ_to with x̂₀ held: (σ_to/σ)·x + α_to·(1 − e^{−h})·x̂₀,
+    h = λ_to − λ (the exact solution of the ODE's linear part)."""
+    h = space.half_log_snr(sigma_to) - space.half_log_snr(sigma)
+    return (sigma_to / sigma) * x - space.alpha(sigma_to) * math.expm1(-h) * denoised
+
+
+def _eta_h(eta: float, h: float) -> float:
+    """η·h, which is 0 for η = 0 even where h is infinite (a step from pure noise)."""
+    return eta * h if eta else 0.0
+
+
+def sample_dpmpp_2s_ancestral(denoise, x, sigmas, *, noise, callback=None, options=None, space=VE):
     """DPM-Solver++(2S) with ancestral noise: a single-step second-order solver whose extra call sits at
-    the log-midpoint of σ and σ_down; then σ_up of fresh noise (η = "Eta", default 1)."""
+    the λ-midpoint of σ and σ_down; then σ_up of fresh noise (η = "Eta", default 1)."""
     opts = _options(options)
     s = sigmas.tolist()
     for i in range(len(s) - 1):
         denoised = denoise(x, sigmas[i])
-        sigma_down, sigma_up = ancestral_step(s[i], s[i + 1], opts.eta_ancestral)
+        sigma_down, sigma_up = space.ancestral_step(s[i], s[i + 1], opts.eta_ancestral)
         if sigma_down == 0:
             x = x + to_d(x, s[i], denoised) * (sigma_down - s[i])
         else:
-            h = math.log(s[i]) - math.log(sigma_down)
-            sigma_mid = math.exp(math.log(s[i]) - h / 2)
-            x_2 = (sigma_mid / s[i]) * x - math.expm1(-h / 2) * denoised
+            sigma_mid = space.between(s[i], sigma_down, 0.5)
+            x_2 = _exp_step(space, x, denoised, s[i], sigma_mid)
             denoised_2 = denoise(x_2, sigma_like(sigmas, sigma_mid))
-            x = (sigma_down / s[i]) * x - math.expm1(-h) * denoised_2
+            x = _exp_step(space, x, denoised_2, s[i], sigma_down)
         if sigma_up > 0:
-            x = x + noise(x) * opts.s_noise * sigma_up
+            x = space.renoise(x, noise(x) * opts.s_noise, sigma_down, s[i + 1], sigma_up)
         report(callback, i, len(s) - 1, x, denoised, s[i])
     return x
 
 
-def sample_dpmpp_sde(denoise, x, sigmas, *, noise, callback=None, options=None, r: float = 0.5):
+def sample_dpmpp_sde(denoise, x, sigmas, *, noise, callback=None, options=None, space=VE, r: float = 0.5):
     """DPM-Solver++ (stochastic, single-step, second order): a noisy first-order step to the
     midpoint σ_s, a second model call there, then the step to σ_next from the start using that x̂₀.
     Both noise draws come from one Brownian path, so the two overlapping increments are correlated
@@ -84,27 +102,25 @@ def sample_dpmpp_sde(denoise, x, sigmas, *, noise, callback=None, options=None, 
         if s[i + 1] == 0:
             x = x + to_d(x, s[i], denoised) * (s[i + 1] - s[i])
         else:
-            t, t_next = -math.log(s[i]), -math.log(s[i + 1])
-            h = t_next - t
-            sigma_s = math.exp(-(t + r * h))
+            sigma_s = space.between(s[i], s[i + 1], r)
             # Step 1: to σ_s (its deterministic part to σ_down, then σ_up of Brownian noise).
-            sd, su = ancestral_step(s[i], sigma_s, eta)
-            x_2 = (sd / s[i]) * x - math.expm1(-(math.log(s[i]) - math.log(sd))) * denoised
+            sd, su = space.ancestral_step(s[i], sigma_s, eta)
+            x_2 = _exp_step(space, x, denoised, s[i], sd)
             if su > 0:
-                x_2 = x_2 + brownian(s[i], sigma_s) * opts.s_noise * su
+                x_2 = space.renoise(x_2, brownian(s[i], sigma_s) * opts.s_noise, sd, sigma_s, su)
             denoised_2 = denoise(x_2, sigma_like(sigmas, sigma_s))
             # Step 2: to σ_next with the x̂₀ blend that makes the step second order.
-            sd, su = ancestral_step(s[i], s[i + 1], eta)
+            sd, su = space.ancestral_step(s[i], s[i + 1], eta)
             fac = 1 / (2 * r)
             denoised_d = (1 - fac) * denoised + fac * denoised_2
-            x = (sd / s[i]) * x - math.expm1(-(math.log(s[i]) - math.log(sd))) * denoised_d
+            x = _exp_step(space, x, denoised_d, s[i], sd)
             if su > 0:
-                x = x + brownian(s[i], s[i + 1]) * opts.s_noise * su
+                x = space.renoise(x, brownian(s[i], s[i + 1]) * opts.s_noise, sd, s[i + 1], su)
         report(callback, i, len(s) - 1, x, denoised, s[i])
     return x
 
 
-def _dpmpp_2m_sde(denoise, x, sigmas, noise, callback, options, solver: str):
+def _dpmpp_2m_sde(denoise, x, sigmas, noise, callback, options, solver: str, space: NoiseSpace):
     """DPM-Solver++(2M) SDE: the exact solution of the linear part of the data-prediction SDE with
     the x̂₀ term extrapolated from the last two steps; "midpoint" and "heun" are the two ways
     DPM-Solver++ weights the first difference (both second order)."""
@@ -119,16 +135,17 @@ def _dpmpp_2m_sde(denoise, x, sigmas, noise, callback, options, solver: str):
         if s[i + 1] == 0:
             x = denoised
         else:
-            h = math.log(s[i]) - math.log(s[i + 1])
-            eta_h = eta * h
+            h = space.half_log_snr(s[i + 1]) - space.half_log_snr(s[i])
+            eta_h = _eta_h(eta, h)
+            alpha = space.alpha(s[i + 1])
             weight = -math.expm1(-h - eta_h)  # 1 − e^{−(1+η)h}: how far x moves towards x̂₀
-            x = (s[i + 1] / s[i]) * math.exp(-eta_h) * x + weight * denoised
+            x = (s[i + 1] / s[i]) * math.exp(-eta_h) * x + (alpha * weight) * denoised
             if old_denoised is not None:
                 r = h_last / h
                 if solver == "heun":
-                    x = x + (weight / (-h - eta_h) + 1) * (1 / r) * (denoised - old_denoised)
+                    x = x + alpha * (weight / (-h - eta_h) + 1) * (1 / r) * (denoised - old_denoised)
                 else:
-                    x = x + 0.5 * weight * (1 / r) * (denoised - old_denoised)
+                    x = x + alpha * 0.5 * weight * (1 / r) * (denoised - old_denoised)
             if eta:
                 x = (
                     x
@@ -139,15 +156,15 @@ def _dpmpp_2m_sde(denoise, x, sigmas, noise, callback, options, solver: str):
     return x
 
 
-def sample_dpmpp_2m_sde(denoise, x, sigmas, *, noise, callback=None, options=None):
-    return _dpmpp_2m_sde(denoise, x, sigmas, noise, callback, options, solver="midpoint")
+def sample_dpmpp_2m_sde(denoise, x, sigmas, *, noise, callback=None, options=None, space=VE):
+    return _dpmpp_2m_sde(denoise, x, sigmas, noise, callback, options, "midpoint", space)
 
 
-def sample_dpmpp_2m_sde_heun(denoise, x, sigmas, *, noise, callback=None, options=None):
-    return _dpmpp_2m_sde(denoise, x, sigmas, noise, callback, options, solver="heun")
+def sample_dpmpp_2m_sde_heun(denoise, x, sigmas, *, noise, callback=None, options=None, space=VE):
+    return _dpmpp_2m_sde(denoise, x, sigmas, noise, callback, options, "heun", space)
 
 
-def sample_dpmpp_3m_sde(denoise, x, sigmas, *, noise, callback=None, options=None):
+def sample_dpmpp_3m_sde(denoise, x, sigmas, *, noise, callback=None, options=None, space=VE):
     """DPM-Solver++(3M) SDE: as 2M SDE, with a second difference of the last three x̂₀ weighted by the
     φ₂ / φ₃ functions of (1+η)h, third order on the ODE (η = 0)."""
     opts = _options(options)
@@ -162,9 +179,10 @@ def sample_dpmpp_3m_sde(denoise, x, sigmas, *, noise, callback=None, options=Non
         if s[i + 1] == 0:
             x = denoised
         else:
-            h = math.log(s[i]) - math.log(s[i + 1])
+            h = space.half_log_snr(s[i + 1]) - space.half_log_snr(s[i])
             h_eta = h * (eta + 1)
-            x = math.exp(-h_eta) * x - math.expm1(-h_eta) * denoised
+            alpha = space.alpha(s[i + 1])
+            x = (s[i + 1] / s[i]) * math.exp(-_eta_h(eta, h)) * x - (alpha * math.expm1(-h_eta)) * denoised
             phi_2 = math.expm1(-h_eta) / h_eta + 1
             if h_2 is not None:
                 r0, r1 = h_1 / h, h_2 / h
@@ -173,9 +191,9 @@ def sample_dpmpp_3m_sde(denoise, x, sigmas, *, noise, callback=None, options=Non
                 d1 = d1_0 + (d1_0 - d1_1) * r0 / (r0 + r1)
                 d2 = (d1_0 - d1_1) / (r0 + r1)
                 phi_3 = phi_2 / h_eta - 0.5
-                x = x + phi_2 * d1 - phi_3 * d2
+                x = x + (alpha * phi_2) * d1 - (alpha * phi_3) * d2
             elif h_1 is not None:
-                x = x + phi_2 * (denoised - denoised_1) / (h_1 / h)
+                x = x + (alpha * phi_2) * (denoised - denoised_1) / (h_1 / h)
             if eta:
                 x = (
                     x

@@ -18,8 +18,9 @@ import numpy as np
 import torch
 
 from engine.sampling.base import (
+    VE,
+    NoiseSpace,
     SamplerOptions,
-    ancestral_step,
     churn,
     report,
     sigma_like,
@@ -32,44 +33,44 @@ def _options(options: SamplerOptions | None) -> SamplerOptions:
     return options or SamplerOptions()
 
 
-def ancestral_euler_loop(denoise, x, sigmas, noise, callback, eta: float):
+def ancestral_euler_loop(denoise, x, sigmas, noise, callback, eta: float, space: NoiseSpace = VE):
     """Euler to σ_down, then fresh noise of std σ_up (Euler a, and DDIM in `timestep_samplers`)."""
     s = sigmas.tolist()
     for i in range(len(s) - 1):
         denoised = denoise(x, sigmas[i])
-        sigma_down, sigma_up = ancestral_step(s[i], s[i + 1], eta)
+        sigma_down, sigma_up = space.ancestral_step(s[i], s[i + 1], eta)
         x = x + to_d(x, s[i], denoised) * (sigma_down - s[i])
         if sigma_up > 0:
-            x = x + noise(x) * sigma_up
+            x = space.renoise(x, noise(x), sigma_down, s[i + 1], sigma_up)
         report(callback, i, len(s) - 1, x, denoised, s[i])
     return x
 
 
-def sample_euler(denoise, x, sigmas, *, noise, callback=None, options=None):
+def sample_euler(denoise, x, sigmas, *, noise, callback=None, options=None, space=VE):
     """Euler's method on the probability-flow ODE (Karras et al. 2022, Algorithm 2 with S_churn)."""
     opts = _options(options)
     s = sigmas.tolist()
     for i in range(len(s) - 1):
-        x, sigma_hat = churn(x, s[i], len(s) - 1, noise, opts)
+        x, sigma_hat = churn(x, s[i], len(s) - 1, noise, opts, space)
         denoised = denoise(x, sigmas[i] if sigma_hat == s[i] else sigma_like(sigmas, sigma_hat))
         x = x + to_d(x, sigma_hat, denoised) * (s[i + 1] - sigma_hat)
         report(callback, i, len(s) - 1, x, denoised, s[i])
     return x
 
 
-def sample_euler_ancestral(denoise, x, sigmas, *, noise, callback=None, options=None):
+def sample_euler_ancestral(denoise, x, sigmas, *, noise, callback=None, options=None, space=VE):
     """Euler with ancestral noise: each step goes to σ_down deterministically, then adds σ_up noise."""
     opts = _options(options)
-    return ancestral_euler_loop(denoise, x, sigmas, noise, callback, opts.eta_ancestral)
+    return ancestral_euler_loop(denoise, x, sigmas, noise, callback, opts.eta_ancestral, space)
 
 
-def sample_heun(denoise, x, sigmas, *, noise, callback=None, options=None):
+def sample_heun(denoise, x, sigmas, *, noise, callback=None, options=None, space=VE):
     """Heun's second-order method (Karras et al. 2022, Algorithm 2): an Euler predictor, then the
     average of the slopes at both ends. Two model calls per step, one on the final step to σ = 0."""
     opts = _options(options)
     s = sigmas.tolist()
     for i in range(len(s) - 1):
-        x, sigma_hat = churn(x, s[i], len(s) - 1, noise, opts)
+        x, sigma_hat = churn(x, s[i], len(s) - 1, noise, opts, space)
         denoised = denoise(x, sigmas[i] if sigma_hat == s[i] else sigma_like(sigmas, sigma_hat))
         d = to_d(x, sigma_hat, denoised)
         dt = s[i + 1] - sigma_hat
@@ -83,14 +84,14 @@ def sample_heun(denoise, x, sigmas, *, noise, callback=None, options=None):
     return x
 
 
-def sample_dpm_2(denoise, x, sigmas, *, noise, callback=None, options=None):
+def sample_dpm_2(denoise, x, sigmas, *, noise, callback=None, options=None, space=VE):
     """DPM-Solver-2 in σ (k-diffusion's "DPM2"): the slope is taken at the log-midpoint σ_mid =
     sqrt(σ·σ_next), reached by an Euler half step — second order like Heun, but the second call
     lands on a σ the schedule does not already visit."""
     opts = _options(options)
     s = sigmas.tolist()
     for i in range(len(s) - 1):
-        x, sigma_hat = churn(x, s[i], len(s) - 1, noise, opts)
+        x, sigma_hat = churn(x, s[i], len(s) - 1, noise, opts, space)
         denoised = denoise(x, sigmas[i] if sigma_hat == s[i] else sigma_like(sigmas, sigma_hat))
         d = to_d(x, sigma_hat, denoised)
         if s[i + 1] == 0:
@@ -104,13 +105,13 @@ def sample_dpm_2(denoise, x, sigmas, *, noise, callback=None, options=None):
     return x
 
 
-def sample_dpm_2_ancestral(denoise, x, sigmas, *, noise, callback=None, options=None):
-    """DPM2 to σ_down, then σ_up of fresh noise (the ancestral split of `ancestral_step`)."""
+def sample_dpm_2_ancestral(denoise, x, sigmas, *, noise, callback=None, options=None, space=VE):
+    """DPM2 to σ_down, then σ_up of fresh noise (the ancestral split of `NoiseSpace.ancestral_step`)."""
     opts = _options(options)
     s = sigmas.tolist()
     for i in range(len(s) - 1):
         denoised = denoise(x, sigmas[i])
-        sigma_down, sigma_up = ancestral_step(s[i], s[i + 1], opts.eta_ancestral)
+        sigma_down, sigma_up = space.ancestral_step(s[i], s[i + 1], opts.eta_ancestral)
         d = to_d(x, s[i], denoised)
         if sigma_down == 0:
             x = x + d * (sigma_down - s[i])
@@ -120,7 +121,7 @@ def sample_dpm_2_ancestral(denoise, x, sigmas, *, noise, callback=None, options=
             d_2 = to_d(x_2, sigma_mid, denoise(x_2, sigma_like(sigmas, sigma_mid)))
             x = x + d_2 * (sigma_down - s[i])
         if sigma_up > 0:
-            x = x + noise(x) * opts.s_noise * sigma_up
+            x = space.renoise(x, noise(x) * opts.s_noise, sigma_down, s[i + 1], sigma_up)
         report(callback, i, len(s) - 1, x, denoised, s[i])
     return x
 
@@ -147,7 +148,7 @@ def lms_coefficients(s: list[float], i: int, order: int) -> list[float]:
     return coeffs
 
 
-def sample_lms(denoise, x, sigmas, *, noise, callback=None, options=None, order: int = 4):
+def sample_lms(denoise, x, sigmas, *, noise, callback=None, options=None, space=VE, order: int = 4):
     """Linear multistep (k-diffusion's "LMS"): a 4th-order Adams–Bashforth method in σ whose weights
     are recomputed for the actual, uneven σ spacing. It also integrates the last step to σ = 0 with
     the polynomial, so it ends on the ODE solution rather than on x̂₀."""
@@ -164,11 +165,12 @@ def sample_lms(denoise, x, sigmas, *, noise, callback=None, options=None, order:
     return x
 
 
-def restart_plan(s: list[float]) -> list[tuple[float, float]]:
+def restart_plan(s: list[float], space: NoiseSpace = VE) -> list[tuple[float, float]]:
     """The (σ, σ_next) steps of Restart sampling (Xu et al. 2023) as A1111 configures it: with 20 or
     more steps, K restart segments (9 steps, once; from 36 steps, steps/4 twice) jump from σ ≈ 0.1 back
-    to σ ≈ 2, and the main path is a Karras schedule of the remaining steps between the given
-    schedule's end points. Fewer than 20 steps: the schedule as given (plain Heun)."""
+    to σ ≈ 2 (for a flow model the σ's of the same noise-to-signal ratios), and the main path is a
+    Karras schedule of the remaining steps between the given schedule's end points. Fewer than 20
+    steps: the schedule as given (plain Heun)."""
     steps = len(s) - 1
     if steps < 20:
         return list(zip(s[:-1], s[1:], strict=True))
@@ -178,7 +180,7 @@ def restart_plan(s: list[float]) -> list[tuple[float, float]]:
     def nearest(value: float) -> int:
         return min(range(len(main)), key=lambda k: abs(main[k] - value))
 
-    low, high = nearest(0.1), nearest(2.0)
+    low, high = nearest(space.from_ve(0.1)), nearest(space.from_ve(2.0))
     plan: list[tuple[float, float]] = []
     for i in range(len(main) - 1):
         plan.append((main[i], main[i + 1]))
@@ -189,15 +191,15 @@ def restart_plan(s: list[float]) -> list[tuple[float, float]]:
     return plan
 
 
-def sample_restart(denoise, x, sigmas, *, noise, callback=None, options=None):
+def sample_restart(denoise, x, sigmas, *, noise, callback=None, options=None, space=VE):
     """Restart sampling (Xu et al. 2023): Heun steps along the ODE, and at the restart point fresh
-    noise lifts x back from σ_low to σ_high (variance σ_high² − σ_low²) to run that stretch again —
-    the noise contracts accumulated errors while the ODE steps keep the error per step low."""
-    plan = restart_plan(sigmas.tolist())
+    noise lifts x back from σ_low to σ_high (VE: variance σ_high² − σ_low²) to run that stretch
+    again — the noise contracts accumulated errors while the ODE steps keep the error per step low."""
+    plan = restart_plan(sigmas.tolist(), space)
     last_sigma = None
     for step, (sigma, sigma_next) in enumerate(plan):
         if last_sigma is not None and last_sigma < sigma:
-            x = x + noise(x) * math.sqrt(sigma**2 - last_sigma**2)
+            x = space.lift(x, noise(x), last_sigma, sigma)
         denoised = denoise(x, sigma_like(sigmas, sigma))
         d = to_d(x, sigma, denoised)
         if sigma_next == 0:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from engine.sampling.base import SamplerOptions
+from engine.sampling.base import FLOW, VE, NoiseSpace, SamplerOptions
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,11 @@ class ModelSigmas:
         log_sigmas = self.sigmas.log()
         return ((1 - w) * log_sigmas[low] + w * log_sigmas[high]).exp()
 
+    @property
+    def space(self) -> NoiseSpace:
+        """How this model's noisy latents are made (engine.sampling.base.NoiseSpace)."""
+        return VE
+
     def sigma_to_t(self, sigma: torch.Tensor) -> torch.Tensor:
         """σ → continuous timestep (the inverse of `t_to_sigma`), as the UNet expects."""
         log_sigma = sigma.float().log()
@@ -57,6 +62,41 @@ class ModelSigmas:
         lo, hi = log_sigmas[low], log_sigmas[high]
         w = ((lo - log_sigma) / (lo - hi)).clamp(0, 1)
         return ((1 - w) * low + w * high).view(sigma.shape)
+
+
+def shifted(tau: torch.Tensor, shift: float) -> torch.Tensor:
+    """The flow-matching time shift σ = s·τ/(1 + (s − 1)·τ): s > 1 spends more steps at high noise."""
+    return shift * tau / (1 + (shift - 1) * tau)
+
+
+@dataclass(frozen=True)
+class FlowSigmas(ModelSigmas):
+    """A rectified-flow model's σ table (SD 3, Flux): σ_t = shifted((t + 1)/T) for t = 0..T−1, the
+    discretization of their training (and of ComfyUI's and diffusers' flow schedulers). σ ∈ (0, 1],
+    σ = 1 being pure noise; the index ↔ σ maps are exact rather than log-interpolated."""
+
+    shift: float = 1.0
+
+    @classmethod
+    def with_shift(cls, shift: float, count: int = 1000) -> FlowSigmas:
+        if not math.isfinite(shift) or shift <= 0:
+            raise ValueError(f"the flow shift must be a number > 0, got {shift}")
+        tau = torch.arange(1, count + 1, dtype=torch.float64) / count
+        return cls(shifted(tau, shift).float(), shift)
+
+    @property
+    def space(self) -> NoiseSpace:
+        return FLOW
+
+    def t_to_sigma(self, t: torch.Tensor) -> torch.Tensor:
+        count = len(self.sigmas)
+        tau = (t.double().clamp(0, count - 1) + 1) / count
+        return shifted(tau, self.shift).float()
+
+    def sigma_to_t(self, sigma: torch.Tensor) -> torch.Tensor:
+        sigma = sigma.double()
+        tau = sigma / (self.shift - (self.shift - 1) * sigma)
+        return (tau * len(self.sigmas) - 1).float()
 
 
 @dataclass(frozen=True)
@@ -77,6 +117,8 @@ class ScheduleSettings:
         high = self.sigma_max if self.sigma_max else model.sigma_max
         if not 0 < low < high:
             raise ValueError(f"the schedule needs 0 < sigma min < sigma max, got {low} and {high}")
+        if high > model.space.sigma_ceiling:
+            raise ValueError(f"a flow model's sigma max is at most 1 (pure noise), got {high}")
         return low, high
 
 
@@ -163,9 +205,11 @@ def align_your_steps(
     steps: int, model: ModelSigmas, settings: ScheduleSettings = DEFAULT_SETTINGS
 ) -> torch.Tensor:
     """Sabour et al. (2024): σ's optimised for SD 1.5 / SDXL, resampled to the step count. A fixed
-    table (as in A1111): it ignores the model's σ range and the overrides."""
+    table (as in A1111): it ignores the model's σ range and the overrides. A flow model gets the σ's
+    of the same noise-to-signal ratios (there are no published tables for those models)."""
     table = AYS_SDXL if settings.is_sdxl else AYS_SD15
     values = np.asarray(table) if steps == len(table) else _loglinear_interp(table, steps)
+    values = np.asarray([model.space.from_ve(float(v)) for v in values]) if model.space.flow else values
     return append_zero(torch.tensor(values, dtype=torch.float32))
 
 

@@ -10,21 +10,21 @@ from __future__ import annotations
 
 import torch
 
-from engine.sampling.base import SamplerOptions, ancestral_step, report
+from engine.sampling.base import VE, SamplerOptions, report
 from engine.sampling.k_samplers import ancestral_euler_loop
 
 # A1111 maps the CFG scale onto CFG++'s λ ∈ [0, 1] by dividing by 12.5 (CFG 12.5 = λ 1).
 CFGPP_SCALE_DIVISOR = 12.5
 
 
-def sample_ddim(denoise, x, sigmas, *, noise, callback=None, options=None):
+def sample_ddim(denoise, x, sigmas, *, noise, callback=None, options=None, space=VE):
     """DDIM (Song et al. 2020). In σ-space its update is the Euler step; its η noise has the same
     variance as an ancestral step with that η, so DDIM = Euler ancestral with η_DDIM (default 0)."""
     opts = options or SamplerOptions()
-    return ancestral_euler_loop(denoise, x, sigmas, noise, callback, opts.eta_ddim)
+    return ancestral_euler_loop(denoise, x, sigmas, noise, callback, opts.eta_ddim, space)
 
 
-def sample_ddim_cfgpp(denoise, x, sigmas, *, noise, callback=None, options=None):
+def sample_ddim_cfgpp(denoise, x, sigmas, *, noise, callback=None, options=None, space=VE):
     """DDIM with CFG++ (Chung et al. 2024): x̂₀ from guidance at λ = CFG/12.5, but the step back
     up to σ_next re-noises along the *unconditional* ε, which keeps samples on the data manifold at
     low guidance. Needs a guider that exposes the unconditional prediction (`CFGGuider.with_uncond`);
@@ -37,10 +37,11 @@ def sample_ddim_cfgpp(denoise, x, sigmas, *, noise, callback=None, options=None)
             denoised, uncond = with_uncond(x, sigmas[i], scale_multiplier=1 / CFGPP_SCALE_DIVISOR)
         else:
             denoised = uncond = denoise(x, sigmas[i])
-        sigma_down, sigma_up = ancestral_step(s[i], s[i + 1], opts.eta_ddim)
-        x = denoised + (x - uncond) / s[i] * sigma_down
+        sigma_down, sigma_up = space.ancestral_step(s[i], s[i + 1], opts.eta_ddim)
+        # x_down = α_down·x̂₀ + σ_down·ε̂, with ε̂ = (x − α·x̂₀_uncond)/σ: the unconditional noise
+        x = space.alpha(sigma_down) * denoised + (x - space.alpha(s[i]) * uncond) / s[i] * sigma_down
         if sigma_up > 0:
-            x = x + noise(x) * sigma_up
+            x = space.renoise(x, noise(x), sigma_down, s[i + 1], sigma_up)
         report(callback, i, len(s) - 1, x, denoised, s[i])
     return x
 
@@ -54,7 +55,7 @@ _ADAMS_BASHFORTH = {
 }
 
 
-def sample_plms(denoise, x, sigmas, *, noise, callback=None, options=None):
+def sample_plms(denoise, x, sigmas, *, noise, callback=None, options=None, space=VE):
     """PLMS / PNDM (Liu et al. 2022): Adams–Bashforth on ε with the DDIM transfer, assuming equal
     steps (as the original on DDIM timesteps). The first step has no history, so it is a pseudo
     improved-Euler step with one extra model call at σ_1; only ε at the step's own σ is kept.
@@ -82,7 +83,7 @@ def sample_plms(denoise, x, sigmas, *, noise, callback=None, options=None):
     return x
 
 
-def sample_lcm(denoise, x, sigmas, *, noise, callback=None, options=None):
+def sample_lcm(denoise, x, sigmas, *, noise, callback=None, options=None, space=VE):
     """Latent Consistency Model sampling (Luo et al. 2023): jump to the model's x̂₀, then re-noise
     to the next σ with fresh noise — a consistency model's multistep sampling, no ODE solving."""
     s = sigmas.tolist()
@@ -90,6 +91,6 @@ def sample_lcm(denoise, x, sigmas, *, noise, callback=None, options=None):
         denoised = denoise(x, sigmas[i])
         x = denoised
         if s[i + 1] > 0:
-            x = x + noise(x) * s[i + 1]
+            x = space.noised(x, noise(x), s[i + 1])
         report(callback, i, len(s) - 1, x, denoised, s[i])
     return x

@@ -17,7 +17,7 @@ import math
 
 import torch
 
-from engine.sampling.base import SamplerOptions, report
+from engine.sampling.base import VE, SamplerOptions, report
 
 
 def _phis(hh: float, count: int) -> list[float]:
@@ -100,7 +100,7 @@ class _UniPCStep:
         return x_base - self.b_h * (residual + self.rhos_c[-1] * diff_new)
 
 
-def sample_unipc(denoise, x, sigmas, *, noise, callback=None, options=None):
+def sample_unipc(denoise, x, sigmas, *, noise, callback=None, options=None, space=VE):
     """UniPC multistep of order `uni_pc_order` (warm-up with lower orders; with `lower_order_final` the
     last steps drop order so few-step runs stay stable), variant bh1 / bh2 / vary_coeff."""
     opts = options or SamplerOptions()
