@@ -1,4 +1,4 @@
-"""diffusers' own pipelines (SD, SDXL, SDXL img2img) on an Atelier model's components: the baseline
+"""diffusers' own pipelines (SD, SDXL, SDXL img2img, SD 3) on an Atelier model's components: the baseline
 our loop is compared against, for speed (bench/overhead.py, bench/sdxl.py) and for pixels
 (tests/pipeline/test_txt2img.py, test_sdxl.py)."""
 
@@ -60,5 +60,39 @@ def diffusers_sdxl_img2img_pipeline(model):
 
     refiner = model.text_encoder is None
     pipe = StableDiffusionXLImg2ImgPipeline(**_sdxl_components(model), requires_aesthetics_score=refiner)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _sd3_components(model) -> dict:
+    """An SD 3 model's modules under diffusers' names, with a flow scheduler that takes σ's as
+    given (shift 1: ours are already shifted, and diffusers shifts the σ's it is handed)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    return {
+        "transformer": model.unet,
+        "vae": model.vae,
+        "text_encoder": model.text_encoder,
+        "tokenizer": model.tokenizer,
+        "text_encoder_2": model.text_encoder_2,
+        "tokenizer_2": model.tokenizer_2,
+        "text_encoder_3": model.text_encoder_3,
+        "tokenizer_3": model.tokenizer_3,
+        "scheduler": FlowMatchEulerDiscreteScheduler(shift=1.0),
+    }
+
+
+def diffusers_sd3_pipeline(model):
+    from diffusers import StableDiffusion3Pipeline
+
+    pipe = StableDiffusion3Pipeline(**_sd3_components(model))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def diffusers_sd3_img2img_pipeline(model):
+    from diffusers import StableDiffusion3Img2ImgPipeline
+
+    pipe = StableDiffusion3Img2ImgPipeline(**_sd3_components(model))
     pipe.set_progress_bar_config(disable=True)
     return pipe

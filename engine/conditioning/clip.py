@@ -8,7 +8,8 @@ prompt_parser). A plain prompt of ≤ 75 tokens gives exactly what diffusers' pi
 
 A family with several encoders (SDXL: CLIP-L and OpenCLIP-G) runs every chunk through each, with
 emphasis applied per encoder as A1111 does, and concatenates their hidden states along the width;
-the last encoder's pooled projection of the first chunk is the pooled embedding (A1111's choice).
+the pooled projection of the first chunk is the pooled embedding (A1111's choice): OpenCLIP-G's for
+SDXL, CLIP-L's and CLIP-G's side by side for SD 3.
 """
 
 from __future__ import annotations
@@ -49,15 +50,17 @@ def encode_chunks(
     emphasis: str = "Original",
     clip_skip: int = 1,
 ) -> TextCond:
-    """[n_chunks, 77, Σ widths] hidden states (and [n_chunks, width] pooled where an encoder
-    gives it) of every chunk through every encoder."""
-    hidden, pooled = [], None
+    """[n_chunks, 77, Σ widths] hidden states (and [n_chunks, Σ pooled widths] of the encoders
+    that give the pooled embedding: SDXL's OpenCLIP-G; SD 3's CLIP-L and CLIP-G) of every chunk
+    through every encoder."""
+    hidden, pooled = [], []
     for encoder in encoders:
         h, p = encode_weighted(encoder.model, chunks, device, emphasis, clip_skip, encoder=encoder)
         hidden.append(h)
         if encoder.pooled:
-            pooled = p
-    return TextCond(torch.cat(hidden, dim=-1) if len(hidden) > 1 else hidden[0], pooled)
+            pooled.append(p)
+    joined = torch.cat(pooled, dim=-1) if len(pooled) > 1 else (pooled[0] if pooled else None)
+    return TextCond(torch.cat(hidden, dim=-1) if len(hidden) > 1 else hidden[0], joined)
 
 
 def _padded_ids(chunks: list[PromptChunk], tokenizer: Any, device: torch.device) -> torch.Tensor:

@@ -20,6 +20,7 @@ import torch
 from engine.conditioning.clip import ClipEncoder, encode_chunks
 from engine.conditioning.embeddings import EmbeddingDatabase
 from engine.conditioning.prompt_parser import prompt_schedule, split_and
+from engine.conditioning.t5 import T5Encoder
 from engine.conditioning.text_cond import TextCond
 from engine.conditioning.tokens import CHUNK_TOKENS, PromptChunk, tokenize_weighted
 
@@ -89,12 +90,15 @@ def encode_conditioning(
     clip_skip: int = 1,
     embeddings: EmbeddingDatabase | None = None,
     zero_empty_negative: bool = False,
+    sequence: T5Encoder | None = None,
 ) -> Conditioning:
     """The run's conditioning; each distinct text of any schedule goes through CLIP exactly once.
     `encoders`: the model's text encoders as its family uses them (tokenized with the first's
     tokenizer: CLIP tokenizers differ only in their pad). `emphasis` is one of `EMPHASIS_MODES`;
     `clip_skip` 1 uses the family's own layer; names of `embeddings` in the prompts are replaced
-    by their vectors. `zero_empty_negative`: an empty negative prompt is all zeros (SDXL)."""
+    by their vectors. `zero_empty_negative`: an empty negative prompt is all zeros (SDXL).
+    `sequence`: a T5 encoder whose tokens follow CLIP's (SD 3): CLIP's hidden states are padded
+    with zeros to T5's width and T5's sequence is appended, as the reference pipeline joins them."""
     encoders = [encoders] if isinstance(encoders, ClipEncoder) else list(encoders)
     tokenizer = encoders[0].tokenizer
     positive = [(prompt_schedule(text, steps), weight) for text, weight in split_and(prompt)]
@@ -117,11 +121,14 @@ def encode_conditioning(
     encoded = encode_chunks(encoders, flat, device, emphasis=emphasis, clip_skip=clip_skip)
     hidden, pooled = encoded.hidden, encoded.pooled
     width = hidden.shape[-1]
+    hidden = hidden.reshape(len(distinct), -1, width)
+    if sequence is not None:
+        text_of = {key_of[text]: text for text in chunks_of}
+        t5 = sequence.encode([text_of[key] for key in distinct], device, emphasis).to(hidden.dtype)
+        padded = torch.nn.functional.pad(hidden, (0, t5.shape[-1] - width))
+        hidden = torch.cat([padded, t5], dim=1)
     by_key = {  # pooled: of the text's first chunk, as A1111 takes it
-        key: TextCond(
-            hidden[i * n : (i + 1) * n].reshape(1, -1, width),
-            None if pooled is None else pooled[i * n : i * n + 1],
-        )
+        key: TextCond(hidden[i : i + 1], None if pooled is None else pooled[i * n : i * n + 1])
         for i, key in enumerate(distinct)
     }
     embedding = {text: by_key[key_of[text]] for text in chunks_of}

@@ -41,7 +41,10 @@ class Kind:
 
     @classmethod
     def of_config(cls, config: Mapping[str, Any]) -> Kind:
-        """From a UNet's or ControlNet's diffusers config."""
+        """From a UNet's or ControlNet's diffusers config; another network (SD 3's MMDiT) has no
+        cross-attention width, and no UNet ControlNet fits it."""
+        if "cross_attention_dim" not in config:
+            return cls(None, None)
         if config.get("addition_embed_type") != "text_time":
             return cls(int(config["cross_attention_dim"]), None)
         time_dim = config.get("addition_time_embed_dim")

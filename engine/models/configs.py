@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from engine.models.detect import EPSILON, V_PREDICTION
-from engine.models.families import SD1, SD2, SDXL, SDXL_REFINER, family
+from engine.models.families import SD1, SD2, SD3, SDXL, SDXL_REFINER, family
 from engine.models.paths import configs_root
 from engine.models.tokenizer import ensure_tokenizer_dir, tokenizer_folder
 
@@ -62,9 +62,16 @@ def component_config(folder: Path, component: str) -> dict[str, Any]:
 
 
 def diffusers_family(folder: Path) -> str:
-    """A diffusers folder's family from its configs: SDXL UNets take SDXL's size ids
+    """A diffusers folder's family from its configs: SD 3 has an SD3Transformer2DModel in
+    `transformer/` instead of a UNet; SDXL UNets take SDXL's size ids
     (`addition_embed_type` "text_time") and the refiner has no first text encoder; SD2 repos pad
     with "!" (OpenCLIP) and use 1024-wide cross-attention, SD1 neither."""
+    transformer = folder / "transformer" / "config.json"
+    if transformer.is_file():
+        name = read_json(transformer).get("_class_name")
+        if name == "SD3Transformer2DModel":
+            return SD3
+        raise ValueError(f"{folder.name}: a {name} model is not supported yet")
     unet = component_config(folder, "unet")
     if unet.get("addition_embed_type") == "text_time":
         return SDXL if (folder / "text_encoder" / "config.json").is_file() else SDXL_REFINER

@@ -22,6 +22,7 @@ UNET_PREFIX = "model.diffusion_model."
 UNET_CONV_IN = UNET_PREFIX + "input_blocks.0.0.weight"
 
 EPSILON, V_PREDICTION = "epsilon", "v_prediction"
+FLOW_PREDICTION = "flow"  # rectified flow (SD 3, Flux): the network predicts the velocity ε − x₀
 # SDXL v-prediction fine-tunes (NoobAI-XL v-pred and others) mark themselves with an empty `v_pred`
 # tensor; A1111 and Forge read it the same way.
 V_PRED_KEY = "v_pred"

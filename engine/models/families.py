@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-SD1, SD2, SDXL, SDXL_REFINER = "sd1", "sd2", "sdxl", "sdxl-refiner"
+SD1, SD2, SDXL, SDXL_REFINER, SD3 = "sd1", "sd2", "sdxl", "sdxl-refiner", "sd3"
 # The SDXL refiner's aesthetic scores (prompt, negative prompt): A1111's defaults, and Settings'.
 AESTHETIC_SCORES = (6.0, 2.5)
 
@@ -33,6 +33,7 @@ class EncoderSlot:
     open_clip: bool  # OpenCLIP key layout in single files (fused q/k/v), else transformers' CLIP names
     pad_token: str  # OpenCLIP pads with "!" after the end token, OpenAI CLIP with the end token
     with_projection: bool  # CLIPTextModelWithProjection: gives the pooled embedding SDXL's UNet takes
+    kind: str = "clip"  # "clip": A1111's 75-token chunks with emphasis; "t5": T5's token sequence
 
 
 _CLIP_PAD, _OPEN_CLIP_PAD = "<|endoftext|>", "!"
@@ -50,7 +51,19 @@ class Family:
     micro: str | None  # None | "size" (SDXL: original size, crop, target size) | "aesthetic" (refiner)
     zero_empty_negative: bool  # an empty negative prompt is all zeros (A1111 and diffusers on SDXL)
     context_dims: tuple[int, ...]  # the real models' cross-attention width, for messages
-    latents: str  # the latent space its VAE makes: a refiner or VAE must share it ("sd" | "sdxl")
+    latents: str  # the latent space its VAE makes: a refiner or VAE must share it ("sd" | "sdxl" | "sd3")
+    # The denoising network and how it is called (engine.pipeline.networks): "unet" (SD 1.x/2.x,
+    # SDXL) or "sd3" (the MMDiT of SD 3 / 3.5).
+    network: str = "unet"
+    # Rectified-flow families: their σ table's default shift (the checkpoint's scheduler config may
+    # say otherwise) and the factor from σ to the network's timestep. None: a discrete ε/v model.
+    flow_shift: float | None = None
+    timestep_scale: float = 1000.0
+    sequence_tokens: int = 256  # a T5 encoder's tokens per chunk (SD 3: the reference's 256)
+
+    @property
+    def flow(self) -> bool:
+        return self.flow_shift is not None
 
     def sizes(self, native: int) -> list[tuple[int, int]]:
         """(width, height) choices for the size picker: the SDXL buckets scaled to this model's
@@ -105,6 +118,10 @@ _CLIP_L_XL = EncoderSlot("text_encoder", "conditioner.embedders.0.transformer.",
 _CLIP_G_XL = EncoderSlot("text_encoder_2", "conditioner.embedders.1.model.", True, _OPEN_CLIP_PAD, True)
 _CLIP_G_REFINER = EncoderSlot("text_encoder_2", "conditioner.embedders.0.model.", True, _OPEN_CLIP_PAD, True)
 
+_CLIP_L_SD3 = EncoderSlot("text_encoder", "text_encoders.clip_l.transformer.", False, _CLIP_PAD, True)
+_CLIP_G_SD3 = EncoderSlot("text_encoder_2", "text_encoders.clip_g.transformer.", False, _OPEN_CLIP_PAD, True)
+_T5_SD3 = EncoderSlot("text_encoder_3", "text_encoders.t5xxl.transformer.", False, "<pad>", False, kind="t5")
+
 _SD = dict(native_layer=1, final_norm=True, pooled=False, micro=None, zero_empty_negative=False, latents="sd")
 _XL = dict(native_layer=2, final_norm=False, pooled=True, zero_empty_negative=True, latents="sdxl")
 FAMILIES: dict[str, Family] = {
@@ -120,6 +137,23 @@ FAMILIES: dict[str, Family] = {
         context_dims=(1280,),
         **_XL,
     ),  # fmt: skip
+    # SD 3 / 3.5: CLIP-L and CLIP-G side by side (penultimate layers, both pooled), then T5-XXL's
+    # tokens after them in the sequence; an MMDiT on 16-channel latents, rectified flow, shift 3.
+    SD3: Family(
+        SD3,
+        "SD 3",
+        "sd3",
+        (_CLIP_L_SD3, _CLIP_G_SD3, _T5_SD3),
+        native_layer=2,
+        final_norm=False,
+        pooled=True,
+        micro=None,
+        zero_empty_negative=False,
+        context_dims=(4096,),
+        latents="sd3",
+        network="sd3",
+        flow_shift=3.0,
+    ),
 }
 
 

@@ -23,6 +23,7 @@ import torch
 from engine.models import configs
 from engine.models.detect import (
     EPSILON,
+    FLOW_PREDICTION,
     V_PREDICTION,
     ModelTraits,
     detect_traits,
@@ -33,7 +34,7 @@ from engine.models.families import SD2, EncoderSlot, family
 from engine.models.hashing import HashCache
 from engine.models.paths import sidecar_config_dir
 from engine.models.state_dict import load_state_dict
-from engine.models.tokenizer import load_clip_tokenizer, tokenizer_folder
+from engine.models.tokenizer import load_clip_tokenizer, load_t5_tokenizer, tokenizer_folder
 from engine.models.types import CheckpointInfo, LoadedModel, VaePolicy
 from engine.models.vae_probe import LatentProbe
 
@@ -101,9 +102,22 @@ def load_vae_file(vae_path: Path, config_dir: Path, dtype: torch.dtype = torch.f
 
 
 def _text_encoder_class(slot: EncoderSlot) -> Any:
-    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection, T5EncoderModel
 
+    if slot.kind == "t5":
+        return T5EncoderModel
     return CLIPTextModelWithProjection if slot.with_projection else CLIPTextModel
+
+
+def _network_class(name: str, folder: Path) -> tuple[Any, str]:
+    """(class, subfolder) of a diffusers folder's denoising network, by the family's `network`."""
+    if family(name).network == "sd3":
+        from diffusers import SD3Transformer2DModel
+
+        return SD3Transformer2DModel, "transformer"
+    from engine.models.coord_unet import unet_class_for_config
+
+    return unet_class_for_config(configs.component_config(folder, "unet")), "unet"
 
 
 def _load_single_file(info: CheckpointInfo, dtype: torch.dtype) -> tuple[dict[str, Any], Path]:
@@ -162,21 +176,23 @@ def _load_single_file(info: CheckpointInfo, dtype: torch.dtype) -> tuple[dict[st
 def _load_diffusers_folder(info: CheckpointInfo, dtype: torch.dtype) -> tuple[dict[str, Any], Path]:
     from diffusers import AutoencoderKL
 
-    from engine.models.coord_unet import unet_class_for_config
-
     folder = info.path
     scheduler = configs.scheduler_config(folder)
-    from_yaml = prediction_from_yaml(folder.with_name(folder.name + ".yaml"))
-    prediction = from_yaml or configs.prediction_type_of(scheduler)
     try:
-        unet_cls = unet_class_for_config(configs.component_config(folder, "unet"))
-        unet = _from_pretrained(unet_cls, folder, "unet")
-        vae = _from_pretrained(AutoencoderKL, folder, "vae")
         name = configs.diffusers_family(folder)
+        if family(name).flow:
+            prediction = FLOW_PREDICTION
+        else:
+            from_yaml = prediction_from_yaml(folder.with_name(folder.name + ".yaml"))
+            prediction = from_yaml or configs.prediction_type_of(scheduler)
+        network_cls, subfolder = _network_class(name, folder)
+        unet = _from_pretrained(network_cls, folder, subfolder)
+        vae = _from_pretrained(AutoencoderKL, folder, "vae")
         encoders = {
             slot.component: _from_pretrained(_text_encoder_class(slot), folder, slot.component)
             for slot in family(name).encoders
-        }
+            if slot.kind != "t5" or (folder / slot.component / "config.json").is_file()
+        }  # an SD 3 folder may come without T5 (its tokens are then zeros)
     except (OSError, RuntimeError, ValueError) as exc:
         raise ValueError(f"cannot load diffusers folder {folder.name}: {exc}") from exc
     components = {
@@ -239,8 +255,20 @@ def load_checkpoint(
         vae = load_vae_file(vae_path, config_dir, torch.float32)
         if check_vae and probe is not None:
             probe.check(vae, vae_path.name, info.title)
+    spec = family(parts["family"])
+    # flow models have no ᾱ table: their σ's come from the shift (LoadedModel.model_sigmas)
+    scheduler = parts["scheduler"]
+    alphas_cumprod = torch.empty(0) if spec.flow else configs.alphas_cumprod_from_config(scheduler)
+    flow_shift = float(scheduler.get("shift", spec.flow_shift)) if spec.flow else None
     encoders = {}
-    for slot in family(parts["family"]).encoders:
+    for slot in spec.encoders:
+        if slot.kind == "t5":  # optional; its tokenizer comes from the user's files
+            if parts.get(slot.component) is None:
+                continue
+            encoders[slot.component] = finish_module(parts[slot.component], where, dtype)
+            folder = config_dir / tokenizer_folder(slot.component)
+            encoders[tokenizer_folder(slot.component)] = load_t5_tokenizer(folder, spec.label)
+            continue
         encoders[slot.component] = finish_module(parts[slot.component], where, dtype)
         encoders[tokenizer_folder(slot.component)] = _shared_tokenizer(slot.pad_token)
     short = (hashes or HashCache(None)).short_hash(info.path)
@@ -255,7 +283,10 @@ def load_checkpoint(
         tokenizer=encoders.get("tokenizer"),
         text_encoder_2=encoders.get("text_encoder_2"),
         tokenizer_2=encoders.get("tokenizer_2"),
-        alphas_cumprod=configs.alphas_cumprod_from_config(parts["scheduler"]),
+        text_encoder_3=encoders.get("text_encoder_3"),
+        tokenizer_3=encoders.get("tokenizer_3"),
+        alphas_cumprod=alphas_cumprod,
+        flow_shift=flow_shift,
         device=device,
         dtype=dtype,
         vae_dtype=vae_dtype,

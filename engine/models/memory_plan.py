@@ -122,9 +122,9 @@ class Footprint:
     def of(cls, model: Any, width: int, height: int, batch: int, extra_unet_bytes: int = 0) -> Footprint:
         encoders = [encoder for _slot, _tokenizer, encoder in model.text_encoders()]
         latent_pixels = (width // model.vae_scale_factor) * (height // model.vae_scale_factor)
-        base_width = model.unet.config.block_out_channels[0]
+        base_width = _width_per_latent_pixel(model.unet.config)
         itemsize = torch.empty((), dtype=model.dtype).element_size()
-        working = ACTIVATION_FACTOR * 2 * batch * latent_pixels * base_width * itemsize
+        working = int(ACTIVATION_FACTOR * 2 * batch * latent_pixels * base_width * itemsize)
         return cls(
             text_encoders=module_bytes(encoders),
             unet=module_bytes([model.unet]) + extra_unet_bytes,
@@ -151,6 +151,16 @@ class Footprint:
         if plan == MEDVRAM:
             return max(parts) + self.working
         return self.largest_layer + self.working
+
+
+def _width_per_latent_pixel(config: Any) -> float:
+    """The activation width the estimate scales with: a UNet's first block width; a transformer's
+    token width spread over the latent pixels of its patch (an estimate, as the factor is)."""
+    widths = getattr(config, "block_out_channels", None)
+    if widths:
+        return widths[0]
+    patch = getattr(config, "patch_size", 1) or 1
+    return config.num_attention_heads * config.attention_head_dim / patch**2
 
 
 @dataclass(frozen=True)

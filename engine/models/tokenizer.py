@@ -153,3 +153,20 @@ def load_clip_tokenizer(pad_token: str = SD1_PAD, folder: Path | None = None) ->
 def tokenizer_folder(text_encoder: str) -> str:
     """The diffusers folder of a text encoder's tokenizer: text_encoder_2 → tokenizer_2."""
     return "tokenizer" + text_encoder.removeprefix("text_encoder")
+
+
+def load_t5_tokenizer(folder: Path, model_label: str) -> Any:
+    """The T5 tokenizer in `folder` (a diffusers folder's `tokenizer_3/`, or one the user put
+    beside the text encoder). T5's vocabulary cannot be rebuilt offline as CLIP's can, so it
+    comes with the user's files; without it the message names the folder to put it in."""
+    from transformers import T5TokenizerFast
+
+    if not (folder / "tokenizer.json").is_file() and not (folder / "spiece.model").is_file():
+        raise ValueError(
+            f"{model_label} needs the T5 tokenizer: put its tokenizer.json (with tokenizer_config.json "
+            f"and special_tokens_map.json, as the model's download has them) in {folder}"
+        )
+    try:
+        return T5TokenizerFast.from_pretrained(folder, local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"the T5 tokenizer in {folder} cannot be read: {exc}") from exc

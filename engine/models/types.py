@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from engine.models.families import EncoderSlot, Family, family
-from engine.sampling.schedules import ModelSigmas
+from engine.sampling.schedules import FlowSigmas, ModelSigmas
 
 if TYPE_CHECKING:
     from engine.models.residency import Residency
@@ -46,13 +46,13 @@ class LoadedModel:
 
     info: CheckpointInfo
     short_hash: str  # A1111 "Model hash": first 10 hex digits of the file's SHA-256
-    family: str  # engine.models.families: "sd1" | "sd2" | "sdxl" | "sdxl-refiner"
-    prediction_type: str  # "epsilon" | "v_prediction"
-    unet: Any  # diffusers UNet2DConditionModel
+    family: str  # engine.models.families: "sd1" | "sd2" | "sdxl" | "sdxl-refiner" | "sd3"
+    prediction_type: str  # "epsilon" | "v_prediction" | "flow"
+    unet: Any  # the denoising network: diffusers UNet2DConditionModel, or SD 3's SD3Transformer2DModel
     vae: Any  # diffusers AutoencoderKL
     text_encoder: Any  # transformers CLIPTextModel (CLIP-L, or OpenCLIP-H on SD2); None on the SDXL refiner
     tokenizer: Any  # transformers CLIPTokenizer (model_max_length=77), None where text_encoder is
-    alphas_cumprod: torch.Tensor  # float32 [T] from the model's training schedule
+    alphas_cumprod: torch.Tensor  # float32 [T] from the training schedule; empty for flow models
     device: torch.device
     dtype: torch.dtype  # UNet / text encoder dtype
     vae_dtype: torch.dtype
@@ -60,14 +60,20 @@ class LoadedModel:
     config_dir: Path | None = None  # diffusers config folder it was built from (VAE overrides reuse it)
     text_encoder_2: Any = None  # SDXL's OpenCLIP-G (CLIPTextModelWithProjection), as diffusers names it
     tokenizer_2: Any = None  # its tokenizer (pads with "!")
+    text_encoder_3: Any = None  # SD 3's T5-XXL (transformers T5EncoderModel)
+    tokenizer_3: Any = None  # its T5 tokenizer, from the user's files
+    flow_shift: float | None = None  # a flow model's σ shift (its scheduler config's); None: discrete
     latent_probe: LatentProbe | None = None  # the own VAE's probe latents; None: no evidence
     vae_policy: VaePolicy = field(default_factory=lambda: VaePolicy())
     residency: Residency | None = None  # where its parts live between uses (the memory plan)
     speed: Applied | None = None  # the speed options applied to its UNet (engine.models.speed)
 
-    def model_sigmas(self) -> ModelSigmas:
+    def model_sigmas(self, shift: float | None = None) -> ModelSigmas:
         """The σ table of the model's training discretization, which schedules and the denoiser
-        read, and whose `space` says how noise is added (engine.sampling.base.NoiseSpace)."""
+        read, and whose `space` says how noise is added (engine.sampling.base.NoiseSpace).
+        `shift`: a flow model's shift instead of its own (the Sampler settings' override)."""
+        if self.flow_shift is not None:
+            return FlowSigmas.with_shift(shift or self.flow_shift, multiplier=self.spec.timestep_scale)
         return ModelSigmas.from_alphas_cumprod(self.alphas_cumprod)
 
     def part_groups(self) -> dict[str, list[Any]]:

@@ -22,7 +22,7 @@ from PIL import Image
 from engine.conditioning.clip import ClipEncoder, clip_layers
 from engine.conditioning.embeddings import EmbeddingDatabase
 from engine.conditioning.schedule import Conditioning, encode_conditioning
-from engine.conditioning.text_cond import TextCond
+from engine.conditioning.t5 import T5Encoder
 from engine.controlnet.apply import ControlNetStack, PreparedUnit, prepare_units
 from engine.models import lora as lora_patch
 from engine.models.families import AESTHETIC_SCORES
@@ -31,6 +31,7 @@ from engine.models.types import LoadedModel
 from engine.output import images as image_io
 from engine.pipeline import preview
 from engine.pipeline.latents import decode, to_pil
+from engine.pipeline.networks import network_call
 from engine.pipeline.refiner import Refiner, SwitchedGuider, check_pair, switch_step
 from engine.pipeline.results import GenerationResult
 from engine.pipeline.rng import ImageRNG
@@ -78,20 +79,32 @@ def encode_prompt(
         clip_skip=params.CLIP_stop_at_last_layers or 1,
         embeddings=embeddings,
         zero_empty_negative=model.spec.zero_empty_negative,
+        sequence=t5_encoder(model),
     )
     return conditioning.to(model.dtype)
 
 
 def clip_encoders(model: LoadedModel) -> list[ClipEncoder]:
-    """The model's text encoders as its family uses them: which hidden layer, whether through the
-    final norm, and which one gives the pooled embedding."""
+    """The model's CLIP text encoders as its family uses them: which hidden layer, whether through
+    the final norm, and which give the pooled embedding."""
     spec = model.spec
     return [
         ClipEncoder(
             tokenizer, encoder, spec.native_layer, spec.final_norm, spec.pooled and slot.with_projection
         )
         for slot, tokenizer, encoder in model.text_encoders()
+        if slot.kind == "clip"
     ]
+
+
+def t5_encoder(model: LoadedModel) -> T5Encoder | None:
+    """The model's T5 encoder, whose tokens follow CLIP's (SD 3), or None. A checkpoint without
+    its T5 weights gets zeros in their place, as the reference pipeline allows."""
+    for slot, tokenizer, encoder in model.text_encoders():
+        if slot.kind == "t5":
+            width = int(model.unet.config.joint_attention_dim)
+            return T5Encoder(tokenizer, encoder, model.spec.sequence_tokens, width)
+    return None
 
 
 # -- 3. prepare latents ---------------------------------------------------------------------------
@@ -102,7 +115,7 @@ def make_sigmas(
         params.sampler_name,
         params.scheduler,
         params.steps,
-        model.model_sigmas(),
+        model.model_sigmas(options.shift if options is not None else None),
         options,
         is_sdxl=model.spec.latents == "sdxl",  # Align Your Steps' SDXL table for SDXL and its refiner
     )
@@ -152,32 +165,11 @@ def make_denoiser(
     """`image_cond`: an inpainting UNet's extra input channels (mask + masked-image latents),
     one row per image; the CFG batch repeats the images, so the rows are tiled to match.
     `control`: ControlNet residuals added to the UNet's skip connections at every evaluation.
-    `aesthetic`: the SDXL refiner's (prompt, negative) aesthetic scores."""
-
-    spec, factor = model.spec, model.vae_scale_factor
-
-    def unet(
-        x: torch.Tensor, t: torch.Tensor, cond: TextCond, uncond_count: int = 0, t_value: float | None = None
-    ) -> torch.Tensor:
-        # the family's extra inputs (SDXL: pooled text + size ids at this picture's size, so the
-        # hires pass and SD upscale's tiles are conditioned on their own size, as in A1111)
-        height, width = x.shape[-2] * factor, x.shape[-1] * factor
-        kwargs = spec.added_cond(cond.pooled, x.shape[0], height, width, uncond_count, aesthetic)
-        residuals = control(x, t, cond, uncond_count, kwargs, t_value) if control is not None else None
-        if residuals is not None:
-            down, mid = residuals
-            kwargs["down_block_additional_residuals"] = [r.to(model.dtype) for r in down]
-            kwargs["mid_block_additional_residual"] = mid.to(model.dtype)
-        if image_cond is not None:
-            extra = image_cond.to(x).repeat(x.shape[0] // image_cond.shape[0], 1, 1, 1)
-            x = torch.cat([x, extra], dim=1)
-        hidden = cond.hidden.to(model.dtype)
-        return model.unet(x.to(model.dtype), t, encoder_hidden_states=hidden, return_dict=False, **kwargs)[
-            0
-        ].float()
-
-    wants_count = control is not None or spec.wants_uncond_count
-    return SigmaDenoiser(unet, model.model_sigmas(), model.prediction_type, wants_uncond_count=wants_count)
+    `aesthetic`: the SDXL refiner's (prompt, negative) aesthetic scores. The family says which
+    network call that is (engine.pipeline.networks)."""
+    call = network_call(model, image_cond, control, aesthetic)
+    wants_count = control is not None or model.spec.wants_uncond_count
+    return SigmaDenoiser(call, model.model_sigmas(), model.prediction_type, wants_uncond_count=wants_count)
 
 
 def denoise(

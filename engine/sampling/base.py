@@ -52,6 +52,7 @@ class SamplerOptions:
     uni_pc_lower_order_final: bool = True
     beta_dist_alpha: float = 0.6
     beta_dist_beta: float = 0.6
+    shift: float = 0.0  # a flow model's σ-schedule shift (SD 3, Flux); 0 = the model's own
     eta_noise_seed_delta: int = 0  # ENSD: noise after the initial latent uses seed + delta
     # Guidance skips (A1111's "Ignore negative prompt during early sampling" and "Negative Guidance
     # minimum sigma"): read by CFGGuider, not by the samplers. On a skipped evaluation the model runs
@@ -67,7 +68,7 @@ class SamplerOptions:
                 raise ValueError(f"{name} must be a number >= 0, got {value}")
         if not 0 <= self.skip_early_cond <= 1:  # also rejects NaN
             raise ValueError(f"skip_early_cond must be a fraction from 0 to 1, got {self.skip_early_cond}")
-        for name in ("sigma_min", "sigma_max", "rho", "s_min_uncond"):
+        for name in ("sigma_min", "sigma_max", "rho", "s_min_uncond", "shift"):
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
                 raise ValueError(f"{name} must be a finite number >= 0 (0 = default), got {value}")

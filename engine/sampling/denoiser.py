@@ -17,14 +17,16 @@ from engine.conditioning.schedule import Conditioning
 from engine.conditioning.text_cond import TextCond
 from engine.sampling.schedules import ModelSigmas
 
-PREDICTION_TYPES = ("epsilon", "v_prediction")
+PREDICTION_TYPES = ("epsilon", "v_prediction", "flow")
 
 # A UNet call: (scaled x, timestep, text embeddings) -> model output (ε or v).
 UNetFn = Callable[[torch.Tensor, torch.Tensor, TextCond], torch.Tensor]
 
 
 class SigmaDenoiser:
-    """D(x, σ, cond) for an ε- or v-prediction model with a discrete σ table."""
+    """D(x, σ, cond) for an ε- or v-prediction model with a discrete σ table, or a rectified-flow
+    model ("flow": SD 3, Flux), whose network takes x as it is and predicts the velocity
+    v = ε − x₀, so x̂₀ = x − σ·v."""
 
     def __init__(
         self,
@@ -57,14 +59,16 @@ class SigmaDenoiser:
         key = tuple(sigma.tolist())
         cached = self._timesteps.get(key)
         if cached is None:
-            t_cpu = self.model_sigmas.sigma_to_t(sigma)
+            t_cpu = self.model_sigmas.model_timestep(sigma)
             cached = self._timesteps[key] = (t_cpu.to(x.device), float(t_cpu[0]))
         t, t_value = cached
         # One σ for the batch (the usual case): a CPU scalar, which a device tensor takes as a
         # plain number; distinct σ's per row: a column on the device.
         s = sigma[0] if len(set(key)) == 1 else sigma.to(x.device).view(-1, 1, 1, 1)
-        c_in = 1 / (s**2 + 1).sqrt()
         extra = {"uncond_count": uncond_count, "t_value": t_value} if self.wants_uncond_count else {}
+        if self.prediction_type == "flow":
+            return x - self.unet(x, t, cond, **extra).to(x.dtype) * s
+        c_in = 1 / (s**2 + 1).sqrt()
         out = self.unet(x * c_in, t, cond, **extra).to(x.dtype)
         if self.prediction_type == "epsilon":
             return x - out * s

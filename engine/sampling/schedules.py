@@ -52,6 +52,10 @@ class ModelSigmas:
         """How this model's noisy latents are made (engine.sampling.base.NoiseSpace)."""
         return VE
 
+    def model_timestep(self, sigma: torch.Tensor) -> torch.Tensor:
+        """The timestep the network takes at σ: a discrete model's continuous table index."""
+        return self.sigma_to_t(sigma)
+
     def sigma_to_t(self, sigma: torch.Tensor) -> torch.Tensor:
         """σ → continuous timestep (the inverse of `t_to_sigma`), as the UNet expects."""
         log_sigma = sigma.float().log()
@@ -76,17 +80,21 @@ class FlowSigmas(ModelSigmas):
     σ = 1 being pure noise; the index ↔ σ maps are exact rather than log-interpolated."""
 
     shift: float = 1.0
+    multiplier: float = 1000.0  # the network's timestep is σ × this (SD 3: 1000; Flux: 1)
 
     @classmethod
-    def with_shift(cls, shift: float, count: int = 1000) -> FlowSigmas:
+    def with_shift(cls, shift: float, count: int = 1000, multiplier: float = 1000.0) -> FlowSigmas:
         if not math.isfinite(shift) or shift <= 0:
             raise ValueError(f"the flow shift must be a number > 0, got {shift}")
         tau = torch.arange(1, count + 1, dtype=torch.float64) / count
-        return cls(shifted(tau, shift).float(), shift)
+        return cls(shifted(tau, shift).float(), shift, multiplier)
 
     @property
     def space(self) -> NoiseSpace:
         return FLOW
+
+    def model_timestep(self, sigma: torch.Tensor) -> torch.Tensor:
+        return sigma.float() * self.multiplier
 
     def t_to_sigma(self, t: torch.Tensor) -> torch.Tensor:
         count = len(self.sigmas)

@@ -62,6 +62,7 @@ ROWS: tuple[Row, ...] = (
     Row("s_min_uncond_all", bool, OPTION, "NGMS all steps", "Negative Guidance minimum sigma on every step (off: every other step, as A1111)", {}),
     Row("beta_dist_alpha", float, OPTION, "Beta schedule alpha", "Beta schedule alpha", {"gt": 0, "le": 10}),
     Row("beta_dist_beta", float, OPTION, "Beta schedule beta", "Beta schedule beta", {"gt": 0, "le": 10}),
+    Row("shift", float, OPTION, "Shift", "Shift of a flow model's noise schedule (SD 3, Flux): higher spends more steps at high noise (0 = the model's own)", {"ge": 0, "le": 100}),
     Row("CLIP_stop_at_last_layers", int, 1, "Clip skip", "Clip skip: use CLIP's hidden state this many layers from the end (1 = the last)", {"ge": 1, "le": 12}, "conditioning"),
     Row("emphasis", Literal[EMPHASIS_MODES], "Original", "Emphasis", "Emphasis mode for (word:1.2): Original (mean restored), No norm, Ignore (weights unused), None (brackets are plain text)", {}, "conditioning"),
 )  # fmt: skip

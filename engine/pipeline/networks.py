@@ -1,0 +1,93 @@
+"""How each family's denoising network is called: the one place that knows a UNet from an MMDiT.
+
+`network_call(model, ...)` returns the function `SigmaDenoiser` calls, (x, t, cond) → the network's
+prediction as float32, with the family's extra inputs filled in. The family names its network
+(`Family.network`); adding a family with a new network is one function here and one table row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from engine.conditioning.text_cond import TextCond
+from engine.controlnet.apply import ControlNetStack
+from engine.models.families import AESTHETIC_SCORES
+from engine.models.types import LoadedModel
+
+NetworkFn = Callable[..., torch.Tensor]
+
+
+def unet_call(
+    model: LoadedModel,
+    image_cond: torch.Tensor | None,
+    control: ControlNetStack | None,
+    aesthetic: tuple[float, float],
+) -> NetworkFn:
+    """SD 1.x/2.x and SDXL: the UNet, with ControlNet residuals and an inpainting UNet's extra
+    channels (`image_cond`, one row per image, tiled over the CFG batch)."""
+    spec, factor = model.spec, model.vae_scale_factor
+
+    def unet(
+        x: torch.Tensor, t: torch.Tensor, cond: TextCond, uncond_count: int = 0, t_value: float | None = None
+    ) -> torch.Tensor:
+        # the family's extra inputs (SDXL: pooled text + size ids at this picture's size, so the
+        # hires pass and SD upscale's tiles are conditioned on their own size, as in A1111)
+        height, width = x.shape[-2] * factor, x.shape[-1] * factor
+        kwargs = spec.added_cond(cond.pooled, x.shape[0], height, width, uncond_count, aesthetic)
+        residuals = control(x, t, cond, uncond_count, kwargs, t_value) if control is not None else None
+        if residuals is not None:
+            down, mid = residuals
+            kwargs["down_block_additional_residuals"] = [r.to(model.dtype) for r in down]
+            kwargs["mid_block_additional_residual"] = mid.to(model.dtype)
+        if image_cond is not None:
+            extra = image_cond.to(x).repeat(x.shape[0] // image_cond.shape[0], 1, 1, 1)
+            x = torch.cat([x, extra], dim=1)
+        hidden = cond.hidden.to(model.dtype)
+        return model.unet(x.to(model.dtype), t, encoder_hidden_states=hidden, return_dict=False, **kwargs)[
+            0
+        ].float()
+
+    return unet
+
+
+def mmdit_call(
+    model: LoadedModel,
+    image_cond: torch.Tensor | None,
+    control: ControlNetStack | None,
+    aesthetic: tuple[float, float],
+) -> NetworkFn:
+    """SD 3 / 3.5: the MMDiT takes the joint token sequence and the pooled CLIP embedding."""
+    label = model.spec.label
+    if control is not None:
+        raise ValueError(f"ControlNet does not work with {label} models yet: turn the units off")
+    if image_cond is not None:
+        raise ValueError(f"{label} has no inpainting model: inpaint with the model itself")
+
+    def mmdit(
+        x: torch.Tensor, t: torch.Tensor, cond: TextCond, uncond_count: int = 0, t_value: float | None = None
+    ) -> torch.Tensor:
+        if cond.pooled is None:
+            raise ValueError(f"{label} needs a pooled text embedding")
+        return model.unet(
+            hidden_states=x.to(model.dtype),
+            timestep=t,
+            encoder_hidden_states=cond.hidden.to(model.dtype),
+            pooled_projections=cond.pooled.to(model.dtype),
+            return_dict=False,
+        )[0].float()
+
+    return mmdit
+
+
+NETWORKS: dict[str, Callable[..., NetworkFn]] = {"unet": unet_call, "sd3": mmdit_call}
+
+
+def network_call(
+    model: LoadedModel,
+    image_cond: torch.Tensor | None = None,
+    control: ControlNetStack | None = None,
+    aesthetic: tuple[float, float] = AESTHETIC_SCORES,
+) -> NetworkFn:
+    return NETWORKS[model.spec.network](model, image_cond, control, aesthetic)

@@ -1,0 +1,131 @@
+"""Tiny seeded SD 3 components for CPU tests, written as a diffusers folder.
+
+SD 3's architecture in small: an MMDiT (`SD3Transformer2DModel`) on 16-channel latents, CLIP-L and
+CLIP-G stand-ins (two widths, both with projections: SD 3 pools both), a tiny T5 encoder with a T5
+tokenizer built offline (a `tokenizers` Unigram model: T5's real vocabulary cannot be generated
+without the user's files), and SD 3's VAE conventions (scaling and shift factor, no quant convs).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tests.fakes.tiny_models import CLIP_G_WIDTH, CLIP_L_WIDTH, _clip_config
+
+T5_WIDTH = 32  # = the MMDiT's joint attention width, as in SD 3 (4096 there)
+# Enough words for the prompts tests write; anything else falls back to single letters.
+WORDS = (
+    "a an the large small red green blue yellow white black circle square triangle at top bottom "
+    "left right centre center middle on of in background picture photo cat dog tree sky sun "
+    "blurry ugly bright dark"
+).split()
+
+
+@lru_cache(maxsize=1)
+def t5_tokenizer() -> Any:
+    """A T5TokenizerFast over a small Unigram vocabulary: "<pad>" 0, "</s>" 1, "<unk>" 2 as in T5,
+    "▁word" pieces for `WORDS` and every letter, and T5's "append </s>" post-processor."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import T5TokenizerFast
+
+    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
+    pieces += [(f"▁{word}", -1.0) for word in WORDS]
+    letters = "abcdefghijklmnopqrstuvwxyz0123456789.,:()!"
+    pieces += [(f"▁{c}", -8.0) for c in letters] + [(c, -9.0) for c in letters] + [("▁", -10.0)]
+    backend = Tokenizer(models.Unigram(pieces, unk_id=2, byte_fallback=False))
+    backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+    backend.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+    backend.post_processor = processors.TemplateProcessing(
+        single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", 1)]
+    )
+    return T5TokenizerFast(
+        tokenizer_object=backend,
+        eos_token="</s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        extra_ids=0,
+        model_max_length=256,
+    )
+
+
+def tiny_sd3_components(seed: int = 0, with_t5: bool = True) -> dict[str, Any]:
+    """The components of diffusers' StableDiffusion3Pipeline, tiny and seeded."""
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
+    from transformers import CLIPTextModelWithProjection, T5Config, T5EncoderModel
+
+    from engine.models.tokenizer import load_clip_tokenizer
+
+    torch.manual_seed(seed)
+    transformer = SD3Transformer2DModel(
+        sample_size=8,
+        patch_size=2,
+        in_channels=16,
+        out_channels=16,
+        num_layers=2,
+        attention_head_dim=8,
+        num_attention_heads=2,
+        joint_attention_dim=T5_WIDTH,
+        caption_projection_dim=16,
+        pooled_projection_dim=CLIP_L_WIDTH + CLIP_G_WIDTH,
+        pos_embed_max_size=16,
+    )
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(8, 16, 16, 16),
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        latent_channels=16,
+        layers_per_block=1,
+        norm_num_groups=4,
+        sample_size=64,
+        scaling_factor=1.5305,
+        shift_factor=0.0609,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+    )
+    clip_l = CLIPTextModelWithProjection(_clip_config(CLIP_L_WIDTH, "quick_gelu", layers=3))
+    clip_g = CLIPTextModelWithProjection(_clip_config(CLIP_G_WIDTH, "gelu", layers=3))
+    tokenizer_3 = t5_tokenizer()
+    t5 = None
+    if with_t5:
+        t5 = T5EncoderModel(
+            T5Config(
+                vocab_size=len(tokenizer_3),
+                d_model=T5_WIDTH,
+                d_kv=8,
+                d_ff=37,
+                num_layers=2,
+                num_heads=4,
+                relative_attention_num_buckets=8,
+                decoder_start_token_id=0,
+                pad_token_id=0,
+                eos_token_id=1,
+            )
+        )
+    for module in (transformer, vae, clip_l, clip_g, t5):
+        if module is not None:
+            module.eval()
+    return {
+        "transformer": transformer,
+        "vae": vae,
+        "text_encoder": clip_l,
+        "tokenizer": load_clip_tokenizer("<|endoftext|>"),
+        "text_encoder_2": clip_g,
+        "tokenizer_2": load_clip_tokenizer("!"),
+        "text_encoder_3": t5,
+        "tokenizer_3": tokenizer_3 if with_t5 else None,
+        "scheduler": FlowMatchEulerDiscreteScheduler(shift=3.0),
+    }
+
+
+def write_tiny_sd3(folder: Path, seed: int = 0, with_t5: bool = True) -> Path:
+    """A diffusers SD 3 folder (model_index.json, each component in its subfolder, safetensors)."""
+    from diffusers import StableDiffusion3Pipeline
+
+    StableDiffusion3Pipeline(**tiny_sd3_components(seed, with_t5)).save_pretrained(folder)
+    return folder
