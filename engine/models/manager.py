@@ -402,9 +402,10 @@ class ModelManager:
             if family(name).latents == "sd" and prediction_from_yaml(info.path) == V_PREDICTION:
                 return 768  # SD2's 768-v; an SD2-v file without yaml is only known after loading
             folder = configs.configs_root() / family(name).config
-        unet = configs.component_config(folder, "unet")
+        network = "transformer" if (folder / "transformer" / "config.json").is_file() else "unet"
+        sample_size = configs.component_config(folder, network)["sample_size"]
         vae = configs.component_config(folder, "vae")
-        return int(unet["sample_size"]) * 2 ** (len(vae["block_out_channels"]) - 1)
+        return int(sample_size) * 2 ** (len(vae["block_out_channels"]) - 1)
 
     def family_of(self, title: str) -> str:
         """A checkpoint's family without loading it: the loaded model's, a diffusers folder's

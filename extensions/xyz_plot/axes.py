@@ -245,6 +245,8 @@ AXES: tuple[Axis, ...] = (
         shorten=_file_name,
     ),
     Axis("Refiner switch at", float, ("refiner_switch_at",)),
+    # Forge's flow-model axis (SD 3, Flux): the σ-schedule shift (0 = the model's own)
+    Axis("Shift", float, ("shift",)),
 )
 AXIS_LABELS: tuple[str, ...] = tuple(a.label for a in AXES)
 

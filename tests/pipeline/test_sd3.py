@@ -178,3 +178,26 @@ def test_controlnet_and_an_inpainting_unet_input_are_refused_clearly(sd3):
         network_call(sd3, control=object())
     with pytest.raises(ValueError, match="SD 3 has no inpainting model"):
         network_call(sd3, image_cond=torch.zeros(1, 5, 8, 8))
+
+
+def test_the_manager_knows_an_sd3_folder_without_loading_it(sd3_folder):
+    from engine.models.manager import ModelManager
+
+    manager = ModelManager(root=sd3_folder.parent, extra_dirs=[sd3_folder.parent], device="cpu")
+    assert manager.family_of("tiny-sd3") == "sd3"
+    native, sizes = manager.size_choices("tiny-sd3")
+    assert native == 64 and (64, 64) in sizes  # the transformer's sample size × the VAE's factor
+    assert manager.current is None
+
+
+def test_inpainting_on_sd3_keeps_every_unmasked_pixel(sd3):
+    """SD 3 inpaints with the model itself: the kept latents are blended in at every step (in
+    x̂₀, so the flow noise rule needs nothing of its own) and the kept pixels pasted back."""
+    src = Image.fromarray(np.random.default_rng(1).integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8))
+    mask = Image.new("L", (SIZE, SIZE), 0)
+    mask.paste(255, (16, 16, 48, 48))
+    p = Img2ImgParams(**{**euler(steps=4).model_dump(), "denoising_strength": 0.8, "mask_blur": 0})
+    out = pixels(i2i.img2img(sd3, p, i2i.Img2ImgInputs([src], mask)).images[0])
+    keep = np.asarray(mask) == 0
+    assert np.array_equal(out[keep], pixels(src)[keep])
+    assert np.abs(out - pixels(src))[~keep].mean() > 5

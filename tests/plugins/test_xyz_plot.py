@@ -150,6 +150,7 @@ NUMERIC_AXES = [
     ("Schedule rho", "5", {"rho": 5.0}),
     ("Clip skip", "2", {"CLIP_stop_at_last_layers": 2}),
     ("UniPC order", "2", {"uni_pc_order": 2}),
+    ("Shift", "4.5", {"shift": 4.5}),
     ("Size", "128x96", {"width": 128, "height": 96}),
     ("Prompt S/R", "cat, dog", {"prompt": "a cat in a hat"}),  # first value: the search itself
     ("Sampler", "DPM++ 2M", {"sampler_name": "DPM++ 2M"}),
