@@ -42,6 +42,11 @@ class Txt2ImgRequest(_Request):
     n_iter: int = _default("n_iter")
     steps: int = _default("steps")
     cfg_scale: float = _default("cfg_scale")
+    distilled_cfg_scale: float | None = Field(
+        None,
+        description="Forge's Distilled CFG Scale: the guidance Flux dev takes as an input "
+        f"(default {_default('distilled_cfg_scale')}); other models ignore it",
+    )
     width: int = _default("width")
     height: int = _default("height")
     denoising_strength: float | None = None

@@ -1,4 +1,4 @@
-"""diffusers' own pipelines (SD, SDXL, SDXL img2img, SD 3) on an Atelier model's components: the baseline
+"""diffusers' own pipelines (SD, SDXL, SD 3, Flux) on an Atelier model's components: the baseline
 our loop is compared against, for speed (bench/overhead.py, bench/sdxl.py) and for pixels
 (tests/pipeline/test_txt2img.py, test_sdxl.py)."""
 
@@ -94,5 +94,37 @@ def diffusers_sd3_img2img_pipeline(model):
     from diffusers import StableDiffusion3Img2ImgPipeline
 
     pipe = StableDiffusion3Img2ImgPipeline(**_sd3_components(model))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _flux_components(model) -> dict:
+    """A Flux model's modules under diffusers' names, with a flow scheduler that takes σ's as
+    given (no dynamic shift: ours are already shifted for the picture's size)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    return {
+        "transformer": model.unet,
+        "vae": model.vae,
+        "text_encoder": model.text_encoder,
+        "tokenizer": model.tokenizer,
+        "text_encoder_2": model.text_encoder_2,
+        "tokenizer_2": model.tokenizer_2,
+        "scheduler": FlowMatchEulerDiscreteScheduler(shift=1.0, use_dynamic_shifting=False),
+    }
+
+
+def diffusers_flux_pipeline(model):
+    from diffusers import FluxPipeline
+
+    pipe = FluxPipeline(**_flux_components(model))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def diffusers_flux_img2img_pipeline(model):
+    from diffusers import FluxImg2ImgPipeline
+
+    pipe = FluxImg2ImgPipeline(**_flux_components(model))
     pipe.set_progress_bar_config(disable=True)
     return pipe

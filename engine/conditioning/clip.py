@@ -101,7 +101,10 @@ def encode_weighted(
     ids = _padded_ids(chunks, encoder.tokenizer, device)
     with inject(text_encoder, [c.fixes for c in chunks]):
         out = text_encoder(ids, output_hidden_states=layer > 1)
+    # the projection where the encoder has one (SDXL, SD 3), else the pooled end token (Flux's CLIP-L)
     pooled = getattr(out, "text_embeds", None)
+    if pooled is None:
+        pooled = getattr(out, "pooler_output", None)
     if layer > 1:
         hidden = out.hidden_states[-layer]
         if encoder.final_norm:

@@ -91,6 +91,7 @@ def encode_conditioning(
     embeddings: EmbeddingDatabase | None = None,
     zero_empty_negative: bool = False,
     sequence: T5Encoder | None = None,
+    clip_in_sequence: bool = True,
 ) -> Conditioning:
     """The run's conditioning; each distinct text of any schedule goes through CLIP exactly once.
     `encoders`: the model's text encoders as its family uses them (tokenized with the first's
@@ -98,7 +99,9 @@ def encode_conditioning(
     `clip_skip` 1 uses the family's own layer; names of `embeddings` in the prompts are replaced
     by their vectors. `zero_empty_negative`: an empty negative prompt is all zeros (SDXL).
     `sequence`: a T5 encoder whose tokens follow CLIP's (SD 3): CLIP's hidden states are padded
-    with zeros to T5's width and T5's sequence is appended, as the reference pipeline joins them."""
+    with zeros to T5's width and T5's sequence is appended, as the reference pipeline joins them;
+    with `clip_in_sequence` False (Flux) T5's sequence is the whole of it, CLIP giving the pooled
+    embedding only."""
     encoders = [encoders] if isinstance(encoders, ClipEncoder) else list(encoders)
     tokenizer = encoders[0].tokenizer
     positive = [(prompt_schedule(text, steps), weight) for text, weight in split_and(prompt)]
@@ -125,8 +128,11 @@ def encode_conditioning(
     if sequence is not None:
         text_of = {key_of[text]: text for text in chunks_of}
         t5 = sequence.encode([text_of[key] for key in distinct], device, emphasis).to(hidden.dtype)
-        padded = torch.nn.functional.pad(hidden, (0, t5.shape[-1] - width))
-        hidden = torch.cat([padded, t5], dim=1)
+        if clip_in_sequence:
+            padded = torch.nn.functional.pad(hidden, (0, t5.shape[-1] - width))
+            hidden = torch.cat([padded, t5], dim=1)
+        else:
+            hidden = t5
     by_key = {  # pooled: of the text's first chunk, as A1111 takes it
         key: TextCond(hidden[i : i + 1], None if pooled is None else pooled[i * n : i * n + 1])
         for i, key in enumerate(distinct)

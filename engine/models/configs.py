@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from engine.models.detect import EPSILON, V_PREDICTION
-from engine.models.families import SD1, SD2, SD3, SDXL, SDXL_REFINER, family
+from engine.models.families import FLUX, SD1, SD2, SD3, SDXL, SDXL_REFINER, family
 from engine.models.paths import configs_root
 from engine.models.tokenizer import ensure_tokenizer_dir, tokenizer_folder
 
@@ -62,7 +62,7 @@ def component_config(folder: Path, component: str) -> dict[str, Any]:
 
 
 def diffusers_family(folder: Path) -> str:
-    """A diffusers folder's family from its configs: SD 3 has an SD3Transformer2DModel in
+    """A diffusers folder's family from its configs: SD 3 and Flux have their transformer in
     `transformer/` instead of a UNet; SDXL UNets take SDXL's size ids
     (`addition_embed_type` "text_time") and the refiner has no first text encoder; SD2 repos pad
     with "!" (OpenCLIP) and use 1024-wide cross-attention, SD1 neither."""
@@ -71,6 +71,8 @@ def diffusers_family(folder: Path) -> str:
         name = read_json(transformer).get("_class_name")
         if name == "SD3Transformer2DModel":
             return SD3
+        if name == "FluxTransformer2DModel":
+            return FLUX
         raise ValueError(f"{folder.name}: a {name} model is not supported yet")
     unet = component_config(folder, "unet")
     if unet.get("addition_embed_type") == "text_time":

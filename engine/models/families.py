@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-SD1, SD2, SDXL, SDXL_REFINER, SD3 = "sd1", "sd2", "sdxl", "sdxl-refiner", "sd3"
+SD1, SD2, SDXL, SDXL_REFINER, SD3, FLUX = "sd1", "sd2", "sdxl", "sdxl-refiner", "sd3", "flux"
 # The SDXL refiner's aesthetic scores (prompt, negative prompt): A1111's defaults, and Settings'.
 AESTHETIC_SCORES = (6.0, 2.5)
 
@@ -34,6 +34,11 @@ class EncoderSlot:
     pad_token: str  # OpenCLIP pads with "!" after the end token, OpenAI CLIP with the end token
     with_projection: bool  # CLIPTextModelWithProjection: gives the pooled embedding SDXL's UNet takes
     kind: str = "clip"  # "clip": A1111's 75-token chunks with emphasis; "t5": T5's token sequence
+    pooled: bool | None = None  # gives the pooled embedding; None: when it has a projection (SDXL, SD 3)
+
+    @property
+    def gives_pooled(self) -> bool:
+        return self.with_projection if self.pooled is None else self.pooled
 
 
 _CLIP_PAD, _OPEN_CLIP_PAD = "<|endoftext|>", "!"
@@ -60,6 +65,8 @@ class Family:
     flow_shift: float | None = None
     timestep_scale: float = 1000.0
     sequence_tokens: int = 256  # a T5 encoder's tokens per chunk (SD 3: the reference's 256)
+    clip_in_sequence: bool = True  # CLIP's hidden states lead the token sequence (SD 3); Flux: T5's alone
+    native_size: int | None = None  # where the network's config does not say it (Flux: 1024 px)
 
     @property
     def flow(self) -> bool:
@@ -122,6 +129,11 @@ _CLIP_L_SD3 = EncoderSlot("text_encoder", "text_encoders.clip_l.transformer.", F
 _CLIP_G_SD3 = EncoderSlot("text_encoder_2", "text_encoders.clip_g.transformer.", False, _OPEN_CLIP_PAD, True)
 _T5_SD3 = EncoderSlot("text_encoder_3", "text_encoders.t5xxl.transformer.", False, "<pad>", False, kind="t5")
 
+_CLIP_L_FLUX = EncoderSlot(
+    "text_encoder", "text_encoders.clip_l.transformer.", False, _CLIP_PAD, False, pooled=True
+)
+_T5_FLUX = EncoderSlot("text_encoder_2", "text_encoders.t5xxl.transformer.", False, "<pad>", False, kind="t5")
+
 _SD = dict(native_layer=1, final_norm=True, pooled=False, micro=None, zero_empty_negative=False, latents="sd")
 _XL = dict(native_layer=2, final_norm=False, pooled=True, zero_empty_negative=True, latents="sdxl")
 FAMILIES: dict[str, Family] = {
@@ -153,6 +165,28 @@ FAMILIES: dict[str, Family] = {
         latents="sd3",
         network="sd3",
         flow_shift=3.0,
+    ),
+    # Flux.1 (dev, schnell): CLIP-L gives only its pooled output, T5-XXL's 512 tokens are the whole
+    # sequence; a 2×2-patch transformer on 16-channel latents, guidance distilled into an input
+    # (dev), rectified flow with a shift that grows with the picture's size (the scheduler config).
+    FLUX: Family(
+        FLUX,
+        "Flux",
+        "flux",
+        (_CLIP_L_FLUX, _T5_FLUX),
+        native_layer=1,
+        final_norm=True,
+        pooled=True,
+        micro=None,
+        zero_empty_negative=False,
+        context_dims=(4096,),
+        latents="flux",
+        network="flux",
+        flow_shift=1.0,
+        timestep_scale=1.0,
+        sequence_tokens=512,
+        clip_in_sequence=False,
+        native_size=1024,
     ),
 }
 

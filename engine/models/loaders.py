@@ -111,10 +111,15 @@ def _text_encoder_class(slot: EncoderSlot) -> Any:
 
 def _network_class(name: str, folder: Path) -> tuple[Any, str]:
     """(class, subfolder) of a diffusers folder's denoising network, by the family's `network`."""
-    if family(name).network == "sd3":
+    network = family(name).network
+    if network == "sd3":
         from diffusers import SD3Transformer2DModel
 
         return SD3Transformer2DModel, "transformer"
+    if network == "flux":
+        from diffusers import FluxTransformer2DModel
+
+        return FluxTransformer2DModel, "transformer"
     from engine.models.coord_unet import unet_class_for_config
 
     return unet_class_for_config(configs.component_config(folder, "unet")), "unet"
@@ -260,6 +265,14 @@ def load_checkpoint(
     scheduler = parts["scheduler"]
     alphas_cumprod = torch.empty(0) if spec.flow else configs.alphas_cumprod_from_config(scheduler)
     flow_shift = float(scheduler.get("shift", spec.flow_shift)) if spec.flow else None
+    flow_dynamic = None
+    if spec.flow and scheduler.get("use_dynamic_shifting"):  # Flux dev: the shift grows with the size
+        flow_dynamic = (
+            float(scheduler.get("base_shift", 0.5)),
+            float(scheduler.get("max_shift", 1.15)),
+            int(scheduler.get("base_image_seq_len", 256)),
+            int(scheduler.get("max_image_seq_len", 4096)),
+        )
     encoders = {}
     for slot in spec.encoders:
         if slot.kind == "t5":  # optional; its tokenizer comes from the user's files
@@ -287,6 +300,7 @@ def load_checkpoint(
         tokenizer_3=encoders.get("tokenizer_3"),
         alphas_cumprod=alphas_cumprod,
         flow_shift=flow_shift,
+        flow_dynamic=flow_dynamic,
         device=device,
         dtype=dtype,
         vae_dtype=vae_dtype,

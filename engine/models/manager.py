@@ -403,7 +403,9 @@ class ModelManager:
                 return 768  # SD2's 768-v; an SD2-v file without yaml is only known after loading
             folder = configs.configs_root() / family(name).config
         network = "transformer" if (folder / "transformer" / "config.json").is_file() else "unet"
-        sample_size = configs.component_config(folder, network)["sample_size"]
+        sample_size = configs.component_config(folder, network).get("sample_size")
+        if sample_size is None:  # Flux's transformer config does not say it
+            return int(family(self.family_of(title)).native_size or 1024)
         vae = configs.component_config(folder, "vae")
         return int(sample_size) * 2 ** (len(vae["block_out_channels"]) - 1)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -63,18 +64,36 @@ class LoadedModel:
     text_encoder_3: Any = None  # SD 3's T5-XXL (transformers T5EncoderModel)
     tokenizer_3: Any = None  # its T5 tokenizer, from the user's files
     flow_shift: float | None = None  # a flow model's σ shift (its scheduler config's); None: discrete
+    # Flux dev's size-dependent shift, from its scheduler config: (base shift, max shift, base
+    # image tokens, max image tokens); None: the fixed `flow_shift`
+    flow_dynamic: tuple[float, float, int, int] | None = None
     latent_probe: LatentProbe | None = None  # the own VAE's probe latents; None: no evidence
     vae_policy: VaePolicy = field(default_factory=lambda: VaePolicy())
     residency: Residency | None = None  # where its parts live between uses (the memory plan)
     speed: Applied | None = None  # the speed options applied to its UNet (engine.models.speed)
 
-    def model_sigmas(self, shift: float | None = None) -> ModelSigmas:
+    def model_sigmas(self, shift: float | None = None, size: tuple[int, int] | None = None) -> ModelSigmas:
         """The σ table of the model's training discretization, which schedules and the denoiser
         read, and whose `space` says how noise is added (engine.sampling.base.NoiseSpace).
-        `shift`: a flow model's shift instead of its own (the Sampler settings' override)."""
+        `shift`: a flow model's shift instead of its own (the Sampler settings' override); `size`:
+        the picture's (width, height), which sets Flux dev's shift."""
         if self.flow_shift is not None:
-            return FlowSigmas.with_shift(shift or self.flow_shift, multiplier=self.spec.timestep_scale)
+            shift = shift or self.flow_shift_at(size)
+            return FlowSigmas.with_shift(shift, multiplier=self.spec.timestep_scale)
         return ModelSigmas.from_alphas_cumprod(self.alphas_cumprod)
+
+    def flow_shift_at(self, size: tuple[int, int] | None) -> float:
+        """A flow model's own shift for a picture of `size`: Flux dev's grows with the number of
+        2×2 latent patches, linearly in log shift between its base and max token counts (as its
+        reference pipeline computes μ), capped at neither end; other flow models have one shift."""
+        if self.flow_dynamic is None or size is None:
+            return float(self.flow_shift or 1.0)
+        base_shift, max_shift, base_tokens, max_tokens = self.flow_dynamic
+        width, height = size
+        patch = self.vae_scale_factor * 2
+        tokens = (height // patch) * (width // patch)
+        slope = (max_shift - base_shift) / (max_tokens - base_tokens)
+        return math.exp(base_shift + slope * (tokens - base_tokens))
 
     def part_groups(self) -> dict[str, list[Any]]:
         """The parts a memory plan moves, by when they run: prompt, sampling, decode."""
@@ -116,6 +135,14 @@ class LoadedModel:
         return int(getattr(config, "in_channels", 4)) == 9
 
     @property
+    def takes_guidance(self) -> bool:
+        """The network takes distilled guidance as an input (Flux dev: "Distilled CFG Scale")."""
+        return bool(getattr(getattr(self.unet, "config", None), "guidance_embeds", False))
+
+    @property
     def native_size(self) -> int:
         """The resolution the model was trained at (UNet sample size × VAE factor)."""
-        return int(self.unet.config.sample_size) * self.vae_scale_factor
+        sample_size = getattr(self.unet.config, "sample_size", None)
+        if sample_size is None:  # Flux's config does not say it
+            return int(self.spec.native_size or 1024)
+        return int(sample_size) * self.vae_scale_factor

@@ -24,6 +24,7 @@ def unet_call(
     image_cond: torch.Tensor | None,
     control: ControlNetStack | None,
     aesthetic: tuple[float, float],
+    guidance: float,
 ) -> NetworkFn:
     """SD 1.x/2.x and SDXL: the UNet, with ControlNet residuals and an inpainting UNet's extra
     channels (`image_cond`, one row per image, tiled over the CFG batch)."""
@@ -52,18 +53,24 @@ def unet_call(
     return unet
 
 
-def mmdit_call(
-    model: LoadedModel,
-    image_cond: torch.Tensor | None,
-    control: ControlNetStack | None,
-    aesthetic: tuple[float, float],
-) -> NetworkFn:
-    """SD 3 / 3.5: the MMDiT takes the joint token sequence and the pooled CLIP embedding."""
+def _refuse_unet_inputs(model: LoadedModel, image_cond: torch.Tensor | None, control: object) -> None:
     label = model.spec.label
     if control is not None:
         raise ValueError(f"ControlNet does not work with {label} models yet: turn the units off")
     if image_cond is not None:
         raise ValueError(f"{label} has no inpainting model: inpaint with the model itself")
+
+
+def mmdit_call(
+    model: LoadedModel,
+    image_cond: torch.Tensor | None,
+    control: ControlNetStack | None,
+    aesthetic: tuple[float, float],
+    guidance: float,
+) -> NetworkFn:
+    """SD 3 / 3.5: the MMDiT takes the joint token sequence and the pooled CLIP embedding."""
+    label = model.spec.label
+    _refuse_unet_inputs(model, image_cond, control)
 
     def mmdit(
         x: torch.Tensor, t: torch.Tensor, cond: TextCond, uncond_count: int = 0, t_value: float | None = None
@@ -81,7 +88,49 @@ def mmdit_call(
     return mmdit
 
 
-NETWORKS: dict[str, Callable[..., NetworkFn]] = {"unet": unet_call, "sd3": mmdit_call}
+def flux_call(
+    model: LoadedModel,
+    image_cond: torch.Tensor | None,
+    control: ControlNetStack | None,
+    aesthetic: tuple[float, float],
+    guidance: float,
+) -> NetworkFn:
+    """Flux.1: the latents go in as a sequence of 2×2 patches (64 values each for 16 channels)
+    with their (row, column) ids, T5's tokens with zero ids, CLIP's pooled output and, on dev, the
+    distilled guidance ("Distilled CFG Scale") as an input of its own."""
+    _refuse_unet_inputs(model, image_cond, control)
+    transformer = model.unet
+    distilled = bool(getattr(transformer.config, "guidance_embeds", False))
+
+    def flux(
+        x: torch.Tensor, t: torch.Tensor, cond: TextCond, uncond_count: int = 0, t_value: float | None = None
+    ) -> torch.Tensor:
+        b, c, h, w = x.shape
+        if h % 2 or w % 2:
+            raise ValueError("Flux needs a width and height that are multiples of 16 px")
+        patches = x.reshape(b, c, h // 2, 2, w // 2, 2).permute(0, 2, 4, 1, 3, 5)
+        patches = patches.reshape(b, h * w // 4, c * 4)
+        rows, cols = torch.meshgrid(torch.arange(h // 2), torch.arange(w // 2), indexing="ij")
+        image_ids = torch.stack([torch.zeros_like(rows), rows, cols], dim=-1).reshape(-1, 3)
+        text_ids = torch.zeros(cond.hidden.shape[1], 3)
+        dtype, device = model.dtype, x.device
+        out = transformer(
+            hidden_states=patches.to(dtype),
+            timestep=t.to(dtype),
+            guidance=torch.full((b,), guidance, device=device) if distilled else None,
+            pooled_projections=cond.pooled.to(dtype),
+            encoder_hidden_states=cond.hidden.to(dtype),
+            txt_ids=text_ids.to(device, dtype),
+            img_ids=image_ids.to(device, dtype),
+            return_dict=False,
+        )[0]
+        return out.float().reshape(b, h // 2, w // 2, c, 2, 2).permute(0, 3, 1, 4, 2, 5).reshape(b, c, h, w)
+
+    return flux
+
+
+NETWORKS: dict[str, Callable[..., NetworkFn]] = {"unet": unet_call, "sd3": mmdit_call, "flux": flux_call}
+DISTILLED_CFG = 3.5  # Forge's default "Distilled CFG Scale"
 
 
 def network_call(
@@ -89,5 +138,7 @@ def network_call(
     image_cond: torch.Tensor | None = None,
     control: ControlNetStack | None = None,
     aesthetic: tuple[float, float] = AESTHETIC_SCORES,
+    guidance: float = DISTILLED_CFG,
 ) -> NetworkFn:
-    return NETWORKS[model.spec.network](model, image_cond, control, aesthetic)
+    """`guidance`: the distilled guidance of models that take it as an input (Flux dev)."""
+    return NETWORKS[model.spec.network](model, image_cond, control, aesthetic, guidance)

@@ -31,7 +31,7 @@ from engine.models.types import LoadedModel
 from engine.output import images as image_io
 from engine.pipeline import preview
 from engine.pipeline.latents import decode, to_pil
-from engine.pipeline.networks import network_call
+from engine.pipeline.networks import DISTILLED_CFG, network_call
 from engine.pipeline.refiner import Refiner, SwitchedGuider, check_pair, switch_step
 from engine.pipeline.results import GenerationResult
 from engine.pipeline.rng import ImageRNG
@@ -80,6 +80,7 @@ def encode_prompt(
         embeddings=embeddings,
         zero_empty_negative=model.spec.zero_empty_negative,
         sequence=t5_encoder(model),
+        clip_in_sequence=model.spec.clip_in_sequence,
     )
     return conditioning.to(model.dtype)
 
@@ -89,9 +90,7 @@ def clip_encoders(model: LoadedModel) -> list[ClipEncoder]:
     the final norm, and which give the pooled embedding."""
     spec = model.spec
     return [
-        ClipEncoder(
-            tokenizer, encoder, spec.native_layer, spec.final_norm, spec.pooled and slot.with_projection
-        )
+        ClipEncoder(tokenizer, encoder, spec.native_layer, spec.final_norm, spec.pooled and slot.gives_pooled)
         for slot, tokenizer, encoder in model.text_encoders()
         if slot.kind == "clip"
     ]
@@ -115,7 +114,7 @@ def make_sigmas(
         params.sampler_name,
         params.scheduler,
         params.steps,
-        model.model_sigmas(options.shift if options is not None else None),
+        model.model_sigmas(options.shift if options is not None else None, (params.width, params.height)),
         options,
         is_sdxl=model.spec.latents == "sdxl",  # Align Your Steps' SDXL table for SDXL and its refiner
     )
@@ -161,13 +160,14 @@ def make_denoiser(
     image_cond: torch.Tensor | None = None,
     control: ControlNetStack | None = None,
     aesthetic: tuple[float, float] = AESTHETIC_SCORES,
+    guidance: float = DISTILLED_CFG,
 ) -> SigmaDenoiser:
     """`image_cond`: an inpainting UNet's extra input channels (mask + masked-image latents),
     one row per image; the CFG batch repeats the images, so the rows are tiled to match.
     `control`: ControlNet residuals added to the UNet's skip connections at every evaluation.
-    `aesthetic`: the SDXL refiner's (prompt, negative) aesthetic scores. The family says which
-    network call that is (engine.pipeline.networks)."""
-    call = network_call(model, image_cond, control, aesthetic)
+    `aesthetic`: the SDXL refiner's (prompt, negative) aesthetic scores; `guidance`: Flux dev's
+    distilled guidance. The family says which network call that is (engine.pipeline.networks)."""
+    call = network_call(model, image_cond, control, aesthetic, guidance)
     wants_count = control is not None or model.spec.wants_uncond_count
     return SigmaDenoiser(call, model.model_sigmas(), model.prediction_type, wants_uncond_count=wants_count)
 
@@ -202,7 +202,7 @@ def denoise(
 
     def guider_for(model: LoadedModel, conditioning: Conditioning, image_cond=None, control=None):
         return CFGGuider(
-            make_denoiser(model, image_cond, control, job.aesthetic_scores),
+            make_denoiser(model, image_cond, control, job.aesthetic_scores, params.distilled_cfg_scale),
             conditioning,
             params.cfg_scale,
             sigmas=sigmas,
@@ -328,7 +328,9 @@ def text_conditioning(
     The LoRAs are merged for the whole block and the model's own weights restored after it.
     Extensions see the prompts (BEFORE_ENCODE / AFTER_ENCODE) without their <lora:…> tags."""
     text_params, lora_list = resolve_loras(params, loras, result.notes)
-    extra: dict[str, object] = {}
+    # Forge writes "Distilled CFG Scale" for the models that take it (Flux dev) and no others
+    distilled = params.distilled_cfg_scale if model.takes_guidance else None
+    extra: dict[str, object] = {"Distilled CFG Scale": distilled}
     if lora_list:  # A1111: Lora hashes: "name: hash, ..."
         extra["Lora hashes"] = ", ".join(f"{lora.name}: {lora.short_hash}" for lora, _ in lora_list)
     with lora_patch.applied(model, lora_list, result.notes):

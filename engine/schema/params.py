@@ -49,6 +49,15 @@ class GenerationParams(SamplerOverrides):
     cfg_scale: float = Field(
         7.0, ge=0.0, le=30.0, allow_inf_nan=False, json_schema_extra=_label("CFG scale", step=0.5)
     )
+    # Forge's "Distilled CFG Scale": the guidance Flux dev takes as an input (its real CFG stays 1);
+    # written to the infotext only for models that take it (engine.pipeline.stages).
+    distilled_cfg_scale: float = Field(
+        3.5,
+        ge=0.0,
+        le=30.0,
+        allow_inf_nan=False,
+        json_schema_extra=_label("Distilled CFG Scale", infotext_default=3.5, step=0.1),
+    )
     seed: int = Field(-1, ge=-1, le=MAX_SEED, json_schema_extra=_label("Seed"))
     # A1111's variation seed: the initial noise is the seed's noise moved towards the variation
     # seed's by the strength (spherical interpolation). Written only with a strength above 0.

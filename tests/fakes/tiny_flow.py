@@ -129,3 +129,75 @@ def write_tiny_sd3(folder: Path, seed: int = 0, with_t5: bool = True) -> Path:
 
     StableDiffusion3Pipeline(**tiny_sd3_components(seed, with_t5)).save_pretrained(folder)
     return folder
+
+
+def tiny_flux_components(seed: int = 0, guidance: bool = True) -> dict[str, Any]:
+    """The components of diffusers' FluxPipeline, tiny and seeded: dev (`guidance`: the distilled
+    guidance input, a size-dependent shift) or schnell (neither)."""
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
+    from transformers import CLIPTextModel, T5Config, T5EncoderModel
+
+    from engine.models.tokenizer import load_clip_tokenizer
+
+    torch.manual_seed(seed)
+    transformer = FluxTransformer2DModel(
+        patch_size=1,
+        in_channels=64,  # 16 latent channels × a 2×2 patch
+        num_layers=1,
+        num_single_layers=1,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=T5_WIDTH,
+        pooled_projection_dim=CLIP_L_WIDTH,
+        guidance_embeds=guidance,
+        axes_dims_rope=(4, 6, 6),
+    )
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(8, 16, 16, 16),
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        latent_channels=16,
+        layers_per_block=1,
+        norm_num_groups=4,
+        sample_size=64,
+        scaling_factor=0.3611,
+        shift_factor=0.1159,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+    )
+    clip_l = CLIPTextModel(_clip_config(CLIP_L_WIDTH, "quick_gelu", layers=2))
+    tokenizer_2 = t5_tokenizer()
+    t5 = T5EncoderModel(
+        T5Config(
+            vocab_size=len(tokenizer_2), d_model=T5_WIDTH, d_kv=8, d_ff=37, num_layers=2, num_heads=4,
+            relative_attention_num_buckets=8, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1,
+        )
+    )  # fmt: skip
+    for module in (transformer, vae, clip_l, t5):
+        module.eval()
+    if guidance:  # Flux dev's scheduler: the shift follows the picture's size
+        scheduler = FlowMatchEulerDiscreteScheduler(
+            shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
+            base_image_seq_len=256, max_image_seq_len=4096,
+        )  # fmt: skip
+    else:  # schnell: shift 1
+        scheduler = FlowMatchEulerDiscreteScheduler(shift=1.0)
+    return {
+        "transformer": transformer,
+        "vae": vae,
+        "text_encoder": clip_l,
+        "tokenizer": load_clip_tokenizer("<|endoftext|>"),
+        "text_encoder_2": t5,
+        "tokenizer_2": tokenizer_2,
+        "scheduler": scheduler,
+    }
+
+
+def write_tiny_flux(folder: Path, seed: int = 0, guidance: bool = True) -> Path:
+    """A diffusers Flux folder (model_index.json, each component in its subfolder, safetensors)."""
+    from diffusers import FluxPipeline
+
+    FluxPipeline(**tiny_flux_components(seed, guidance)).save_pretrained(folder)
+    return folder

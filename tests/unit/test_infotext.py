@@ -95,7 +95,8 @@ def test_keys_come_from_the_schema() -> None:
     }
     variation_keys = {"Variation seed", "Variation seed strength"}  # written only with a strength above 0
     refiner_keys = {"Refiner", "Refiner switch at"}  # written only when a refiner takes over
-    optional = sampler_keys | hires_keys | variation_keys | refiner_keys
+    distilled = {"Distilled CFG Scale"}  # by the pipeline, for models that take it (Flux dev)
+    optional = sampler_keys | hires_keys | variation_keys | refiner_keys | distilled
     for label in labels:
         if label != "Batch size" and label not in optional:
             assert f"{label}: " in text
