@@ -116,21 +116,23 @@ class Footprint:
     vae: int
     working: int  # the activations of one denoising step at the job's size
     largest_layer: int
-    beside: tuple[int, ...] = ()  # a second model's parts the job runs (the refiner's, one by one)
+    beside: tuple[int, ...] = ()  # other parts with a turn of their own (T5; a refiner's parts)
 
     @classmethod
     def of(cls, model: Any, width: int, height: int, batch: int, extra_unet_bytes: int = 0) -> Footprint:
-        encoders = [encoder for _slot, _tokenizer, encoder in model.text_encoders()]
+        groups = model.part_groups()
+        encoders = [*groups["text"], *groups.get("t5", [])]
         latent_pixels = (width // model.vae_scale_factor) * (height // model.vae_scale_factor)
         base_width = _width_per_latent_pixel(model.unet.config)
         itemsize = torch.empty((), dtype=model.dtype).element_size()
         working = int(ACTIVATION_FACTOR * 2 * batch * latent_pixels * base_width * itemsize)
         return cls(
-            text_encoders=module_bytes(encoders),
+            text_encoders=module_bytes(groups["text"]),
             unet=module_bytes([model.unet]) + extra_unet_bytes,
             vae=module_bytes([model.vae]),
             working=working,
             largest_layer=largest_layer_bytes([model.unet, model.vae, *encoders]),
+            beside=(module_bytes(groups["t5"]),) if "t5" in groups else (),  # its own turn under medvram
         )
 
     def with_refiner(self, refiner: Footprint) -> Footprint:

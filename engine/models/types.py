@@ -96,12 +96,19 @@ class LoadedModel:
         return math.exp(base_shift + slope * (tokens - base_tokens))
 
     def part_groups(self) -> dict[str, list[Any]]:
-        """The parts a memory plan moves, by when they run: prompt, sampling, decode."""
-        return {
-            "text": [encoder for _slot, _tokenizer, encoder in self.text_encoders()],
+        """The parts a memory plan moves, by when they run: prompt, sampling, decode. A T5 encoder
+        (SD 3, Flux) is a group of its own: the largest text encoder there is, it leaves the
+        device as soon as the prompt is encoded, not with the CLIP encoders."""
+        encoders = [(slot, encoder) for slot, _tokenizer, encoder in self.text_encoders()]
+        groups = {
+            "text": [encoder for slot, encoder in encoders if slot.kind != "t5"],
             "unet": [self.unet],
             "vae": [self.vae],
         }
+        t5 = [encoder for slot, encoder in encoders if slot.kind == "t5" and encoder is not None]
+        if t5:
+            groups["t5"] = t5
+        return groups
 
     @property
     def spec(self) -> Family:

@@ -201,3 +201,31 @@ def test_inpainting_on_sd3_keeps_every_unmasked_pixel(sd3):
     keep = np.asarray(mask) == 0
     assert np.array_equal(out[keep], pixels(src)[keep])
     assert np.abs(out - pixels(src))[~keep].mean() > 5
+
+
+def test_t5_is_a_group_of_its_own_in_the_memory_plan(sd3):
+    """Under medvram T5 (the largest text encoder there is) takes its own turn on the device and
+    leaves it once the prompt is encoded; the plan counts it as a part of its own."""
+    import dataclasses
+
+    from engine.models.memory_plan import GPU_ONLY, MEDVRAM, Footprint, module_bytes
+    from engine.models.residency import Residency
+
+    groups = sd3.part_groups()
+    assert groups["t5"] == [sd3.text_encoder_3] and sd3.text_encoder_3 not in groups["text"]
+    footprint = Footprint.of(sd3, SIZE, SIZE, 1)
+    assert footprint.beside == (module_bytes([sd3.text_encoder_3]),)
+    expected = pixels(txt2img(sd3, euler(steps=2)).images[0])
+    residency = Residency(torch.device("cpu"))
+    planned = dataclasses.replace(sd3, residency=residency)
+    residency.apply(MEDVRAM, planned.part_groups())
+    turns: list[str] = []
+    real_use = residency.use
+    residency.use = lambda name: turns.append(name) or real_use(name)
+    try:
+        out = pixels(txt2img(planned, euler(steps=2)).images[0])
+    finally:
+        residency.apply(GPU_ONLY, planned.part_groups())
+    changes = [name for i, name in enumerate(turns) if i == 0 or turns[i - 1] != name]
+    assert changes == ["text", "t5", "unet", "vae"]
+    assert np.array_equal(out, expected)

@@ -41,8 +41,10 @@ HIRES_FIELDS = (
 VARIATION_FIELDS = ("subseed", "subseed_strength")
 # The Refiner accordion (ui.widgets.refiner).
 REFINER_FIELDS = ("refiner_checkpoint", "refiner_switch_at")
+# Forge's Distilled CFG Scale beside CFG Scale (Flux dev's guidance input).
+GUIDANCE_FIELDS = ("distilled_cfg_scale",)
 # Fields a tab may lack (None keeps the default), in the order they close PARAM_FIELDS.
-OPTIONAL_FIELDS = (*HIRES_FIELDS, *VARIATION_FIELDS, *REFINER_FIELDS)
+OPTIONAL_FIELDS = (*HIRES_FIELDS, *VARIATION_FIELDS, *REFINER_FIELDS, *GUIDANCE_FIELDS)
 
 
 def build_params(
@@ -63,7 +65,8 @@ def build_params(
 ) -> GenerationParams:
     """UI values → GenerationParams. Raises pydantic's ValidationError on invalid values, and
     ValueError for an override entry that is not a sampler parameter. `optional`: the
-    OPTIONAL_FIELDS values (hires fix, variation seed, refiner; None keeps a default)."""
+    OPTIONAL_FIELDS values (hires fix, variation seed, refiner, distilled guidance; None keeps a
+    default)."""
     hr = {
         name: as_number(value)
         for name, value in zip(OPTIONAL_FIELDS, optional, strict=False)

@@ -143,7 +143,12 @@ def build_sampling_controls(engine: EngineLike, tab: str, f: Fields, *, size_con
         with gr.Column(scale=2, min_width=160):
             f["n_iter"] = slider(tab, "n_iter", "Batch count", maximum=16)
             f["batch_size"] = slider(tab, "batch_size", "Batch size")
-    f["cfg_scale"] = slider(tab, "cfg_scale", "CFG Scale", settings.default_cfg_scale)
+    with gr.Row():
+        f["cfg_scale"] = slider(tab, "cfg_scale", "CFG Scale", settings.default_cfg_scale)
+        # Forge's slider: Flux dev's guidance input (its real CFG stays at 1); other models ignore it
+        f["distilled_cfg_scale"] = slider(
+            tab, "distilled_cfg_scale", "Distilled CFG Scale", info="Flux dev only: its guidance input"
+        )
     with gr.Row(elem_id=f"{tab}_seed_row", equal_height=True):
         f["seed"] = gr.Number(label="Seed", value=-1, precision=0, elem_id=f"{tab}_seed", scale=4)
         random_button = gr.Button("🎲", elem_id=f"{tab}_random_seed", scale=0, min_width=48)
