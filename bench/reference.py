@@ -85,17 +85,13 @@ def _sd3_components(model) -> dict:
 def diffusers_sd3_pipeline(model):
     from diffusers import StableDiffusion3Pipeline
 
-    pipe = StableDiffusion3Pipeline(**_sd3_components(model))
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return _quiet(StableDiffusion3Pipeline(**_sd3_components(model)))
 
 
 def diffusers_sd3_img2img_pipeline(model):
     from diffusers import StableDiffusion3Img2ImgPipeline
 
-    pipe = StableDiffusion3Img2ImgPipeline(**_sd3_components(model))
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return _quiet(StableDiffusion3Img2ImgPipeline(**_sd3_components(model)))
 
 
 def _flux_components(model) -> dict:
@@ -117,14 +113,16 @@ def _flux_components(model) -> dict:
 def diffusers_flux_pipeline(model):
     from diffusers import FluxPipeline
 
-    pipe = FluxPipeline(**_flux_components(model))
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return _quiet(FluxPipeline(**_flux_components(model)))
 
 
 def diffusers_flux_img2img_pipeline(model):
     from diffusers import FluxImg2ImgPipeline
 
-    pipe = FluxImg2ImgPipeline(**_flux_components(model))
+    return _quiet(FluxImg2ImgPipeline(**_flux_components(model)))
+
+
+def _quiet(pipe):
+    """A pipeline without its progress bar (benchmarks and tests print their own lines)."""
     pipe.set_progress_bar_config(disable=True)
     return pipe

@@ -4,25 +4,12 @@ A1111 and Forge clients' request shapes: listing, txt2img with the Shift overrid
 
 from __future__ import annotations
 
-import base64
-import io
-import json
-
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from tests.fakes.api_bodies import b64, infotext, picture
 from tests.fakes.tiny_flow import write_tiny_flux, write_tiny_sd3
-
-
-def b64(image: Image.Image) -> str:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return base64.b64encode(buffer.getvalue()).decode()
-
-
-def picture(answer) -> Image.Image:
-    return Image.open(io.BytesIO(base64.b64decode(answer.json()["images"][0])))
 
 
 @pytest.fixture(scope="module")
@@ -45,11 +32,6 @@ def job(**kw) -> dict:
     base = {"prompt": "a red circle", "negative_prompt": "blurry", "steps": 4, "width": 64, "height": 64,
             "seed": 3, "sampler_name": "Euler", "scheduler": "Simple"}  # fmt: skip
     return {**base, "override_settings": {"sd_model_checkpoint": "tiny-sd3"}, **kw}
-
-
-def infotext(answer) -> str:
-    assert answer.status_code == 200, answer.text
-    return json.loads(answer.json()["info"])["infotexts"][0]
 
 
 def test_txt2img_on_sd3_and_png_info_reads_it_back(client):

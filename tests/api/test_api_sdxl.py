@@ -3,23 +3,13 @@ listing, txt2img, hires fix, the refiner, img2img, and clear 4xx answers for a b
 
 from __future__ import annotations
 
-import base64
-import io
 import json
 
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-
-def b64(image: Image.Image) -> str:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return base64.b64encode(buffer.getvalue()).decode()
-
-
-def picture(answer) -> Image.Image:
-    return Image.open(io.BytesIO(base64.b64decode(answer.json()["images"][0])))
+from tests.fakes.api_bodies import b64, infotext, picture
 
 
 @pytest.fixture(scope="module")
@@ -40,11 +30,6 @@ def job(**kw) -> dict:
     base = {"prompt": "a red circle", "negative_prompt": "blurry", "steps": 4, "width": 64, "height": 64,
             "seed": 3, "sampler_name": "Euler"}  # fmt: skip
     return {**base, "override_settings": {"sd_model_checkpoint": "xl-base"}, **kw}
-
-
-def infotext(answer) -> str:
-    assert answer.status_code == 200, answer.text
-    return json.loads(answer.json()["info"])["infotexts"][0]
 
 
 def test_sd_models_lists_the_sdxl_checkpoints(client):

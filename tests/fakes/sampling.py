@@ -69,3 +69,18 @@ class ExactQuad:
         a, b = float(a), float(b)
         taus = (b - a) / 2 * cls.nodes + (a + b) / 2
         return (b - a) / 2 * sum(float(w) * f(float(t)) for w, t in zip(cls.weights, taus, strict=True)), 0.0
+
+
+def count_network_calls(model, monkeypatch) -> list[int]:
+    """A list that grows by one at each call of `model`'s denoising network (whose config stays
+    readable, as the pipeline reads it)."""
+    calls: list[int] = []
+    network = model.unet
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return network(*args, **kwargs)
+
+    monkeypatch.setattr(model, "unet", counting)
+    monkeypatch.setattr(counting, "config", network.config, raising=False)
+    return calls

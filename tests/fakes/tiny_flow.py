@@ -52,10 +52,43 @@ def t5_tokenizer() -> Any:
     )
 
 
+def _flow_vae(scaling: float, shift: float) -> Any:
+    """SD 3's and Flux's VAE in small: 16 latent channels, a scaling and a shift factor, no quant
+    convolutions; the factors are the real models'."""
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(8, 16, 16, 16),
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        latent_channels=16,
+        layers_per_block=1,
+        norm_num_groups=4,
+        sample_size=64,
+        scaling_factor=scaling,
+        shift_factor=shift,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+    )
+
+
+def _tiny_t5(vocab_size: int) -> Any:
+    from transformers import T5Config, T5EncoderModel
+
+    return T5EncoderModel(
+        T5Config(
+            vocab_size=vocab_size, d_model=T5_WIDTH, d_kv=8, d_ff=37, num_layers=2, num_heads=4,
+            relative_attention_num_buckets=8, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1,
+        )
+    )  # fmt: skip
+
+
 def tiny_sd3_components(seed: int = 0, with_t5: bool = True) -> dict[str, Any]:
     """The components of diffusers' StableDiffusion3Pipeline, tiny and seeded."""
-    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
-    from transformers import CLIPTextModelWithProjection, T5Config, T5EncoderModel
+    from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
+    from transformers import CLIPTextModelWithProjection
 
     from engine.models.tokenizer import load_clip_tokenizer
 
@@ -73,40 +106,11 @@ def tiny_sd3_components(seed: int = 0, with_t5: bool = True) -> dict[str, Any]:
         pooled_projection_dim=CLIP_L_WIDTH + CLIP_G_WIDTH,
         pos_embed_max_size=16,
     )
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        block_out_channels=(8, 16, 16, 16),
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        latent_channels=16,
-        layers_per_block=1,
-        norm_num_groups=4,
-        sample_size=64,
-        scaling_factor=1.5305,
-        shift_factor=0.0609,
-        use_quant_conv=False,
-        use_post_quant_conv=False,
-    )
+    vae = _flow_vae(scaling=1.5305, shift=0.0609)
     clip_l = CLIPTextModelWithProjection(_clip_config(CLIP_L_WIDTH, "quick_gelu", layers=3))
     clip_g = CLIPTextModelWithProjection(_clip_config(CLIP_G_WIDTH, "gelu", layers=3))
     tokenizer_3 = t5_tokenizer()
-    t5 = None
-    if with_t5:
-        t5 = T5EncoderModel(
-            T5Config(
-                vocab_size=len(tokenizer_3),
-                d_model=T5_WIDTH,
-                d_kv=8,
-                d_ff=37,
-                num_layers=2,
-                num_heads=4,
-                relative_attention_num_buckets=8,
-                decoder_start_token_id=0,
-                pad_token_id=0,
-                eos_token_id=1,
-            )
-        )
+    t5 = _tiny_t5(len(tokenizer_3)) if with_t5 else None
     for module in (transformer, vae, clip_l, clip_g, t5):
         if module is not None:
             module.eval()
@@ -134,8 +138,8 @@ def write_tiny_sd3(folder: Path, seed: int = 0, with_t5: bool = True) -> Path:
 def tiny_flux_components(seed: int = 0, guidance: bool = True) -> dict[str, Any]:
     """The components of diffusers' FluxPipeline, tiny and seeded: dev (`guidance`: the distilled
     guidance input, a size-dependent shift) or schnell (neither)."""
-    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
-    from transformers import CLIPTextModel, T5Config, T5EncoderModel
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
+    from transformers import CLIPTextModel
 
     from engine.models.tokenizer import load_clip_tokenizer
 
@@ -152,29 +156,10 @@ def tiny_flux_components(seed: int = 0, guidance: bool = True) -> dict[str, Any]
         guidance_embeds=guidance,
         axes_dims_rope=(4, 6, 6),
     )
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        block_out_channels=(8, 16, 16, 16),
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        latent_channels=16,
-        layers_per_block=1,
-        norm_num_groups=4,
-        sample_size=64,
-        scaling_factor=0.3611,
-        shift_factor=0.1159,
-        use_quant_conv=False,
-        use_post_quant_conv=False,
-    )
+    vae = _flow_vae(scaling=0.3611, shift=0.1159)
     clip_l = CLIPTextModel(_clip_config(CLIP_L_WIDTH, "quick_gelu", layers=2))
     tokenizer_2 = t5_tokenizer()
-    t5 = T5EncoderModel(
-        T5Config(
-            vocab_size=len(tokenizer_2), d_model=T5_WIDTH, d_kv=8, d_ff=37, num_layers=2, num_heads=4,
-            relative_attention_num_buckets=8, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1,
-        )
-    )  # fmt: skip
+    t5 = _tiny_t5(len(tokenizer_2))
     for module in (transformer, vae, clip_l, t5):
         module.eval()
     if guidance:  # Flux dev's scheduler: the shift follows the picture's size

@@ -20,7 +20,7 @@ from engine.pipeline.latents import encode, to_tensor
 from engine.pipeline.txt2img import txt2img
 from engine.sampling.registry import SAMPLERS
 from engine.schema.params import Img2ImgParams
-from tests.fakes.sampling import expected_unet_calls
+from tests.fakes.sampling import count_network_calls, expected_unet_calls
 from tests.fakes.tiny_flow import write_tiny_flux
 from tests.fakes.tiny_models import load_tiny, tiny_params
 
@@ -148,15 +148,7 @@ def test_a_size_that_is_not_a_multiple_of_16_is_refused_clearly(dev):
 
 @pytest.mark.parametrize("name", list(SAMPLERS))
 def test_every_sampler_runs_on_flux(dev, name, monkeypatch):
-    calls = []
-    network = dev.unet
-
-    def counting(*args, **kwargs):
-        calls.append(1)
-        return network(*args, **kwargs)
-
-    monkeypatch.setattr(dev, "unet", counting)
-    monkeypatch.setattr(counting, "config", network.config, raising=False)
+    calls = count_network_calls(dev, monkeypatch)
     p = flux(sampler_name=name, steps=4)
     assert pixels(txt2img(dev, p).images[0]).std() > 1
     expected = expected_unet_calls(name, stages.make_sigmas(dev, p))

@@ -20,7 +20,7 @@ from engine.pipeline.txt2img import txt2img
 from engine.sampling.registry import SAMPLERS
 from engine.schema.params import Img2ImgParams
 from engine.schema.sampler_params import sampler_options
-from tests.fakes.sampling import expected_unet_calls
+from tests.fakes.sampling import count_network_calls, expected_unet_calls
 from tests.fakes.tiny_flow import write_tiny_sd3
 from tests.fakes.tiny_models import load_tiny, tiny_params
 
@@ -141,15 +141,7 @@ def test_prompt_weights_act_on_clip_and_t5_reads_the_plain_words(sd3):
 
 @pytest.mark.parametrize("name", list(SAMPLERS))
 def test_every_sampler_runs_on_sd3(sd3, name, monkeypatch):
-    calls = []
-    network = sd3.unet
-
-    def counting(*args, **kwargs):
-        calls.append(1)
-        return network(*args, **kwargs)
-
-    monkeypatch.setattr(sd3, "unet", counting)
-    monkeypatch.setattr(counting, "config", network.config, raising=False)
+    calls = count_network_calls(sd3, monkeypatch)
     p = tiny_params(sampler_name=name, steps=4)
     image = txt2img(sd3, p).images[0]
     assert pixels(image).std() > 1
