@@ -32,7 +32,7 @@ from ui.tabs.txt2img import build_txt2img_tab  # noqa: E402
 from ui.tabs.upscaling import build_extras_tab  # noqa: E402
 from ui.theme import CSS  # noqa: E402
 from ui.widgets.quicksettings import build_quicksettings, current_checkpoint_update  # noqa: E402
-from ui.widgets.size_picker import wire_size_proposals  # noqa: E402
+from ui.widgets.size_picker import wire_size_proposals, wire_value_proposals  # noqa: E402
 
 TITLE = "Atelier"
 
@@ -76,6 +76,14 @@ def build_ui(engine: EngineLike) -> gr.Blocks:
             checkpoint_chosen,
             [
                 (tab.size_picker, tab.fields["width"], tab.fields["height"])
+                for tab in (txt2img, img2img, inpaint, controlnet)
+            ],
+        )
+        wire_value_proposals(
+            engine,
+            checkpoint_chosen,
+            [
+                (tab.fields["cfg_scale"], tab.fields["steps"])
                 for tab in (txt2img, img2img, inpaint, controlnet)
             ],
         )

@@ -67,6 +67,11 @@ class Family:
     sequence_tokens: int = 256  # a T5 encoder's tokens per chunk (SD 3: the reference's 256)
     clip_in_sequence: bool = True  # CLIP's hidden states lead the token sequence (SD 3); Flux: T5's alone
     native_size: int | None = None  # where the network's config does not say it (Flux: 1024 px)
+    # What choosing such a checkpoint proposes in the generation tabs (as Forge's presets do):
+    # its CFG scale (Flux: 1, its guidance being distilled), and the steps of a family member
+    # without a guidance input, which is the step-distilled one (Flux schnell: 4).
+    proposed_cfg: float | None = None
+    step_distilled_steps: int | None = None
 
     @property
     def flow(self) -> bool:
@@ -187,6 +192,8 @@ FAMILIES: dict[str, Family] = {
         sequence_tokens=512,
         clip_in_sequence=False,
         native_size=1024,
+        proposed_cfg=1.0,
+        step_distilled_steps=4,
     ),
 }
 

@@ -426,6 +426,29 @@ class ModelManager:
         except Exception:  # a broken file: loading it says why
             return SD1
 
+    def proposal_of(self, title: str) -> dict[str, float]:
+        """What a checkpoint proposes for the generation tabs beyond its size, read without
+        loading it: {"cfg_scale": …, "steps": …} where its family says (Flux); {} otherwise."""
+        spec = family(self.family_of(title))
+        proposal: dict[str, float] = {}
+        if spec.proposed_cfg is not None:
+            proposal["cfg_scale"] = spec.proposed_cfg
+        if spec.step_distilled_steps is not None and not self._takes_guidance(title):
+            proposal["steps"] = spec.step_distilled_steps
+        return proposal
+
+    def _takes_guidance(self, title: str) -> bool:
+        info = self.find(title)
+        for model in (self._current, self._refiner):
+            if model is not None and model.info.path == info.path:
+                return model.takes_guidance
+        config = info.path / "transformer" / "config.json"
+        return (
+            info.format == "diffusers"
+            and config.is_file()
+            and bool(configs.read_json(config).get("guidance_embeds"))
+        )
+
     def size_choices(self, title: str) -> tuple[int, list[tuple[int, int]]]:
         """(the size a checkpoint proposes, the (width, height) choices of its family's picker)."""
         native = self.native_size_of(title)

@@ -279,6 +279,13 @@ class Engine:
         1024² and the SDXL buckets for SDXL, 512² and the same shapes scaled for SD 1.x."""
         return self.models.size_choices(self.current_checkpoint())
 
+    def generation_proposal(self) -> dict[str, float]:
+        """The CFG scale and steps the current checkpoint proposes: its family's where it says
+        (Flux: CFG 1; schnell: 4 steps), else the Settings' defaults."""
+        settings = self._settings
+        proposal = {"cfg_scale": settings.default_cfg_scale, "steps": settings.default_steps}
+        return {**proposal, **self.models.proposal_of(self.current_checkpoint())}
+
     def sampler_names(self) -> list[str]:
         return sampler_names()
 

@@ -122,6 +122,16 @@ class FakeEngine:
         native, name = (1024, "sdxl") if "xl" in title else (128, "sd1")
         return native, FAMILIES[name].sizes(native)
 
+    def generation_proposal(self) -> dict[str, float]:
+        # Like the engine: a title with "flux" in it stands for a Flux checkpoint ("schnell": 4 steps).
+        title = (self.current_checkpoint() or "").lower()
+        proposal = {"cfg_scale": self.settings.default_cfg_scale, "steps": self.settings.default_steps}
+        if "flux" in title:
+            proposal["cfg_scale"] = 1.0
+            if "schnell" in title:
+                proposal["steps"] = 4
+        return proposal
+
     def sampler_names(self) -> list[str]:
         return ["Euler a", "Euler", "DDIM", "DPM++ 2M"]
 

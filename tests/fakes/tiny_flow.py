@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from tests.fakes.tiny_models import CLIP_G_WIDTH, CLIP_L_WIDTH, _clip_config
+from tests.fakes.tiny_models import CLIP_G_WIDTH, CLIP_L_WIDTH, _clip_config, _tiny_vae
 
 T5_WIDTH = 32  # = the MMDiT's joint attention width, as in SD 3 (4096 there)
 # Enough words for the prompts tests write; anything else falls back to single letters.
@@ -55,22 +55,8 @@ def t5_tokenizer() -> Any:
 def _flow_vae(scaling: float, shift: float) -> Any:
     """SD 3's and Flux's VAE in small: 16 latent channels, a scaling and a shift factor, no quant
     convolutions; the factors are the real models'."""
-    from diffusers import AutoencoderKL
-
-    return AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        block_out_channels=(8, 16, 16, 16),
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        latent_channels=16,
-        layers_per_block=1,
-        norm_num_groups=4,
-        sample_size=64,
-        scaling_factor=scaling,
-        shift_factor=shift,
-        use_quant_conv=False,
-        use_post_quant_conv=False,
+    return _tiny_vae(
+        16, scaling_factor=scaling, shift_factor=shift, use_quant_conv=False, use_post_quant_conv=False
     )
 
 

@@ -79,7 +79,8 @@ def tiny_components(
     return TinyComponents(unet, vae, text_encoder, family, prediction_type)
 
 
-def _tiny_vae():
+def _tiny_vae(latent_channels: int = 4, **config: Any):
+    """An ×8 VAE in small; `config`: more AutoencoderKL settings (SD 3's and Flux's factors)."""
     from diffusers import AutoencoderKL
 
     return AutoencoderKL(
@@ -88,10 +89,11 @@ def _tiny_vae():
         block_out_channels=(8, 16, 16, 16),
         down_block_types=("DownEncoderBlock2D",) * 4,
         up_block_types=("UpDecoderBlock2D",) * 4,
-        latent_channels=4,
+        latent_channels=latent_channels,
         layers_per_block=1,
         norm_num_groups=4,
         sample_size=64,
+        **config,
     )
 
 

@@ -176,3 +176,12 @@ def test_fp8_stored_weights_load_and_compute_in_the_working_precision(tmp_path, 
         pictures[name] = pixels(txt2img(model, flux(steps=4)).images[0])
     diff = np.abs(pictures["fp8"] - pictures["fp16"])
     assert diff.max() <= max_diff and diff.mean() <= mean_diff, (diff.max(), diff.mean())
+
+
+def test_choosing_flux_proposes_cfg_1_and_schnell_4_steps(checkpoints, dev):
+    from engine.models.manager import ModelManager
+
+    manager = ModelManager(root=checkpoints, extra_dirs=[checkpoints], device="cpu")
+    assert manager.proposal_of("tiny-flux-dev") == {"cfg_scale": 1.0}  # read from its config
+    assert manager.proposal_of("tiny-flux-schnell") == {"cfg_scale": 1.0, "steps": 4}
+    assert manager.current is None  # nothing was loaded to know it

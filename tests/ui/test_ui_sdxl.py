@@ -1,5 +1,6 @@
 """The UI's SDXL pieces: the Refiner accordion's values reach the job, the size picker offers the
-family's sizes, and a checkpoint change proposes its size without overwriting the user's."""
+family's sizes, and a checkpoint change proposes its size (and Flux its CFG scale and steps)
+without overwriting the user's."""
 
 from __future__ import annotations
 
@@ -72,3 +73,26 @@ def test_png_info_sends_the_refiner_to_the_accordion():
     assert values == ("a cat", "xl-refiner [0123456789]", 0.6)
     values, _ = infotext_to_fields("a cat\nSteps: 20, Seed: 1", names)
     assert values[1] == "None"  # no refiner: the dropdown's own "None"
+
+
+def test_flux_proposes_cfg_1_schnell_4_steps_and_the_user_s_values_stay():
+    from ui.widgets.size_picker import proposed_values
+
+    engine = FakeEngine(
+        checkpoints=["builtin [0000000000]", "flux-dev [2222222222]", "flux-schnell [3333333333]"]
+    )
+    defaults = engine.generation_proposal()
+    settings = engine.settings
+    assert defaults == {"cfg_scale": settings.default_cfg_scale, "steps": settings.default_steps}
+    engine.load_checkpoint("flux-dev [2222222222]")
+    cfg, steps = defaults["cfg_scale"], defaults["steps"]
+    # tab 1 still shows the defaults, tab 2 has the user's own CFG 4
+    proposal, updates = proposed_values(engine, defaults, [(cfg, steps), (4.0, steps)])
+    assert proposal == {"cfg_scale": 1.0, "steps": steps}
+    assert updates[0] == 1.0 and isinstance(updates[1], type(gr.skip()))  # steps: nothing new
+    assert all(isinstance(u, type(gr.skip())) for u in updates[2:])  # the user's CFG stays
+    engine.load_checkpoint("flux-schnell [3333333333]")
+    proposal, updates = proposed_values(engine, {"cfg_scale": 1.0, "steps": steps}, [(1.0, steps)])
+    assert proposal == {"cfg_scale": 1.0, "steps": 4} and updates[1] == 4
+    engine.load_checkpoint("builtin [0000000000]")  # back: the Settings' defaults again
+    assert proposed_values(engine, proposal, [(1.0, 4)])[1] == [cfg, steps]

@@ -96,3 +96,42 @@ def wire_size_proposals(engine: EngineLike, event: Any, tabs: list[tuple[Any, An
         queue=False,
         api_visibility="private",
     )
+
+
+PROPOSED_FIELDS = ("cfg_scale", "steps")  # besides the size, what a checkpoint proposes
+
+
+def proposed_values(
+    engine: EngineLike, last: dict[str, float], values: list[tuple[Any, ...]]
+) -> tuple[dict[str, float], list[Any]]:
+    """(the new proposal, updates of each tab's PROPOSED_FIELDS). As for the size, a value still
+    equal to the last proposal takes the new one; one the user changed stays."""
+    proposal = engine.generation_proposal()
+    updates: list[Any] = []
+    for tab_values in values:
+        for name, value in zip(PROPOSED_FIELDS, tab_values, strict=True):
+            same = value is not None and name in last and float(value) == float(last[name])
+            updates.append(proposal[name] if same and proposal[name] != last[name] else gr.skip())
+    return proposal, updates
+
+
+def wire_value_proposals(engine: EngineLike, event: Any, tabs: list[tuple[Any, ...]]) -> None:
+    """After `event` (a checkpoint change), propose the new checkpoint's CFG scale and steps in
+    each tab of `tabs` ((cfg_scale, steps) sliders each): Flux's CFG 1, schnell's 4 steps, and
+    the Settings' defaults again on the way back."""
+    last = gr.State(engine.generation_proposal())
+    sliders = [slider for tab in tabs for slider in tab]
+
+    def propose(last_values: dict[str, float], *values: Any) -> list[Any]:
+        try:
+            grouped = [
+                values[i : i + len(PROPOSED_FIELDS)] for i in range(0, len(values), len(PROPOSED_FIELDS))
+            ]
+            proposal, updates = proposed_values(engine, last_values, grouped)
+        except Exception:  # no checkpoint could be read: leave everything as it is
+            return [gr.skip()] * (1 + len(sliders))
+        return [proposal, *updates]
+
+    event.then(
+        propose, inputs=[last, *sliders], outputs=[last, *sliders], queue=False, api_visibility="private"
+    )
