@@ -245,8 +245,10 @@ AXES: tuple[Axis, ...] = (
         shorten=_file_name,
     ),
     Axis("Refiner switch at", float, ("refiner_switch_at",)),
-    # Forge's flow-model axis (SD 3, Flux): the σ-schedule shift (0 = the model's own)
+    # Forge's flow-model axes (SD 3, Flux): the σ-schedule shift (0 = the model's own), and Flux
+    # dev's distilled guidance
     Axis("Shift", float, ("shift",)),
+    Axis("Distilled CFG Scale", float, ("distilled_cfg_scale",)),
 )
 AXIS_LABELS: tuple[str, ...] = tuple(a.label for a in AXES)
 

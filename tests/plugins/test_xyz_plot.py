@@ -151,6 +151,7 @@ NUMERIC_AXES = [
     ("Clip skip", "2", {"CLIP_stop_at_last_layers": 2}),
     ("UniPC order", "2", {"uni_pc_order": 2}),
     ("Shift", "4.5", {"shift": 4.5}),
+    ("Distilled CFG Scale", "2.5", {"distilled_cfg_scale": 2.5}),
     ("Size", "128x96", {"width": 128, "height": 96}),
     ("Prompt S/R", "cat, dog", {"prompt": "a cat in a hat"}),  # first value: the search itself
     ("Sampler", "DPM++ 2M", {"sampler_name": "DPM++ 2M"}),
