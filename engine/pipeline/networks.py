@@ -101,6 +101,16 @@ def flux_call(
     _refuse_unet_inputs(model, image_cond, control)
     transformer = model.unet
     distilled = bool(getattr(transformer.config, "guidance_embeds", False))
+    ids: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}  # made once per size, not every step
+
+    def positions(h: int, w: int, tokens: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        key = (h, w, tokens, device)
+        if key not in ids:
+            rows, cols = torch.meshgrid(torch.arange(h // 2), torch.arange(w // 2), indexing="ij")
+            image_ids = torch.stack([torch.zeros_like(rows), rows, cols], dim=-1).reshape(-1, 3)
+            text_ids = torch.zeros(tokens, 3)
+            ids[key] = (image_ids.to(device, model.dtype), text_ids.to(device, model.dtype))
+        return ids[key]
 
     def flux(
         x: torch.Tensor, t: torch.Tensor, cond: TextCond, uncond_count: int = 0, t_value: float | None = None
@@ -110,18 +120,16 @@ def flux_call(
             raise ValueError("Flux needs a width and height that are multiples of 16 px")
         patches = x.reshape(b, c, h // 2, 2, w // 2, 2).permute(0, 2, 4, 1, 3, 5)
         patches = patches.reshape(b, h * w // 4, c * 4)
-        rows, cols = torch.meshgrid(torch.arange(h // 2), torch.arange(w // 2), indexing="ij")
-        image_ids = torch.stack([torch.zeros_like(rows), rows, cols], dim=-1).reshape(-1, 3)
-        text_ids = torch.zeros(cond.hidden.shape[1], 3)
-        dtype, device = model.dtype, x.device
+        image_ids, text_ids = positions(h, w, cond.hidden.shape[1], x.device)
+        dtype = model.dtype
         out = transformer(
             hidden_states=patches.to(dtype),
             timestep=t.to(dtype),
-            guidance=torch.full((b,), guidance, device=device) if distilled else None,
+            guidance=torch.full((b,), guidance, device=x.device) if distilled else None,
             pooled_projections=cond.pooled.to(dtype),
             encoder_hidden_states=cond.hidden.to(dtype),
-            txt_ids=text_ids.to(device, dtype),
-            img_ids=image_ids.to(device, dtype),
+            txt_ids=text_ids,
+            img_ids=image_ids,
             return_dict=False,
         )[0]
         return out.float().reshape(b, h // 2, w // 2, c, 2, 2).permute(0, 3, 1, 4, 2, 5).reshape(b, c, h, w)
