@@ -64,62 +64,47 @@ def diffusers_sdxl_img2img_pipeline(model):
     return pipe
 
 
-def _sd3_components(model) -> dict:
-    """An SD 3 model's modules under diffusers' names, with a flow scheduler that takes σ's as
-    given (shift 1: ours are already shifted, and diffusers shifts the σ's it is handed)."""
+def _flow_components(model) -> dict:
+    """An SD 3 or Flux model's modules under diffusers' names (its text-encoder slots use them),
+    with a flow scheduler that takes σ's as given: shift 1 and no dynamic shift, since ours are
+    already shifted and diffusers would shift the σ's it is handed again."""
     from diffusers import FlowMatchEulerDiscreteScheduler
 
-    return {
+    from engine.models.tokenizer import tokenizer_folder
+
+    parts = {
         "transformer": model.unet,
         "vae": model.vae,
-        "text_encoder": model.text_encoder,
-        "tokenizer": model.tokenizer,
-        "text_encoder_2": model.text_encoder_2,
-        "tokenizer_2": model.tokenizer_2,
-        "text_encoder_3": model.text_encoder_3,
-        "tokenizer_3": model.tokenizer_3,
-        "scheduler": FlowMatchEulerDiscreteScheduler(shift=1.0),
+        "scheduler": FlowMatchEulerDiscreteScheduler(shift=1.0, use_dynamic_shifting=False),
     }
+    for slot, tokenizer, encoder in model.text_encoders():
+        parts[slot.component] = encoder
+        parts[tokenizer_folder(slot.component)] = tokenizer
+    return parts
 
 
 def diffusers_sd3_pipeline(model):
     from diffusers import StableDiffusion3Pipeline
 
-    return _quiet(StableDiffusion3Pipeline(**_sd3_components(model)))
+    return _quiet(StableDiffusion3Pipeline(**_flow_components(model)))
 
 
 def diffusers_sd3_img2img_pipeline(model):
     from diffusers import StableDiffusion3Img2ImgPipeline
 
-    return _quiet(StableDiffusion3Img2ImgPipeline(**_sd3_components(model)))
-
-
-def _flux_components(model) -> dict:
-    """A Flux model's modules under diffusers' names, with a flow scheduler that takes σ's as
-    given (no dynamic shift: ours are already shifted for the picture's size)."""
-    from diffusers import FlowMatchEulerDiscreteScheduler
-
-    return {
-        "transformer": model.unet,
-        "vae": model.vae,
-        "text_encoder": model.text_encoder,
-        "tokenizer": model.tokenizer,
-        "text_encoder_2": model.text_encoder_2,
-        "tokenizer_2": model.tokenizer_2,
-        "scheduler": FlowMatchEulerDiscreteScheduler(shift=1.0, use_dynamic_shifting=False),
-    }
+    return _quiet(StableDiffusion3Img2ImgPipeline(**_flow_components(model)))
 
 
 def diffusers_flux_pipeline(model):
     from diffusers import FluxPipeline
 
-    return _quiet(FluxPipeline(**_flux_components(model)))
+    return _quiet(FluxPipeline(**_flow_components(model)))
 
 
 def diffusers_flux_img2img_pipeline(model):
     from diffusers import FluxImg2ImgPipeline
 
-    return _quiet(FluxImg2ImgPipeline(**_flux_components(model)))
+    return _quiet(FluxImg2ImgPipeline(**_flow_components(model)))
 
 
 def _quiet(pipe):

@@ -393,9 +393,9 @@ class ModelManager:
     def native_size_of(self, title: str) -> int:
         """The training resolution (px) of a checkpoint, read from configs/header where possible."""
         info = self.find(title)
-        current = self._current
-        if current is not None and current.info.path == info.path:
-            return current.native_size
+        loaded = self._loaded(info)
+        if loaded is not None:
+            return loaded.native_size
         folder = info.path if info.format == "diffusers" else sidecar_config_dir(info.path)
         if folder is None:
             name = self.family_of(title)
@@ -414,9 +414,9 @@ class ModelManager:
         configs, or the key names in a .safetensors header (a .ckpt pickle counts as SD 1.x
         until it is loaded: reading its keys means unpickling it)."""
         info = self.find(title)
-        for model in (self._current, self._refiner):
-            if model is not None and model.info.path == info.path:
-                return model.family
+        loaded = self._loaded(info)
+        if loaded is not None:
+            return loaded.family
         if info.format == "diffusers":
             return configs.diffusers_family(info.path)
         if info.format != "safetensors":
@@ -425,6 +425,11 @@ class ModelManager:
             return family_of_keys(read_key_shapes(info.path)).name
         except Exception:  # a broken file: loading it says why
             return SD1
+
+    def _loaded(self, info: CheckpointInfo) -> LoadedModel | None:
+        """The loaded model (current or refiner) of this file, if any: it answers without a read."""
+        held = (m for m in (self._current, self._refiner) if m is not None)
+        return next((m for m in held if m.info.path == info.path), None)
 
     def proposal_of(self, title: str) -> dict[str, float]:
         """What a checkpoint proposes for the generation tabs beyond its size, read without
@@ -439,9 +444,9 @@ class ModelManager:
 
     def _takes_guidance(self, title: str) -> bool:
         info = self.find(title)
-        for model in (self._current, self._refiner):
-            if model is not None and model.info.path == info.path:
-                return model.takes_guidance
+        loaded = self._loaded(info)
+        if loaded is not None:
+            return loaded.takes_guidance
         config = info.path / "transformer" / "config.json"
         return (
             info.format == "diffusers"

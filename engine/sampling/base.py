@@ -154,7 +154,7 @@ class NoiseSpace:
     stochastic samplers' exponential integrators run in the half log-SNR λ = log(α/σ) with their
     x̂₀ terms scaled by α (DPM-Solver++'s general form; k-diffusion's VE code is its α = 1 case).
     The methods keep VE arithmetic exactly as it was (α = 1.0 multiplies exactly), so VE pictures
-    do not change. A flow σ maps to the equivalent VE σ as σ/α, infinite at σ = 1.
+    do not change. A flow σ maps to the equivalent VE σ as σ/α (`from_ve` is the way back).
     """
 
     name: str
@@ -188,10 +188,6 @@ class NoiseSpace:
         if math.isinf(lam):
             return sigma + r * (sigma_to - sigma)
         return self.sigma_at(lam + r * (self.half_log_snr(sigma_to) - lam))
-
-    def to_ve(self, sigma: float) -> float:
-        alpha = self.alpha(sigma)
-        return math.inf if alpha <= 0 else sigma / alpha
 
     def from_ve(self, sigma_ve: float) -> float:
         return sigma_ve / (1 + sigma_ve) if self.flow else sigma_ve
